@@ -1,0 +1,49 @@
+//! Subcommands, grouped by what a user does. Only commands that work are listed.
+
+mod config;
+mod env;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagen",
+    version,
+    about = "Train Imagen-style cascaded text-to-image diffusion models on libtorch.",
+    propagate_version = true
+)]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. "debug"); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect configurations.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
+    Env(env::EnvArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    imagen_trainer::logging::init(&cli.log_level);
+    let result = match cli.command {
+        Command::Config(cmd) => config::run(cmd),
+        Command::Env(args) => env::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

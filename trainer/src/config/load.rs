@@ -1,0 +1,121 @@
+//! Reading a config: file, then `--set` overrides, then typed deserialisation whose errors name
+//! the file, the field path and the reason.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use super::Config;
+use crate::error::{Result, TrainerError};
+
+/// One `--set a.b.c=value` override. The value is read as TOML (`2e-4`, `true`, `[1, 2]`,
+/// `"text"`), and as a plain string when it is not valid TOML (`run.name=my-run`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub path: Vec<String>,
+    pub value: Value,
+}
+
+/// Parses `a.b.c=value`.
+pub fn parse_override(text: &str) -> Result<Override> {
+    let bad = |why: &str| TrainerError::Config {
+        source_name: "--set".into(),
+        message: format!("{text:?}: {why}"),
+    };
+    let (key, raw) = text.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let path: Vec<String> = key.trim().split('.').map(|s| s.trim().to_owned()).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(bad("the key has an empty part"));
+    }
+    let raw = raw.trim();
+    let value = toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()));
+    Ok(Override { path, value })
+}
+
+impl Config {
+    /// Loads `path` (or the defaults when `None`) with `overrides` applied on top.
+    pub fn load(path: Option<&Path>, overrides: &[Override]) -> Result<Config> {
+        let (source_name, table) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| TrainerError::Io { path: path.to_owned(), source })?;
+                let table = toml::from_str::<Table>(&text).map_err(|e| TrainerError::Config {
+                    source_name: path.display().to_string(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+                (path.display().to_string(), table)
+            }
+            None => ("defaults".to_owned(), Table::new()),
+        };
+        Self::from_table(&source_name, table, overrides)
+    }
+
+    /// Parses TOML text (for tests and embedded presets).
+    pub fn from_toml_str(source_name: &str, text: &str, overrides: &[Override]) -> Result<Config> {
+        let table = toml::from_str::<Table>(text).map_err(|e| TrainerError::Config {
+            source_name: source_name.into(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Self::from_table(source_name, table, overrides)
+    }
+
+    fn from_table(source_name: &str, mut table: Table, overrides: &[Override]) -> Result<Config> {
+        let source_name = if overrides.is_empty() {
+            source_name.to_owned()
+        } else {
+            format!("{source_name} (with --set overrides)")
+        };
+        for o in overrides {
+            apply_override(&mut table, o).map_err(|message| TrainerError::Config {
+                source_name: source_name.clone(),
+                message,
+            })?;
+        }
+        deserialize_with_path(Value::Table(table))
+            .map_err(|message| TrainerError::Config { source_name, message })
+    }
+}
+
+fn apply_override(table: &mut Table, o: &Override) -> std::result::Result<(), String> {
+    let (last, parents) = o.path.split_last().expect("an override path is never empty");
+    let mut here = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = here.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
+        here = entry.as_table_mut().ok_or_else(|| {
+            format!("--set {}: `{}` is not a section", o.path.join("."), o.path[..=i].join("."))
+        })?;
+    }
+    here.insert(last.clone(), o.value.clone());
+    Ok(())
+}
+
+/// Deserialises, reporting the failing field's dotted path and, for an unknown key, the nearest
+/// valid one.
+fn deserialize_with_path<T: DeserializeOwned>(value: Value) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        // toml appends "in `section`" lines that repeat what the path already says.
+        let full = err.into_inner().to_string();
+        let reason = full.lines().next().unwrap_or_default().trim_end().to_owned();
+        let hint = unknown_field_hint(&reason).unwrap_or_default();
+        if path == "." || path.is_empty() {
+            format!("{reason}{hint}")
+        } else {
+            format!("field `{path}`: {reason}{hint}")
+        }
+    })
+}
+
+/// serde reports "unknown field `x`, expected one of `a`, `b`"; suggest the closest of those.
+fn unknown_field_hint(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = candidates.iter().map(|c| (strsim::damerau_levenshtein(unknown, c), *c)).min()?;
+    let close_enough = best.0 <= (unknown.len().max(best.1.len()) / 2).max(1);
+    close_enough.then(|| format!("; did you mean `{}`?", best.1))
+}

@@ -1,0 +1,29 @@
+//! The one error type of the trainer library.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    /// A call into the native shim (libtorch C++) failed.
+    #[error("{what}: {message}")]
+    Native { what: String, message: String },
+
+    /// A configuration file or override is invalid; the message names the field and the reason.
+    #[error("{source_name}: {message}")]
+    Config { source_name: String, message: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+
+    #[error(transparent)]
+    Data(#[from] imagen_data::DataError),
+}
+
+pub type Result<T, E = TrainerError> = std::result::Result<T, E>;

@@ -1,0 +1,13 @@
+//! imagen-trainer: the `imagen` binary's library. Text encoder, U-Nets, diffusion, training loop,
+//! distributed training, checkpoints, sampling and logging, on libtorch through tch.
+
+pub mod autocast;
+pub mod config;
+pub mod dist;
+pub mod error;
+pub mod logging;
+pub mod native;
+pub mod progress;
+pub mod torch_info;
+
+pub use error::{Result, TrainerError};

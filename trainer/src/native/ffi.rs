@@ -1,0 +1,59 @@
+//! Declarations matching `trainer/native/imagen_native.h`.
+
+use std::ffi::{c_char, c_int, c_void};
+
+/// Opaque handle to a `c10d::TCPStore`.
+#[repr(C)]
+pub struct ImagenStore {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    pub fn imagen_free(ptr: *mut c_void);
+
+    pub fn imagen_autocast_set_dtype(device_type: c_int, dtype: c_int) -> *mut c_char;
+    pub fn imagen_autocast_get_dtype(device_type: c_int, dtype: *mut c_int) -> *mut c_char;
+    pub fn imagen_autocast_set_enabled(device_type: c_int, enabled: bool) -> *mut c_char;
+    pub fn imagen_autocast_is_enabled(device_type: c_int, enabled: *mut bool) -> *mut c_char;
+    pub fn imagen_autocast_increment_nesting() -> i64;
+    pub fn imagen_autocast_decrement_nesting() -> i64;
+    pub fn imagen_autocast_clear_cache();
+
+    pub fn imagen_store_new(
+        host: *const c_char,
+        port: u16,
+        is_server: bool,
+        num_workers: i64,
+        wait_workers: bool,
+        timeout_ms: i64,
+        out: *mut *mut ImagenStore,
+    ) -> *mut c_char;
+    pub fn imagen_store_set(
+        store: *mut ImagenStore,
+        key: *const c_char,
+        data: *const u8,
+        len: usize,
+    ) -> *mut c_char;
+    pub fn imagen_store_get(
+        store: *mut ImagenStore,
+        key: *const c_char,
+        data: *mut *mut u8,
+        len: *mut usize,
+    ) -> *mut c_char;
+    pub fn imagen_store_add(
+        store: *mut ImagenStore,
+        key: *const c_char,
+        delta: i64,
+        out: *mut i64,
+    ) -> *mut c_char;
+    pub fn imagen_store_check(
+        store: *mut ImagenStore,
+        key: *const c_char,
+        present: *mut bool,
+    ) -> *mut c_char;
+    pub fn imagen_store_port(store: *const ImagenStore) -> u16;
+    pub fn imagen_store_free(store: *mut ImagenStore);
+
+    pub fn imagen_nccl_compiled() -> bool;
+    pub fn imagen_nccl_version(version: *mut i64) -> *mut c_char;
+}
