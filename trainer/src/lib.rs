@@ -7,6 +7,7 @@ pub mod dist;
 pub mod error;
 pub mod logging;
 pub mod native;
+pub mod optim;
 pub mod progress;
 pub mod torch_info;
 
