@@ -3,10 +3,15 @@
 
 CARGO ?= cargo
 
-.PHONY: bootstrap build test lint
+.PHONY: bootstrap tools build test lint
 
 bootstrap:
 	@scripts/bootstrap.sh
+
+# Python reference tools (TensorBoard's reader, pyarrow, transformers, pytorch-fid) in
+# .venv-tools; some tests read the project's output with them.
+tools: bootstrap
+	@scripts/python_env.sh
 
 ## build: the release binary at target/release/imagen
 build: bootstrap
@@ -14,7 +19,7 @@ build: bootstrap
 	@echo "built target/release/imagen"
 
 ## test: formatting, clippy -D warnings and the whole workspace's tests (what CI runs)
-test: bootstrap lint
+test: tools lint
 	$(CARGO) test --workspace
 
 lint: bootstrap

@@ -2,10 +2,12 @@
 //! distributed training, checkpoints, sampling and logging, on libtorch through tch.
 
 pub mod autocast;
+pub mod checkpoint;
 pub mod config;
 pub mod dist;
 pub mod error;
 pub mod logging;
+pub mod logs;
 pub mod native;
 pub mod optim;
 pub mod progress;
