@@ -48,7 +48,7 @@ fn set_grads(params: &[Tensor], grads: &Value) {
             grad = p.grad();
         }
         let g = Tensor::from_slice(&floats(g)).view(p.size().as_slice());
-        let _ = grad.copy_(&g);
+        grad.copy_(&g);
     }
 }
 
