@@ -3,11 +3,13 @@
 
 pub mod autocast;
 pub mod config;
+pub mod diffusion;
 pub mod dist;
 pub mod error;
 pub mod logging;
 pub mod native;
 pub mod progress;
 pub mod torch_info;
+pub mod unet;
 
 pub use error::{Result, TrainerError};
