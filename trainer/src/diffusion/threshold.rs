@@ -13,8 +13,9 @@ pub fn static_threshold(x0: &Tensor) -> Tensor {
 /// divide by s, which pushes saturated pixels inwards instead of flattening them.
 pub fn dynamic_threshold(x0: &Tensor, percentile: f64) -> Tensor {
     let b = x0.size()[0];
-    let flat = x0.reshape([b, -1]).abs().to_kind(Kind::Float);
-    let q = Tensor::from(percentile / 100.0).to_device(x0.device());
+    let kind = if x0.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let flat = x0.reshape([b, -1]).abs().to_kind(kind);
+    let q = Tensor::from(percentile / 100.0).to_kind(kind).to_device(x0.device());
     let s = flat.quantile(&q, 1, false, "linear").clamp_min(1.0);
     let shape: Vec<i64> = std::iter::once(b).chain(std::iter::repeat_n(1, x0.dim() - 1)).collect();
     let s = s.view(shape.as_slice()).to_kind(x0.kind());
