@@ -8,6 +8,11 @@ use imagen_trainer::config::Config;
 use imagen_trainer::unet::{summarize, UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
 
+/// One intra-op thread: on a loaded machine OpenMP's spinning threads cost 5-20x.
+fn one_thread() {
+    tch::set_num_threads(1);
+}
+
 fn preset(name: &str) -> Config {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name);
     Config::load(Some(&path), &[]).expect("preset parses")
@@ -60,6 +65,7 @@ fn inputs(cfg: &UNetConfig, b: i64) -> (Tensor, Tensor, Option<Tensor>, Option<T
 
 #[test]
 fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
+    one_thread();
     tch::manual_seed(0);
     for name in PRESETS {
         let cfg = scaled_down(&preset(name).unet);
@@ -69,7 +75,7 @@ fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
         tch::no_grad(|| {
             for (n, mut v) in vs.variables() {
                 if n.starts_with("final_conv") {
-                    let _ = v.copy_(&(v.randn_like() * 0.1));
+                    v.copy_(&(v.randn_like() * 0.1));
                 }
             }
         });
@@ -91,6 +97,7 @@ fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
 
 #[test]
 fn summary_counts_exactly_the_varstore_parameters_per_block() {
+    one_thread();
     for name in PRESETS {
         let cfg = scaled_down(&preset(name).unet);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -117,6 +124,7 @@ fn summary_counts_exactly_the_varstore_parameters_per_block() {
 
 #[test]
 fn paper_presets_match_the_paper_sizes_within_ten_percent() {
+    one_thread();
     for (name, paper) in [("base64.toml", 2.0e9), ("sr256.toml", 600e6), ("sr1024.toml", 400e6)] {
         let params = summarize(&preset(name).unet, 128).unwrap().total_params as f64;
         assert!((params / paper - 1.0).abs() < 0.1, "{name}: {params} vs {paper}");
@@ -125,6 +133,7 @@ fn paper_presets_match_the_paper_sizes_within_ten_percent() {
 
 #[test]
 fn summary_flops_match_a_hand_count_for_a_single_level() {
+    one_thread();
     // One level, one block, no attention: everything is convs and small linears.
     let cfg = UNetConfig {
         image_side: 8,
@@ -166,7 +175,7 @@ fn tiny_unet() -> (nn::VarStore, UNet, UNetConfig) {
     tch::no_grad(|| {
         for (n, mut v) in vs.variables() {
             if n.starts_with("final_conv") {
-                let _ = v.copy_(&v.randn_like());
+                v.copy_(&v.randn_like());
             }
         }
     });
@@ -175,6 +184,7 @@ fn tiny_unet() -> (nn::VarStore, UNet, UNetConfig) {
 
 #[test]
 fn fresh_unet_predicts_zero() {
+    one_thread();
     let cfg = scaled_down(&preset("base64.toml").unet);
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = UNet::new(vs.root(), &cfg).unwrap();
@@ -187,6 +197,7 @@ fn fresh_unet_predicts_zero() {
 
 #[test]
 fn padded_text_positions_take_no_part_and_dropped_text_is_ignored() {
+    one_thread();
     tch::manual_seed(1);
     let (_vs, unet, cfg) = tiny_unet();
     let b = 3;
@@ -236,6 +247,7 @@ fn padded_text_positions_take_no_part_and_dropped_text_is_ignored() {
 
 #[test]
 fn sr_unet_depends_on_the_augmentation_level_and_the_lowres_image() {
+    one_thread();
     tch::manual_seed(2);
     let (_vs, unet, cfg) = tiny_unet();
     let b = 2;
@@ -255,6 +267,7 @@ fn sr_unet_depends_on_the_augmentation_level_and_the_lowres_image() {
 
 #[test]
 fn invalid_topologies_are_refused_with_the_field_named() {
+    one_thread();
     let cfg = UNetConfig { layer_attns: vec![true], ..UNetConfig::default() };
     let err = UNet::new(nn::VarStore::new(Device::Cpu).root(), &cfg).unwrap_err().to_string();
     assert!(err.contains("layer_attns"), "{err}");

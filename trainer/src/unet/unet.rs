@@ -199,7 +199,7 @@ impl UNet {
         let mut cond = self.time.forward(t) + self.text_pool.forward(&text.tokens, &text.mask);
         if let Some(lowres_time) = &self.lowres_time {
             let level = aug_level.expect("a super-resolution U-Net needs the augmentation level");
-            cond = cond + lowres_time.forward(level);
+            cond += lowres_time.forward(level);
         }
 
         let mut h = self.init_conv.forward(&input);
