@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use imagen_trainer::config::Config;
+use imagen_trainer::diffusion::GaussianDiffusion;
 use imagen_trainer::unet::{summarize, UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -119,6 +120,16 @@ fn summary_counts_exactly_the_varstore_parameters_per_block() {
             covered += in_row;
         }
         assert_eq!(covered, total, "{name}: rows overlap or miss parameters");
+    }
+}
+
+#[test]
+fn every_preset_builds_its_diffusion() {
+    one_thread();
+    for name in PRESETS {
+        let cfg = preset(name);
+        let diffusion = GaussianDiffusion::new(&cfg.diffusion, cfg.unet.image_side).unwrap();
+        assert_eq!(diffusion.image_side(), cfg.unet.image_side, "{name}");
     }
 }
 
