@@ -4,6 +4,7 @@
 pub mod autocast;
 pub mod checkpoint;
 pub mod config;
+pub mod diffusion;
 pub mod dist;
 pub mod error;
 pub mod logging;
@@ -12,5 +13,6 @@ pub mod native;
 pub mod optim;
 pub mod progress;
 pub mod torch_info;
+pub mod unet;
 
 pub use error::{Result, TrainerError};
