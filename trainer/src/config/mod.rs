@@ -21,6 +21,8 @@ pub struct Config {
     pub run: RunConfig,
     /// Logging verbosity and cadence.
     pub log: LogConfig,
+    /// Training shards and how they become batches (imagen-data's `DataConfig`).
+    pub data: imagen_data::DataConfig,
 }
 
 impl Config {
