@@ -1,6 +1,7 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
 mod config;
+mod data;
 mod env;
 mod model;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Inspect configurations.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Synthesise, inspect and benchmark image-caption shards.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
     Env(env::EnvArgs),
     /// Inspect model topologies.
@@ -41,6 +45,7 @@ pub fn main() -> ExitCode {
     imagen_trainer::logging::init(&cli.log_level);
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),
         Command::Model(cmd) => model::run(cmd),
     };

@@ -28,6 +28,8 @@ pub struct Config {
     pub unet: UNetConfig,
     /// The stage's diffusion process and sampler.
     pub diffusion: DiffusionConfig,
+    /// Training shards and how they become batches (imagen-data's `DataConfig`).
+    pub data: imagen_data::DataConfig,
 }
 
 impl Config {
