@@ -11,6 +11,10 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+
+    /// An embedding cache file or directory is unusable; the message says why and what to do.
+    #[error("{path}: {message}")]
+    EmbedCache { path: PathBuf, message: String },
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

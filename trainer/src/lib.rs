@@ -8,6 +8,7 @@ pub mod error;
 pub mod logging;
 pub mod native;
 pub mod progress;
+pub mod t5;
 pub mod torch_info;
 
 pub use error::{Result, TrainerError};
