@@ -9,6 +9,7 @@ pub mod logging;
 pub mod native;
 pub mod progress;
 pub mod t5;
+pub mod text;
 pub mod torch_info;
 
 pub use error::{Result, TrainerError};

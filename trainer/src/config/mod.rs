@@ -21,6 +21,8 @@ pub struct Config {
     pub run: RunConfig,
     /// Logging verbosity and cadence.
     pub log: LogConfig,
+    /// The T5 text encoder and how training uses it.
+    pub text: crate::text::TextConfig,
 }
 
 impl Config {

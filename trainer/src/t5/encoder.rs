@@ -55,13 +55,19 @@ pub struct T5Encoder {
 }
 
 impl T5Encoder {
-    /// Builds a zero-filled encoder under `path`; fill it with [`super::load::load_weights`] or
+    /// Builds a zero-filled encoder under `path`, parameters of the VarStore's default dtype; fill it with [`super::load::load_weights`] or
     /// [`super::init::init_random`]. `path` plays the role of the model root: variables are named
     /// `shared.weight`, `encoder.block.0.layer.0.SelfAttention.q.weight`, ...
     pub fn new(path: nn::Path, cfg: &T5Config, freeze: Freeze) -> Result<Self> {
+        let kind = path.kind();
+        Self::with_kind(path, cfg, freeze, kind)
+    }
+
+    /// As [`T5Encoder::new`], with parameters of dtype `kind` (e.g. bf16 for a frozen encoder).
+    pub fn with_kind(path: nn::Path, cfg: &T5Config, freeze: Freeze, kind: Kind) -> Result<Self> {
         let ff_kind = cfg.feed_forward().map_err(TrainerError::Text)?;
         let sink = ParamSink::default();
-        let params = |trainable: bool| Params { sink: &sink, trainable: !freeze.all && trainable };
+        let params = |trainable: bool| Params { sink: &sink, trainable: !freeze.all && trainable, kind };
         let block_params = |i: usize| params(i >= freeze.lowest_blocks);
         let shared =
             params(!freeze.embedding).add(&(&path / "shared"), "weight", &[cfg.vocab_size, cfg.d_model]);

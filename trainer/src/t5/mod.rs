@@ -3,6 +3,7 @@
 
 mod attention;
 pub mod config;
+pub mod demo;
 pub mod encoder;
 mod feed_forward;
 pub mod init;

@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// Collects every parameter an encoder creates, by full VarStore name, so that loading can
 /// report missing and unexpected names without access to the VarStore itself.
@@ -13,6 +13,8 @@ pub(crate) type ParamSink = RefCell<Vec<(String, Tensor)>>;
 pub(crate) struct Params<'a> {
     pub sink: &'a ParamSink,
     pub trainable: bool,
+    /// Dtype of the created parameters.
+    pub kind: Kind,
 }
 
 impl Params<'_> {
@@ -21,7 +23,7 @@ impl Params<'_> {
     /// saved and loaded with the rest, but it is absent from `trainable_variables()` and gets
     /// no gradient.
     pub fn add(self, path: &nn::Path, name: &str, dims: &[i64]) -> Tensor {
-        let t = if self.trainable { path.zeros(name, dims) } else { path.zeros_no_train(name, dims) };
+        let t = path.add(name, Tensor::zeros(dims, (self.kind, path.device())), self.trainable);
         self.sink.borrow_mut().push((path.path(name), t.shallow_clone()));
         t
     }
