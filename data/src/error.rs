@@ -27,6 +27,10 @@ pub enum DataError {
     /// The loader's background thread stopped.
     #[error("data loader stopped: {0}")]
     LoaderStopped(String),
+
+    /// An embedding cache file or directory is unusable; the message says why and what to do.
+    #[error("{path}: {message}")]
+    EmbedCache { path: PathBuf, message: String },
 }
 
 impl DataError {

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod config;
 pub mod decode;
+pub mod embed_cache;
 pub mod error;
 mod filter;
 pub mod inspect;

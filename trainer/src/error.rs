@@ -23,6 +23,18 @@ pub enum TrainerError {
         source: std::io::Error,
     },
 
+    /// A model folder (T5 config or weights) is unusable; the message names what is wrong.
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+
+    /// A tokenizer file is unusable or a text could not be tokenized.
+    #[error("{path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+
+    /// The text-conditioning path (captions, embedding cache, widths) was given bad input.
+    #[error("{0}")]
+    Text(String),
+
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 

@@ -12,6 +12,8 @@ pub mod logs;
 pub mod native;
 pub mod optim;
 pub mod progress;
+pub mod t5;
+pub mod text;
 pub mod torch_info;
 pub mod unet;
 

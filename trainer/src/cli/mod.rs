@@ -4,6 +4,7 @@ mod config;
 mod data;
 mod env;
 mod model;
+mod text;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     /// Inspect model topologies.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// T5 text encoder tools: encode prompts, make the demo encoder.
+    Text(text::TextCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),
         Command::Model(cmd) => model::run(cmd),
+        Command::Text(cmd) => text::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

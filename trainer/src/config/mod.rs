@@ -30,6 +30,8 @@ pub struct Config {
     pub diffusion: DiffusionConfig,
     /// Training shards and how they become batches (imagen-data's `DataConfig`).
     pub data: imagen_data::DataConfig,
+    /// The T5 text encoder and how training uses it.
+    pub text: crate::text::TextConfig,
 }
 
 impl Config {

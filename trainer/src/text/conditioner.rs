@@ -1,0 +1,157 @@
+//! The text conditioning the trainer and the U-Net consume: `(embeddings, mask)` per batch,
+//! whatever the mode (frozen-cached, frozen-online, finetune).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use imagen_data::embed_cache::EmbedCache;
+use tch::{nn, Device, Kind, Tensor};
+
+use super::config::{TextConfig, TextDtype, TextMode};
+use super::encode::encode_captions;
+use super::identity::encoder_identity;
+use crate::error::{Result, TrainerError};
+use crate::t5::{load::load_weights, Freeze, T5Config, T5Encoder, T5Tokenizer};
+
+/// The VarStore group of the encoder's parameters in "finetune" mode, so that the optimizer can
+/// give them `finetune_lr` and `finetune_weight_decay` (`opt.set_lr_group(TEXT_ENCODER_GROUP, lr)`).
+pub const TEXT_ENCODER_GROUP: usize = 1;
+
+#[derive(Debug)]
+enum Source {
+    Online { encoder: T5Encoder, tokenizer: T5Tokenizer },
+    Cached { cache: EmbedCache, dir: PathBuf },
+}
+
+/// Turns captions (or sample keys, with the cache) into T5 token embeddings and a mask.
+#[derive(Debug)]
+pub struct TextConditioner {
+    mode: TextMode,
+    d_model: i64,
+    device: Device,
+    source: Source,
+    truncated: AtomicUsize,
+}
+
+impl TextConditioner {
+    /// Builds the encoder under `path` and loads the Hugging Face weights of `cfg.model`.
+    /// In "finetune" mode `path` should be inside the trained VarStore (so that the encoder is
+    /// checkpointed and EMA'd with the U-Net); its parameters take the VarStore's dtype and
+    /// group [`TEXT_ENCODER_GROUP`]. For the frozen modes pass a separate VarStore: parameters
+    /// are created frozen in `cfg.dtype`. "frozen-cached" builds no encoder: it opens the cache
+    /// of `cfg.cache_dir`, refusing it unless it was made by `cfg.model` with these settings.
+    pub fn new(path: nn::Path, cfg: &TextConfig, device: Device) -> Result<Self> {
+        let t5 = T5Config::from_file(&cfg.model.join("config.json"))?;
+        let source = match cfg.mode {
+            TextMode::FrozenCached => {
+                let dir = cfg.cache_dir.clone().ok_or_else(|| {
+                    TrainerError::Text("text.mode = \"frozen-cached\" needs text.cache_dir (written by `imagen embed`)".into())
+                })?;
+                let identity = encoder_identity(cfg, &t5)?;
+                let cache = EmbedCache::open(&dir, &identity)?;
+                Source::Cached { cache, dir }
+            }
+            TextMode::FrozenOnline | TextMode::Finetune => {
+                let encoder = if cfg.mode == TextMode::Finetune {
+                    let freeze = Freeze {
+                        all: false,
+                        embedding: cfg.freeze_embedding,
+                        lowest_blocks: cfg.freeze_lowest_blocks,
+                    };
+                    T5Encoder::new(path.set_group(TEXT_ENCODER_GROUP), &t5, freeze)?
+                } else {
+                    let kind = match cfg.dtype {
+                        TextDtype::Bf16 => Kind::BFloat16,
+                        TextDtype::F32 => Kind::Float,
+                    };
+                    T5Encoder::with_kind(path, &t5, Freeze::ALL, kind)?
+                };
+                load_weights(&encoder, &cfg.model)?;
+                let tokenizer =
+                    T5Tokenizer::from_file(&cfg.model.join("tokenizer.json"), cfg.max_length, t5.pad_token_id)?;
+                Source::Online { encoder, tokenizer }
+            }
+        };
+        Ok(Self { mode: cfg.mode, d_model: t5.d_model, device, source, truncated: AtomicUsize::new(0) })
+    }
+
+    pub fn mode(&self) -> TextMode {
+        self.mode
+    }
+
+    /// Width of the token embeddings.
+    pub fn d_model(&self) -> i64 {
+        self.d_model
+    }
+
+    /// The encoder, in the online modes.
+    pub fn encoder(&self) -> Option<&T5Encoder> {
+        match &self.source {
+            Source::Online { encoder, .. } => Some(encoder),
+            Source::Cached { .. } => None,
+        }
+    }
+
+    /// Captions cut to the max length so far (online modes; the cache counted them at `embed`).
+    pub fn truncated(&self) -> usize {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Fails, naming both, unless the U-Net's text width `unet_width` (config field `field`)
+    /// equals the encoder's.
+    pub fn check_width(&self, unet_width: i64, field: &str) -> Result<()> {
+        if unet_width == self.d_model {
+            return Ok(());
+        }
+        Err(TrainerError::Text(format!(
+            "{field} = {unet_width} does not match the T5 encoder's d_model = {} (text.model); set {field} = {}",
+            self.d_model, self.d_model
+        )))
+    }
+
+    /// `(embeddings [B, L, d_model] f32, mask [B, L] bool)` on the conditioner's device, `L`
+    /// the longest caption of the batch. Online modes encode `captions` (without gradients in
+    /// "frozen-online"); "frozen-cached" looks up (`keys[i]`, `captions[i]`) in the cache.
+    pub fn encode(&self, captions: &[String], keys: &[String]) -> Result<(Tensor, Tensor)> {
+        match &self.source {
+            Source::Online { encoder, tokenizer } => {
+                let run = || encode_captions(encoder, tokenizer, captions, None, self.device);
+                let out = if self.mode == TextMode::Finetune { run()? } else { tch::no_grad(run)? };
+                self.truncated.fetch_add(out.truncated, Ordering::Relaxed);
+                Ok((out.hidden.to_kind(Kind::Float), out.mask.to_kind(Kind::Bool)))
+            }
+            Source::Cached { cache, dir } => self.lookup(cache, dir, captions, keys),
+        }
+    }
+
+    fn lookup(&self, cache: &EmbedCache, dir: &std::path::Path, captions: &[String], keys: &[String]) -> Result<(Tensor, Tensor)> {
+        if keys.len() != captions.len() {
+            return Err(TrainerError::Text(format!("{} keys for {} captions", keys.len(), captions.len())));
+        }
+        let found = keys
+            .iter()
+            .zip(captions)
+            .map(|(k, c)| {
+                cache.get(k, c).ok_or_else(|| {
+                    TrainerError::Text(format!(
+                        "sample {k:?} (caption {c:?}) is not in the embedding cache {}; re-run `imagen embed`",
+                        dir.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (b, d) = (found.len(), self.d_model as usize);
+        let len = found.iter().map(|e| e.tokens).max().unwrap_or(0).max(1);
+        let mut values = vec![0f32; b * len * d];
+        let mut mask = vec![false; b * len];
+        for (i, e) in found.iter().enumerate() {
+            values[i * len * d..(i * len + e.tokens) * d].copy_from_slice(&e.to_f32());
+            mask[i * len..i * len + e.tokens].fill(true);
+        }
+        let shape = [b as i64, len as i64];
+        Ok((
+            Tensor::from_slice(&values).view([shape[0], shape[1], d as i64]).to_device(self.device),
+            Tensor::from_slice(&mask).view(shape).to_device(self.device),
+        ))
+    }
+}
