@@ -1,5 +1,6 @@
 //! imagen-eval: metrics and reports, independent of how the images were produced.
 
+pub mod conditioning;
 pub mod error;
 pub mod fid;
 pub mod frechet;

@@ -2,6 +2,7 @@
 
 mod config;
 mod env;
+mod eval;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
     Env(env::EnvArgs),
+    /// Evaluate generated images (FID).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
         Command::Env(args) => env::run(args),
+        Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
