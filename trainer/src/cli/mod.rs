@@ -5,6 +5,7 @@ mod data;
 mod env;
 mod model;
 mod text;
+mod eval;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Command {
     Model(model::ModelCommand),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     Text(text::TextCommand),
+    /// Evaluate generated images (FID).
+    Eval(eval::EvalCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Env(args) => env::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
+        Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
