@@ -227,3 +227,20 @@ fn lowres_condition_is_antialiased_and_blur_is_gaussian() {
     );
     assert!((blurred.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn blur_augmentation_applies_with_its_probability() {
+    tch::manual_seed(4);
+    let x0 = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let level = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    let all = Tensor::ones([2], (Kind::Bool, Device::Cpu));
+    let blurred = degrade(&x0, 16, Some((&all, 0.8)));
+    let sharp = degrade(&x0, 16, None);
+    assert!(max_abs(&blurred, &sharp) > 0.05);
+    for (prob, expected) in [(1.0, &blurred), (0.0, &sharp)] {
+        let cfg = DiffusionConfig { blur_aug_prob: prob, blur_sigma: 0.8, ..Default::default() };
+        let d = GaussianDiffusion::new(&cfg, 32).unwrap();
+        // Level 0 leaves only sigma = exp(-10) of noise.
+        assert!(max_abs(&d.lowres_condition(&x0, 16, &level), expected) < 1e-3, "p = {prob}");
+    }
+}
