@@ -244,3 +244,26 @@ fn blur_augmentation_applies_with_its_probability() {
         assert!(max_abs(&d.lowres_condition(&x0, 16, &level), expected) < 1e-3, "p = {prob}");
     }
 }
+
+#[test]
+fn random_crops_are_aligned_windows_of_each_image() {
+    use imagen_trainer::diffusion::augment::random_crop;
+    tch::manual_seed(6);
+    // Pixel values encode their coordinates, so a crop reveals its offset.
+    let coords = Tensor::arange(32 * 32, (Kind::Float, Device::Cpu)).view([1, 1, 32, 32]);
+    let images = Tensor::cat(&[&coords, &(&coords + 10_000.0)], 0);
+    let mut offsets = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let crops = random_crop(&images, 8, 4);
+        assert_eq!(crops.size(), vec![2, 1, 8, 8]);
+        for i in 0..2 {
+            let first = crops.get(i).double_value(&[0, 0, 0]) - 10_000.0 * i as f64;
+            let (y, x) = ((first / 32.0) as i64, first as i64 % 32);
+            assert!(y % 4 == 0 && x % 4 == 0 && y <= 24 && x <= 24, "offset ({y}, {x})");
+            let window = images.get(i).narrow(1, y, 8).narrow(2, x, 8);
+            assert_eq!(max_abs(&crops.get(i), &window), 0.0);
+            offsets.insert((y, x));
+        }
+    }
+    assert!(offsets.len() > 5, "crops do not move: {offsets:?}");
+}
