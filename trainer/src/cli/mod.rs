@@ -4,7 +4,9 @@ mod config;
 mod data;
 mod env;
 mod model;
+mod sample;
 mod text;
+mod train;
 mod eval;
 
 use std::process::ExitCode;
@@ -40,9 +42,15 @@ enum Command {
     /// Inspect model topologies.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Sample images for prompts from a trained cascade (EMA weights).
+    Sample(sample::SampleArgs),
+    /// Train one stage of the cascade.
+    Train(train::TrainArgs),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
+    #[command(subcommand)]
     Text(text::TextCommand),
     /// Evaluate generated images (FID).
+    #[command(subcommand)]
     Eval(eval::EvalCommand),
 }
 
@@ -55,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Env(args) => env::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
