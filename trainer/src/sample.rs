@@ -18,7 +18,12 @@ pub struct LoadedStage {
 }
 
 /// Loads stage `index` of the cascade from the newest checkpoint under `run_dir`.
-pub fn load_stage(cfg: &Config, run_dir: &Path, index: usize, device: Device) -> Result<LoadedStage> {
+pub fn load_stage(
+    cfg: &Config,
+    run_dir: &Path,
+    index: usize,
+    device: Device,
+) -> Result<LoadedStage> {
     let dir = stage_dir(run_dir, index);
     let ckpt = checkpoint::latest(&dir)?.ok_or_else(|| {
         TrainerError::Checkpoint(format!(
@@ -38,7 +43,11 @@ fn load_ema(model: &StageModel, ckpt: &Checkpoint) -> Result<()> {
 
 /// Samples `prompts` through `stages` (base first) with the EMA weights; deterministic for a
 /// seed on a given device. Returns each stage's images, [B, 3, H, W] in [-1, 1].
-pub fn sample_cascade(stages: &[LoadedStage], prompts: &[String], seed: i64) -> Result<Vec<Tensor>> {
+pub fn sample_cascade(
+    stages: &[LoadedStage],
+    prompts: &[String],
+    seed: i64,
+) -> Result<Vec<Tensor>> {
     let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
     tch::manual_seed(seed);
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
@@ -89,9 +98,8 @@ pub fn grid(rgb: &[u8], n: usize, side: usize, cols: usize) -> (Vec<u8>, usize, 
 }
 
 fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
-    image::save_buffer(path, rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8).map_err(|e| {
-        TrainerError::Io { path: path.to_owned(), source: std::io::Error::other(e) }
-    })
+    image::save_buffer(path, rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)
+        .map_err(|e| TrainerError::Io { path: path.to_owned(), source: std::io::Error::other(e) })
 }
 
 /// Writes `<out>/<NNNN>.png` per image, `<out>/grid.png`, `<out>/prompts.txt` (line i is the
@@ -109,7 +117,12 @@ pub fn write_samples(out: &Path, images: &Tensor, prompts: &[String]) -> Result<
     let mut html = String::from("<!doctype html><meta charset=utf-8><title>imagen samples</title>\n<body style=\"font-family:sans-serif\">\n");
     for i in 0..n {
         let name = format!("{i:04}.png");
-        write_png(&out.join(&name), &rgb[i * side * side * 3..(i + 1) * side * side * 3], side, side)?;
+        write_png(
+            &out.join(&name),
+            &rgb[i * side * side * 3..(i + 1) * side * side * 3],
+            side,
+            side,
+        )?;
         let prompt = prompts.get(i).map(String::as_str).unwrap_or("");
         let escaped = prompt.replace('&', "&amp;").replace('<', "&lt;");
         html.push_str(&format!(
@@ -145,7 +158,8 @@ mod tests {
 
     #[test]
     fn rgb8_maps_the_range_ends() {
-        let t = Tensor::from_slice(&[-1.0f32, 0.0, 1.0, 2.0]).view([1, 1, 2, 2]).repeat([1, 3, 1, 1]);
+        let t =
+            Tensor::from_slice(&[-1.0f32, 0.0, 1.0, 2.0]).view([1, 1, 2, 2]).repeat([1, 3, 1, 1]);
         assert_eq!(&to_rgb8(&t)[..3], &[0, 0, 0]);
         assert_eq!(&to_rgb8(&t)[9..12], &[255, 255, 255]);
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 fn imagen(config: &Path, run_dir: &Path, max_steps: u64) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagen"));
-    cmd.args(["train", "--config"])
+    cmd.args(["--log-level", "warn", "train", "--config"])
         .arg(config)
         .arg("--run-dir")
         .arg(run_dir)
@@ -23,7 +23,11 @@ fn wait_for(path: &Path, child: &mut Child) {
     let start = Instant::now();
     while !path.exists() {
         assert!(child.try_wait().unwrap().is_none(), "training exited before {}", path.display());
-        assert!(start.elapsed() < Duration::from_secs(300), "timed out waiting for {}", path.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -128,7 +128,9 @@ fn every_preset_builds_its_diffusion() {
     one_thread();
     for name in PRESETS {
         let cfg = preset(name);
-        let diffusion = GaussianDiffusion::new(&cfg.stages[0].diffusion, cfg.stages[0].unet.image_side).unwrap();
+        let diffusion =
+            GaussianDiffusion::new(&cfg.stages[0].diffusion, cfg.stages[0].unet.image_side)
+                .unwrap();
         assert_eq!(diffusion.image_side(), cfg.stages[0].unet.image_side, "{name}");
     }
 }

@@ -3,11 +3,11 @@
 mod config;
 mod data;
 mod env;
+mod eval;
 mod model;
 mod sample;
 mod text;
 mod train;
-mod eval;
 
 use std::process::ExitCode;
 

@@ -101,9 +101,9 @@ fn apply_override(table: &mut Table, o: &Override) -> std::result::Result<(), St
             })?;
             i += 1;
         }
-        here = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("--set {dotted}: `{}` is not a section", o.path[..=i].join(".")))?;
+        here = entry.as_table_mut().ok_or_else(|| {
+            format!("--set {dotted}: `{}` is not a section", o.path[..=i].join("."))
+        })?;
         i += 1;
     }
     here.insert(o.path[last].clone(), o.value.clone());
@@ -214,7 +214,10 @@ mod tests {
         let e = err(text, &["stages.unet.dim=1"]);
         assert!(e.contains("`stages` is a list; give an index"), "{e}");
         let e = err(text, &["stages.0.unet.dmi=1"]);
-        assert!(e.contains("field `stages[0].unet.dmi`") && e.contains("did you mean `dim`?"), "{e}");
+        assert!(
+            e.contains("field `stages[0].unet.dmi`") && e.contains("did you mean `dim`?"),
+            "{e}"
+        );
     }
 
     #[test]

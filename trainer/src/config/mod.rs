@@ -56,7 +56,10 @@ impl Config {
     pub fn stage(&self, n: usize) -> Result<&StageConfig> {
         self.stages.get(n).ok_or_else(|| TrainerError::Config {
             source_name: "--stage".into(),
-            message: format!("stage {n} does not exist: the config has {} stage(s)", self.stages.len()),
+            message: format!(
+                "stage {n} does not exist: the config has {} stage(s)",
+                self.stages.len()
+            ),
         })
     }
 

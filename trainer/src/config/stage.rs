@@ -34,8 +34,8 @@ impl StageConfig {
 
     /// Side of the low-res condition during training (scaled down with the crop).
     pub fn train_lowres_side(&self) -> Option<i64> {
-        self.unet.lowres_cond.then(|| {
-            self.unet.lowres_side * self.train_side() / self.unet.image_side
-        })
+        self.unet
+            .lowres_cond
+            .then(|| self.unet.lowres_side * self.train_side() / self.unet.image_side)
     }
 }

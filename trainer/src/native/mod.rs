@@ -48,7 +48,9 @@ pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
 /// Starts a new peak-memory window on CUDA device `device`.
 pub fn cuda_reset_peak_memory(device: usize) -> Result<()> {
     // SAFETY: plain value.
-    check("CUDA reset peak", unsafe { ffi::imagen_cuda_reset_peak_memory(device as std::ffi::c_int) })
+    check("CUDA reset peak", unsafe {
+        ffi::imagen_cuda_reset_peak_memory(device as std::ffi::c_int)
+    })
 }
 
 /// GiB allocated on CUDA device 0, when there is one (for the training logs).

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use tch::{nn, Device};
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
-use tokenizers::normalizers::{replace::ReplacePattern, NormalizerWrapper, Replace, Sequence, NFKC};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::{
+    replace::ReplacePattern, NormalizerWrapper, Replace, Sequence, NFKC,
+};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::config::T5Config;
@@ -35,16 +37,26 @@ pub struct DemoSpec {
 
 impl Default for DemoSpec {
     fn default() -> Self {
-        Self { d_model: 64, num_layers: 2, num_heads: 4, d_kv: 16, d_ff: 128, vocab_size: 256, seed: 0 }
+        Self {
+            d_model: 64,
+            num_layers: 2,
+            num_heads: 4,
+            d_kv: 16,
+            d_ff: 128,
+            vocab_size: 256,
+            seed: 0,
+        }
     }
 }
 
 /// A T5-style Unigram tokenizer (NFKC, Metaspace, `</s>` appended) trained on `captions`.
 pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer> {
-    let err = |e: tokenizers::Error| TrainerError::Text(format!("training the demo tokenizer: {e}"));
+    let err =
+        |e: tokenizers::Error| TrainerError::Text(format!("training the demo tokenizer: {e}"));
     let mut tokenizer = Tokenizer::new(Unigram::default());
     let spaces = Replace::new(ReplacePattern::Regex(" {2,}".into()), " ").map_err(err)?;
-    tokenizer.with_normalizer(Some(Sequence::new(vec![NormalizerWrapper::from(NFKC), spaces.into()])));
+    tokenizer
+        .with_normalizer(Some(Sequence::new(vec![NormalizerWrapper::from(NFKC), spaces.into()])));
     tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
     tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
     let mut trainer: TrainerWrapper = UnigramTrainer::builder()
@@ -66,7 +78,10 @@ pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer
     tokenizer.with_post_processor(Some(post));
     for (id, s) in SPECIALS.iter().enumerate() {
         if tokenizer.token_to_id(s) != Some(id as u32) {
-            return Err(TrainerError::Text(format!("demo tokenizer put {s} at {:?}, not {id}", tokenizer.token_to_id(s))));
+            return Err(TrainerError::Text(format!(
+                "demo tokenizer put {s} at {:?}, not {id}",
+                tokenizer.token_to_id(s)
+            )));
         }
     }
     Ok(tokenizer)
@@ -89,7 +104,8 @@ pub fn make_demo(captions: &[String], out: &Path, spec: &DemoSpec) -> Result<T5C
         feed_forward_proj: "gated-gelu".into(),
         ..T5Config::default()
     };
-    std::fs::create_dir_all(out).map_err(|source| TrainerError::Io { path: out.to_owned(), source })?;
+    std::fs::create_dir_all(out)
+        .map_err(|source| TrainerError::Io { path: out.to_owned(), source })?;
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| TrainerError::Io { path, source })

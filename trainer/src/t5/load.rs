@@ -92,8 +92,13 @@ pub fn load_weights(encoder: &T5Encoder, dir: &Path) -> Result<()> {
             loaded.insert(canonical.to_owned());
         }
     }
-    let missing: Vec<&str> =
-        targets.keys().copied().filter(|n| !loaded.contains(*n)).collect::<BTreeSet<_>>().into_iter().collect();
+    let missing: Vec<&str> = targets
+        .keys()
+        .copied()
+        .filter(|n| !loaded.contains(*n))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
         return Ok(());
     }

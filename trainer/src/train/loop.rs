@@ -63,7 +63,8 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     }
     let bf16 = use_bf16(cfg.train.precision, device);
     let dir = stage_dir(&opts.run_dir, opts.stage);
-    std::fs::create_dir_all(&dir).map_err(|source| TrainerError::Io { path: dir.clone(), source })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| TrainerError::Io { path: dir.clone(), source })?;
     let max_steps = opts.max_steps.unwrap_or(cfg.train.max_steps);
     let config_toml = cfg.to_toml();
 
@@ -98,7 +99,12 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 TrainerError::Checkpoint(format!("{}: data cursor: {e}", ckpt.dir.display()))
             })?);
         }
-        tracing::info!("resuming stage {} from {} (step {})", opts.stage, ckpt.dir.display(), state.step);
+        tracing::info!(
+            "resuming stage {} from {} (step {})",
+            opts.stage,
+            ckpt.dir.display(),
+            state.step
+        );
     }
     let mut loader = Loader::new(&data_cfg, stage.data_side(), 0, 1, cursor)?;
 
@@ -213,7 +219,15 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             window.elapsed_secs = (now - window_clock).as_secs_f64();
             window_clock = now;
             last_loss = Some(window.mean_loss());
-            log_window(&mut events, &mut jsonl, &bar, &window, state.step, lr, loader.stats().good)?;
+            log_window(
+                &mut events,
+                &mut jsonl,
+                &bar,
+                &window,
+                state.step,
+                lr,
+                loader.stats().good,
+            )?;
             window = StepMetrics::default();
         }
         if state.step % every == 0 || state.step == max_steps {

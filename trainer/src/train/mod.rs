@@ -13,7 +13,7 @@ pub use batch::images_to_tensor;
 pub use device::{resolve_device, use_bf16};
 pub use metrics::StepMetrics;
 pub use model::{param_groups, StageModel};
-pub use resume::{check_compatible, Resume};
 pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
+pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
 pub use signals::StopFlag;

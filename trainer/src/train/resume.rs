@@ -53,7 +53,8 @@ pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Res
         .map_err(|e| TrainerError::Checkpoint(format!("stored config.toml: {e}")))?;
     let now: Value = toml::from_str(&current.to_toml()).expect("a config round-trips through TOML");
     let mut diffs = Vec::new();
-    let unet = |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
+    let unet =
+        |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
     diff(&format!("stages[{stage}].unet"), unet(&saved).as_ref(), unet(&now).as_ref(), &mut diffs);
     for key in ["model", "mode", "max_length"] {
         let get = |v: &Value| v.get("text").and_then(|t| t.get(key)).cloned();

@@ -12,9 +12,8 @@ impl StopFlag {
     pub fn on_signals() -> Result<Self> {
         let flag = Self::default();
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, flag.0.clone()).map_err(|source| {
-                TrainerError::Io { path: "signal handler".into(), source }
-            })?;
+            signal_hook::flag::register(signal, flag.0.clone())
+                .map_err(|source| TrainerError::Io { path: "signal handler".into(), source })?;
         }
         Ok(flag)
     }

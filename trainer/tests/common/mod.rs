@@ -42,7 +42,14 @@ pub fn world() -> World {
     };
     let out = synthesize(&data, &opts).unwrap();
     let t5 = dir.path().join("t5");
-    let spec = DemoSpec { d_model: 32, num_layers: 1, num_heads: 2, d_kv: 16, d_ff: 64, ..DemoSpec::default() };
+    let spec = DemoSpec {
+        d_model: 32,
+        num_layers: 1,
+        num_heads: 2,
+        d_kv: 16,
+        d_ff: 64,
+        ..DemoSpec::default()
+    };
     make_demo(&all_captions(), &t5, &spec).unwrap();
 
     let shards: Vec<String> = out.train.iter().map(|p| p.display().to_string()).collect();
