@@ -6,7 +6,6 @@ cosines for the Rust CLIP tests (eval/tests/clip_parity.rs). No download.
 Run: scripts/python_env.sh && .venv-tools/bin/python scripts/make_clip_fixtures.py
 """
 
-import json
 import pathlib
 
 import numpy as np
