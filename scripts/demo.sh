@@ -36,6 +36,8 @@ echo "== stage 1: 32 -> 64"
 echo "== samples for held-out captions"
 "$bin" sample --config "$config" --run-dir "$demo/run" --prompts "$demo/heldout_prompts.txt" \
   --out "$demo/samples" --seed 0
+echo "== do the samples follow their captions? (a deterministic detector scores each attribute)"
+"$bin" eval conditioning "$demo/samples"
 echo
 echo "sample grid:      $root/$demo/samples/grid.png (prompts in order: $demo/samples/prompts.txt,"
 echo "                  each image with its caption: $demo/samples/index.html)"

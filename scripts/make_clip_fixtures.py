@@ -3,7 +3,7 @@ model.safetensors), a tiny byte-level CLIP tokenizer (tokenizer.json), a preproc
 images and captions, and transformers' token ids, pixel values, image/text embeddings and
 cosines for the Rust CLIP tests (eval/tests/clip_parity.rs). No download.
 
-Run: scripts/python_env.sh && .venv-tools/bin/python scripts/make_clip_fixtures.py
+Run: scripts/python_env.sh eval && .venv-eval/bin/python scripts/make_clip_fixtures.py
 """
 
 import pathlib
