@@ -38,7 +38,10 @@ struct Group {
 }
 
 enum Member {
-    Data { name: String, data: Option<Vec<u8>> },
+    Data {
+        name: String,
+        data: Option<Vec<u8>>,
+    },
     End,
     /// The reason, a detail, and the damaged member's name when its header was read.
     Damaged(SkipReason, String, Option<String>),
@@ -153,9 +156,6 @@ impl TarShard {
                         return Some(Unit::skip(SkipReason::EmptyShard, None, "no members"));
                     }
                     self.ready = self.ready.take().or(last);
-                    if self.ready.is_none() {
-                        return None;
-                    }
                 }
                 Member::Damaged(reason, detail, name) => {
                     self.finished = true;
@@ -257,7 +257,6 @@ impl TarShard {
             }
         }
     }
-
 }
 
 impl Iterator for TarShard {
