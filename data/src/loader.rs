@@ -225,6 +225,16 @@ impl Loader {
                         cursor.batches += 1;
                         cursor.stream = stream.position();
                         cursor.stats = stream.stats.clone();
+                        if cursor.batches % epoch_batches == 0 {
+                            let s = &cursor.stats;
+                            tracing::info!(
+                                "data rank {rank}: epoch {} done ({epoch_batches} batches); \
+                                     {} good samples so far, skipped {:?}",
+                                batch.epoch,
+                                s.good,
+                                s.skipped
+                            );
+                        }
                         (batch, cursor.clone())
                     });
                     let failed = made.is_err();

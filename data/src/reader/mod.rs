@@ -76,14 +76,14 @@ pub fn count_samples(path: &Path, format: ShardFormat) -> u64 {
 /// An open shard of either format.
 pub enum ShardReader {
     Parquet(ParquetShard),
-    Tar(TarShard),
+    Tar(Box<TarShard>),
 }
 
 impl ShardReader {
     pub fn open(path: &Path, format: ShardFormat) -> ShardReader {
         match format {
             ShardFormat::Parquet => ShardReader::Parquet(ParquetShard::open(path)),
-            ShardFormat::Wds => ShardReader::Tar(TarShard::open(path)),
+            ShardFormat::Wds => ShardReader::Tar(Box::new(TarShard::open(path))),
         }
     }
 

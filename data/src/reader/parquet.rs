@@ -53,16 +53,16 @@ impl ParquetShard {
     pub fn open(path: &Path) -> ParquetShard {
         let state = match Self::try_open(path) {
             Ok(open) => State::Open(Box::new(open)),
-            Err(skip) => State::Failed(Some(skip)),
+            Err((reason, detail)) => State::Failed(Some(Unit::skip(reason, None, detail))),
         };
         ParquetShard { path: path.to_path_buf(), state, units: 0 }
     }
 
-    fn try_open(path: &Path) -> Result<OpenShard, Unit> {
-        let unreadable = |e: String| Unit::skip(SkipReason::UnreadableShard, None, e);
+    fn try_open(path: &Path) -> Result<OpenShard, (SkipReason, String)> {
+        let unreadable = |e: String| (SkipReason::UnreadableShard, e);
         let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
         if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
-            return Err(Unit::skip(SkipReason::EmptyShard, None, "zero-byte file"));
+            return Err((SkipReason::EmptyShard, "zero-byte file".into()));
         }
         let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(|e| unreadable(e.to_string()))?;

@@ -156,9 +156,6 @@ impl TarShard {
                         return Some(Unit::skip(SkipReason::EmptyShard, None, "no members"));
                     }
                     self.ready = self.ready.take().or(last);
-                    if self.ready.is_none() {
-                        return None;
-                    }
                 }
                 Member::Damaged(reason, detail, name) => {
                     self.finished = true;
