@@ -3,9 +3,9 @@ DataLoader worker runs (Pillow decode, with and without `draft`, + resize + cent
 same shard of 256-512 px JPEGs, one core each. Prints per-core images/s and the ratios.
 
 Usage:
-  scripts/python_env.sh
+  scripts/python_env.sh data
   cargo build --release --bin imagen
-  .venv-tools/bin/python scripts/bench_data.py --imagen target/release/imagen [--count 256]
+  .venv-data/bin/python scripts/bench_data.py --imagen target/release/imagen [--count 256]
 The shard is written once (pyarrow, img2dataset's schema) to --shard (default
 /tmp/imagen-bench/bench.parquet). Both sides read the JPEG bytes into memory first and time the
 median of --passes passes, so the figures are decode work only.
