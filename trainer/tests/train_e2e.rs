@@ -21,14 +21,7 @@ fn options(run_dir: &Path, stage: usize, max_steps: u64) -> TrainOptions {
 }
 
 fn losses(stage_dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(stage_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["train/loss"].as_f64().unwrap())
-        })
-        .collect()
+    common::logged_losses(stage_dir)
 }
 
 #[test]

@@ -34,14 +34,7 @@ fn wait_for(path: &Path, child: &mut Child) {
 
 /// The last logged loss of every step (a resumed run logs again what the killed one logged).
 fn losses(stage_dir: &Path) -> BTreeMap<u64, f64> {
-    std::fs::read_to_string(stage_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["train/loss"].as_f64().unwrap())
-        })
-        .collect()
+    common::logged_losses(stage_dir).into_iter().collect()
 }
 
 fn checkpoint(run: &Path, step: u64) -> PathBuf {

@@ -91,7 +91,10 @@ fn conditioning(args: ConditioningArgs) -> Result<()> {
         acc.add(score(&image, &expected));
     }
     if acc.samples == 0 {
-        bail!("{}: no synthetic-scene captions to score ({unparsed} other lines)", prompts_path.display());
+        bail!(
+            "{}: no synthetic-scene captions to score ({unparsed} other lines)",
+            prompts_path.display()
+        );
     }
     let rates = acc.rates();
     if args.json {

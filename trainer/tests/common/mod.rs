@@ -132,3 +132,15 @@ noise_aug_max = 0.5
     let config = Config::load(Some(&path), &[]).unwrap();
     World { dir, config }
 }
+
+/// (step, train/loss) of every line of a stage directory's metrics.jsonl, in file order.
+pub fn logged_losses(stage_dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(stage_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["train/loss"].as_f64().unwrap())
+        })
+        .collect()
+}
