@@ -26,6 +26,7 @@ fn losses(stage_dir: &Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn base_stage_loss_falls_and_checkpoints_are_written() {
+    let _serial = common::serial();
     let w = common::world();
     let mut cfg = w.config.clone();
     cfg.train.checkpoint.every_steps = 75;
@@ -52,6 +53,7 @@ fn base_stage_loss_falls_and_checkpoints_are_written() {
 
 #[test]
 fn super_resolution_stage_trains() {
+    let _serial = common::serial();
     let w = common::world();
     let out = train(&w.config, options(&w.run_dir("sr"), 1, 6)).unwrap();
     assert_eq!(out.step, 6);
@@ -60,6 +62,7 @@ fn super_resolution_stage_trains() {
 
 #[test]
 fn nonfinite_steps_are_skipped_and_counted() {
+    let _serial = common::serial();
     let w = common::world();
     let mut opts = options(&w.run_dir("nan"), 0, 8);
     opts.inject_nonfinite_at = vec![2, 3];
@@ -75,6 +78,7 @@ fn nonfinite_steps_are_skipped_and_counted() {
 
 #[test]
 fn too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error() {
+    let _serial = common::serial();
     let w = common::world();
     let mut cfg = w.config.clone();
     cfg.train.max_nonfinite_in_row = 3;
@@ -89,6 +93,7 @@ fn too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error() {
 
 #[test]
 fn a_stop_request_finishes_the_step_and_saves() {
+    let _serial = common::serial();
     let w = common::world();
     let opts = options(&w.run_dir("stop"), 0, 50);
     opts.stop.raise();
@@ -102,6 +107,7 @@ fn a_stop_request_finishes_the_step_and_saves() {
 
 #[test]
 fn resuming_with_a_different_unet_is_refused_with_the_fields() {
+    let _serial = common::serial();
     let w = common::world();
     train(&w.config, options(&w.run_dir("shape"), 0, 4)).unwrap();
     let mut cfg = w.config.clone();
@@ -112,6 +118,7 @@ fn resuming_with_a_different_unet_is_refused_with_the_fields() {
 
 #[test]
 fn tensorboard_reads_the_training_logs() {
+    let _serial = common::serial();
     let w = common::world();
     let out = train(&w.config, options(&w.run_dir("tb"), 0, 3)).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -127,4 +134,69 @@ fn tensorboard_reads_the_training_logs() {
     for tag in ["train/loss", "train/lr", "train/grad_norm", "perf/samples_per_sec"] {
         assert_eq!(seen["scalars"][tag].as_array().map(Vec::len), Some(3), "{tag}: {seen}");
     }
+}
+
+#[test]
+fn validation_loss_and_sample_grids_are_logged() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.train.validate_every = 3;
+    cfg.train.validate_batches = 2;
+    cfg.train.sample_every = 6;
+    cfg.train.sample_prompts =
+        vec![common::all_captions()[0].clone(), common::all_captions()[7].clone()];
+    cfg.stages[0].diffusion.sampler.steps = 4;
+    let out = train(&cfg, options(&w.run_dir("val"), 0, 6)).unwrap();
+    let val = common::logged(&out.stage_dir, "val/loss");
+    assert_eq!(val.iter().map(|v| v.0).collect::<Vec<_>>(), vec![3, 6]);
+    assert!(val.iter().all(|v| v.1.is_finite() && v.1 > 0.0));
+    // The same weights give the same validation loss: fixed batches, timesteps and noise.
+    let model = imagen_trainer::train::StageModel::new(&cfg, 0, tch::Device::Cpu).unwrap();
+    let a = imagen_trainer::train::validation_loss(&model, &cfg.data, 2, tch::Device::Cpu).unwrap();
+    let b = imagen_trainer::train::validation_loss(&model, &cfg.data, 2, tch::Device::Cpu).unwrap();
+    assert_eq!(a, b);
+    let events = std::fs::read_dir(&out.stage_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents"))
+        .unwrap();
+    let bytes = std::fs::read(events).unwrap();
+    assert!(bytes.windows(12).any(|w| w == b"samples/grid"), "no sample grid in the event file");
+}
+
+#[test]
+fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    for stage in &mut cfg.stages {
+        stage.diffusion.sampler.steps = 3;
+    }
+    let run = w.run_dir("cascade");
+    train(&cfg, options(&run, 0, 4)).unwrap();
+    train(&cfg, options(&run, 1, 4)).unwrap();
+    let stages: Vec<_> = (0..2)
+        .map(|i| imagen_trainer::sample::load_stage(&cfg, &run, i, tch::Device::Cpu).unwrap())
+        .collect();
+    let prompts = vec![common::all_captions()[3].clone(), common::all_captions()[100].clone()];
+    let a = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7).unwrap();
+    let b = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7).unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[1].size(), vec![2, 3, 16, 16]);
+    assert!(a[1].equal(&b[1]), "same seed, different images");
+    let out = w.path().join("samples");
+    let grid = imagen_trainer::sample::write_samples(&out, &a[1], &prompts).unwrap();
+    assert!(grid.exists() && out.join("0001.png").exists());
+    let recorded = std::fs::read_to_string(out.join("prompts.txt")).unwrap();
+    assert_eq!(
+        recorded.lines().collect::<Vec<_>>(),
+        prompts.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // No checkpoint for a stage is a clear error.
+    let err = imagen_trainer::sample::load_stage(&cfg, &w.run_dir("none"), 0, tch::Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
 }

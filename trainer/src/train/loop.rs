@@ -12,6 +12,7 @@ use super::model::{param_groups, StageModel};
 use super::resume::{check_compatible, Resume};
 use super::run_dir::stage_dir;
 use super::signals::StopFlag;
+use super::validate::validation_loss;
 use crate::autocast::{Autocast, AutocastDevice};
 use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
 use crate::config::Config;
@@ -230,6 +231,19 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             )?;
             window = StepMetrics::default();
         }
+        let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
+        if due(cfg.train.validate_every) {
+            if let Some(val) =
+                validation_loss(&model, &data_cfg, cfg.train.validate_batches, device)?
+            {
+                events.scalars(state.step as i64, &[("val/loss", val)])?;
+                jsonl.write(&json!({"step": state.step, "val/loss": val}))?;
+                tracing::info!("step {}: validation loss {val:.5}", state.step);
+            }
+        }
+        if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() {
+            sample_grid(&model, &cfg.train.sample_prompts, &mut events, state.step)?;
+        }
         if state.step % every == 0 || state.step == max_steps {
             last_checkpoint = Some(save(&dir, &model, &opt, &state, &loader, &config_toml, cfg)?);
         }
@@ -250,6 +264,36 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         nonfinite_skipped: state.nonfinite_skipped,
         interrupted,
     })
+}
+
+/// A grid of the EMA model's samples for the fixed prompts, into TensorBoard. Super-resolution
+/// stages have no low-res input here, so only the base stage writes grids.
+fn sample_grid(
+    model: &StageModel,
+    prompts: &[String],
+    events: &mut EventWriter,
+    step: u64,
+) -> Result<()> {
+    if model.cfg.unet.lowres_cond {
+        return Ok(());
+    }
+    let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
+    let (text, mask) = tch::no_grad(|| model.ema_text().encode(prompts, &keys))?;
+    tch::manual_seed(0);
+    let images = crate::diffusion::sample_stage(
+        &model.ema_unet,
+        &model.diffusion,
+        &model.cfg.diffusion.sampler,
+        &text,
+        &mask,
+        None,
+    );
+    let side = model.cfg.unet.image_side as usize;
+    let rgb = crate::sample::to_rgb8(&images);
+    let cols = (prompts.len() as f64).sqrt().ceil() as usize;
+    let (grid, w, h) = crate::sample::grid(&rgb, prompts.len(), side, cols);
+    events.image(step as i64, "samples/grid", &grid, w as u32, h as u32)?;
+    events.flush()
 }
 
 fn last_checkpoint_step(path: &Option<PathBuf>) -> Option<u64> {

@@ -8,6 +8,7 @@ mod model;
 mod resume;
 mod run_dir;
 mod signals;
+mod validate;
 
 pub use batch::images_to_tensor;
 pub use device::{resolve_device, use_bf16};
@@ -17,3 +18,4 @@ pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
 pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
 pub use signals::StopFlag;
+pub use validate::validation_loss;

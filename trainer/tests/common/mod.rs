@@ -7,6 +7,13 @@ use imagen_data::synth::{scene::COMBINATIONS, synthesize, Scene, SynthFormat, Sy
 use imagen_trainer::config::Config;
 use imagen_trainer::t5::demo::{make_demo, DemoSpec};
 
+/// libtorch's random generator is global to the process: tests that train or sample hold this
+/// lock so that another test thread's draws cannot interleave with theirs.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub config: Config,
@@ -53,6 +60,7 @@ pub fn world() -> World {
     make_demo(&all_captions(), &t5, &spec).unwrap();
 
     let shards: Vec<String> = out.train.iter().map(|p| p.display().to_string()).collect();
+    let heldout: Vec<String> = out.heldout.iter().map(|p| p.display().to_string()).collect();
     let text = format!(
         r#"
 [run]
@@ -61,6 +69,7 @@ seed = 3
 
 [data]
 shards = {shards:?}
+heldout_shards = {heldout:?}
 batch_size = 4
 workers = 1
 prefetch = 2
@@ -133,14 +142,18 @@ noise_aug_max = 0.5
     World { dir, config }
 }
 
-/// (step, train/loss) of every line of a stage directory's metrics.jsonl, in file order.
-pub fn logged_losses(stage_dir: &Path) -> Vec<(u64, f64)> {
+/// (step, value) of every line of a stage directory's metrics.jsonl that has `tag`, in order.
+pub fn logged(stage_dir: &Path, tag: &str) -> Vec<(u64, f64)> {
     std::fs::read_to_string(stage_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| {
+        .filter_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["train/loss"].as_f64().unwrap())
+            Some((v["step"].as_u64().unwrap(), v[tag].as_f64()?))
         })
         .collect()
+}
+
+pub fn logged_losses(stage_dir: &Path) -> Vec<(u64, f64)> {
+    logged(stage_dir, "train/loss")
 }
