@@ -31,20 +31,29 @@ fn load(dir: &Path) -> Result<(), String> {
 fn missing_unexpected_and_mismatched_names_are_all_reported() {
     let dir = edited(|t| {
         t.retain(|(n, _)| n != "encoder.block.1.layer.0.SelfAttention.k.weight");
-        t.push(("encoder.block.7.layer.0.SelfAttention.q.weight".into(), Tensor::zeros([2, 2], tch::kind::FLOAT_CPU)));
+        t.push((
+            "encoder.block.7.layer.0.SelfAttention.q.weight".into(),
+            Tensor::zeros([2, 2], tch::kind::FLOAT_CPU),
+        ));
         let (_, w) = t.iter_mut().find(|(n, _)| n == "encoder.final_layer_norm.weight").unwrap();
         *w = Tensor::ones([31], tch::kind::FLOAT_CPU);
     });
     let err = load(dir.path()).unwrap_err();
     assert!(err.contains("missing (1): encoder.block.1.layer.0.SelfAttention.k.weight"), "{err}");
-    assert!(err.contains("unexpected (1): encoder.block.7.layer.0.SelfAttention.q.weight"), "{err}");
+    assert!(
+        err.contains("unexpected (1): encoder.block.7.layer.0.SelfAttention.q.weight"),
+        "{err}"
+    );
     assert!(err.contains("encoder.final_layer_norm.weight: file [31], model [32]"), "{err}");
 }
 
 #[test]
 fn full_t5_checkpoint_loads_encoder_and_ignores_decoder() {
     let dir = edited(|t| {
-        t.push(("decoder.block.0.layer.0.SelfAttention.q.weight".into(), Tensor::zeros([2, 2], tch::kind::FLOAT_CPU)));
+        t.push((
+            "decoder.block.0.layer.0.SelfAttention.q.weight".into(),
+            Tensor::zeros([2, 2], tch::kind::FLOAT_CPU),
+        ));
         t.push(("lm_head.weight".into(), Tensor::zeros([2, 2], tch::kind::FLOAT_CPU)));
         // Tied alias of shared.weight, as a full checkpoint may carry it instead.
         let shared = t.iter().position(|(n, _)| n == "shared.weight").unwrap();
@@ -66,7 +75,8 @@ fn pytorch_bin_is_refused_with_how_to_convert() {
 #[test]
 fn unsupported_feed_forward_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.json"), r#"{"feed_forward_proj": "gated-silu"}"#).unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"feed_forward_proj": "gated-silu"}"#)
+        .unwrap();
     let err = T5Config::from_file(&dir.path().join("config.json")).unwrap_err().to_string();
     assert!(err.contains("gated-silu"), "{err}");
 }
@@ -83,7 +93,12 @@ fn freezing_keeps_frozen_parameters_out_of_training() {
         .filter(|(_, t)| t.requires_grad())
         .map(|(n, _)| n.as_str())
         .collect();
-    assert!(trainable.iter().all(|n| n.starts_with("encoder.block.1.") || n.starts_with("encoder.final")), "{trainable:?}");
+    assert!(
+        trainable
+            .iter()
+            .all(|n| n.starts_with("encoder.block.1.") || n.starts_with("encoder.final")),
+        "{trainable:?}"
+    );
     // Block 1 (2 norms + q k v o + wi wo) and the final norm.
     assert_eq!(trainable.len(), 9);
     assert_eq!(vs.trainable_variables().len(), 9);

@@ -23,7 +23,12 @@ fn captions() -> Captions {
     Captions {
         max_length: v["max_length"].as_u64().unwrap() as usize,
         truncated: v["truncated"].as_u64().unwrap() as usize,
-        captions: v["captions"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().into()).collect(),
+        captions: v["captions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().into())
+            .collect(),
     }
 }
 

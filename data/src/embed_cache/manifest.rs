@@ -62,7 +62,10 @@ impl EncoderIdentity {
         let a = serde_json::to_value(self).expect("serialises");
         let b = serde_json::to_value(other).expect("serialises");
         let (a, b) = (a.as_object().expect("object"), b.as_object().expect("object"));
-        a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {v} vs {}", b[k])).collect()
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: {v} vs {}", b[k]))
+            .collect()
     }
 }
 
@@ -88,9 +91,12 @@ impl Manifest {
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-        let m: Manifest = serde_json::from_str(&text)
-            .map_err(|e| DataError::EmbedCache { path: path.clone(), message: format!("invalid manifest: {e}") })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| DataError::Io { path: path.clone(), source })?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| DataError::EmbedCache {
+            path: path.clone(),
+            message: format!("invalid manifest: {e}"),
+        })?;
         if m.format != FORMAT || m.version != VERSION {
             return Err(DataError::EmbedCache {
                 path,
@@ -118,7 +124,8 @@ impl Manifest {
 
     /// Creates `dir` and writes the manifest, or checks the one already there (resuming).
     pub fn create_or_check(dir: &Path, manifest: &Manifest) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
         let path = dir.join(MANIFEST_FILE);
         if path.exists() {
             return Manifest::read(dir)?.check(dir, &manifest.encoder);

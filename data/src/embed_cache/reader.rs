@@ -22,9 +22,11 @@ impl CachedEmbedding<'_> {
     /// The values as f32 (bf16 widened exactly).
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {
-            CacheDtype::F32 => {
-                self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-            }
+            CacheDtype::F32 => self
+                .bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             CacheDtype::Bf16 => self
                 .bytes
                 .chunks_exact(2)
@@ -96,9 +98,11 @@ impl EmbedCache {
     pub fn get(&self, key: &str, caption: &str) -> Option<CachedEmbedding<'_>> {
         let &(shard, row) = self.index.get(&cache_key(key, caption))?;
         let shard = &self.shards[shard as usize];
-        let (start, end) = (shard.offsets[row as usize] as usize, shard.offsets[row as usize + 1] as usize);
+        let (start, end) =
+            (shard.offsets[row as usize] as usize, shard.offsets[row as usize + 1] as usize);
         let row_bytes = self.identity.d_model * self.identity.dtype.size();
-        let bytes = &shard.mmap[shard.data_start + start * row_bytes..shard.data_start + end * row_bytes];
+        let bytes =
+            &shard.mmap[shard.data_start + start * row_bytes..shard.data_start + end * row_bytes];
         Some(CachedEmbedding {
             tokens: end - start,
             d_model: self.identity.d_model,
@@ -108,23 +112,33 @@ impl EmbedCache {
     }
 }
 
-fn open_shard(path: &Path, identity: &EncoderIdentity, digest: &str) -> Result<(Shard, Vec<String>)> {
+fn open_shard(
+    path: &Path,
+    identity: &EncoderIdentity,
+    digest: &str,
+) -> Result<(Shard, Vec<String>)> {
     let damaged = |why: String| DataError::EmbedCache {
         path: path.to_owned(),
-        message: format!("damaged cache shard ({why}); delete it and re-run `imagen embed` to re-embed it"),
+        message: format!(
+            "damaged cache shard ({why}); delete it and re-run `imagen embed` to re-embed it"
+        ),
     };
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| DataError::Io { path: path.to_owned(), source })?;
     // SAFETY: cache files are written once (atomic rename) and never modified in place.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| DataError::Io { path: path.to_owned(), source })?;
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|source| DataError::Io { path: path.to_owned(), source })?;
     let st = SafeTensors::deserialize(&mmap).map_err(|e| damaged(e.to_string()))?;
-    let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| damaged(e.to_string()))?;
+    let (header_len, meta) =
+        SafeTensors::read_metadata(&mmap).map_err(|e| damaged(e.to_string()))?;
     let extra = meta.metadata().as_ref().ok_or_else(|| damaged("no metadata".into()))?;
     if extra.get("identity").map(String::as_str) != Some(digest) {
         return Err(DataError::EmbedCache {
             path: path.to_owned(),
-            message: "this shard was written by another encoder than the manifest names; delete it and \
+            message:
+                "this shard was written by another encoder than the manifest names; delete it and \
                       re-run `imagen embed`"
-                .into(),
+                    .into(),
         });
     }
     let keys: Vec<String> = extra
@@ -133,14 +147,25 @@ fn open_shard(path: &Path, identity: &EncoderIdentity, digest: &str) -> Result<(
         .ok_or_else(|| damaged("no readable key list".into()))?;
     let emb = st.tensor("embeddings").map_err(|e| damaged(e.to_string()))?;
     let off = st.tensor("offsets").map_err(|e| damaged(e.to_string()))?;
-    if emb.dtype() != identity.dtype.safetensors() || emb.shape().len() != 2 || emb.shape()[1] != identity.d_model {
-        return Err(damaged(format!("embeddings {:?} {:?}, expected [_, {}]", emb.dtype(), emb.shape(), identity.d_model)));
+    if emb.dtype() != identity.dtype.safetensors()
+        || emb.shape().len() != 2
+        || emb.shape()[1] != identity.d_model
+    {
+        return Err(damaged(format!(
+            "embeddings {:?} {:?}, expected [_, {}]",
+            emb.dtype(),
+            emb.shape(),
+            identity.d_model
+        )));
     }
     if off.dtype() != Dtype::I64 || off.shape() != [keys.len() + 1] {
         return Err(damaged(format!("offsets {:?} for {} keys", off.shape(), keys.len())));
     }
-    let offsets: Vec<i64> =
-        off.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+    let offsets: Vec<i64> = off
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
     let total = emb.shape()[0] as i64;
     if offsets[0] != 0 || offsets.windows(2).any(|w| w[1] <= w[0]) || offsets[keys.len()] != total {
         return Err(damaged("offsets are not increasing from 0 to the token count".into()));

@@ -52,7 +52,8 @@ fn f32_round_trip() {
     Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "demo".into())).unwrap();
     let mut w = ShardWriter::new(dir.path(), "s", &id).unwrap();
     let v = [0.1f32, 0.2, 0.3];
-    w.push(cache_key("k", "x"), &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    w.push(cache_key("k", "x"), &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+        .unwrap();
     w.finish().unwrap();
     let cache = EmbedCache::open(dir.path(), &id).unwrap();
     assert_eq!(cache.get("k", "x").unwrap().to_f32(), v.to_vec());
@@ -109,7 +110,8 @@ fn readable_with_the_safetensors_format_alone() {
     let bytes = std::fs::read(shard_path(dir.path(), "00000")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let keys: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["keys"]).unwrap();
+    let keys: Vec<String> =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["keys"]).unwrap();
     assert_eq!(keys, vec![cache_key("a", "red circle"), cache_key("b", "")]);
     assert_eq!(st.tensor("embeddings").unwrap().shape(), [3, 3]);
     assert_eq!(st.tensor("offsets").unwrap().shape(), [3]);

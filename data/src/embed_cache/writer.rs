@@ -52,7 +52,10 @@ impl ShardWriter {
         if raw.is_empty() || raw.len() % row != 0 {
             return Err(DataError::EmbedCache {
                 path: self.path.clone(),
-                message: format!("{cache_key}: {} bytes is not a whole number of {row}-byte rows", raw.len()),
+                message: format!(
+                    "{cache_key}: {} bytes is not a whole number of {row}-byte rows",
+                    raw.len()
+                ),
             });
         }
         self.data.extend_from_slice(raw);
@@ -80,14 +83,19 @@ impl ShardWriter {
             message: e.to_string(),
         };
         let embeddings =
-            TensorView::new(self.dtype.safetensors(), vec![total, self.d_model], &self.data).map_err(err)?;
-        let offsets = TensorView::new(Dtype::I64, vec![self.offsets.len()], &offsets).map_err(err)?;
+            TensorView::new(self.dtype.safetensors(), vec![total, self.d_model], &self.data)
+                .map_err(err)?;
+        let offsets =
+            TensorView::new(Dtype::I64, vec![self.offsets.len()], &offsets).map_err(err)?;
         let metadata = HashMap::from([
             ("keys".to_owned(), serde_json::to_string(&self.keys).expect("keys serialise")),
             ("identity".to_owned(), self.identity_digest.clone()),
         ]);
-        let bytes =
-            safetensors::serialize([("embeddings", embeddings), ("offsets", offsets)], Some(metadata)).map_err(err)?;
+        let bytes = safetensors::serialize(
+            [("embeddings", embeddings), ("offsets", offsets)],
+            Some(metadata),
+        )
+        .map_err(err)?;
         write_atomically(&self.path, &bytes)?;
         Ok(self.path)
     }

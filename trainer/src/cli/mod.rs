@@ -1,6 +1,7 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
 mod config;
+mod embed;
 mod env;
 mod text;
 
@@ -31,6 +32,8 @@ enum Command {
     Config(config::ConfigCommand),
     /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
     Env(env::EnvArgs),
+    /// Cache T5 embeddings of caption shards (for text.mode = "frozen-cached").
+    Embed(embed::EmbedArgs),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
@@ -42,6 +45,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
         Command::Env(args) => env::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Text(cmd) => text::run(cmd),
     };
     match result {

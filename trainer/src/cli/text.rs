@@ -101,20 +101,29 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let vs = nn::VarStore::new(device);
     let encoder = T5Encoder::with_kind(vs.root(), &cfg, Freeze::ALL, kind)?;
     load_weights(&encoder, &args.model)?;
-    let tokenizer = T5Tokenizer::from_file(&args.model.join("tokenizer.json"), args.max_length, cfg.pad_token_id)?;
+    let tokenizer = T5Tokenizer::from_file(
+        &args.model.join("tokenizer.json"),
+        args.max_length,
+        cfg.pad_token_id,
+    )?;
     let prompts = read_prompts(&args.prompts)?;
     let mut embeddings = Vec::new();
     let mut masks = Vec::new();
     let mut truncated = 0;
     for batch in prompts.chunks(args.batch_size.max(1)) {
-        let out = tch::no_grad(|| encode_captions(&encoder, &tokenizer, batch, Some(args.max_length), device))?;
+        let out = tch::no_grad(|| {
+            encode_captions(&encoder, &tokenizer, batch, Some(args.max_length), device)
+        })?;
         truncated += out.truncated;
         embeddings.push(out.hidden.to_kind(Kind::Float).to_device(Device::Cpu));
         masks.push(out.mask.to_device(Device::Cpu));
     }
     let (embeddings, mask) = if prompts.is_empty() {
         let l = args.max_length as i64;
-        (Tensor::zeros([0, l, cfg.d_model], tch::kind::FLOAT_CPU), Tensor::zeros([0, l], tch::kind::INT64_CPU))
+        (
+            Tensor::zeros([0, l, cfg.d_model], tch::kind::FLOAT_CPU),
+            Tensor::zeros([0, l], tch::kind::INT64_CPU),
+        )
     } else {
         (Tensor::cat(&embeddings, 0), Tensor::cat(&masks, 0))
     };

@@ -41,8 +41,18 @@ impl T5Attention {
         // Scale 1.0: T5 does not scale the scores. The fused kernel computes softmax in fp32
         // for half-precision inputs, as Hugging Face's eager path does.
         let bias = bias.to_kind(q.kind());
-        let out =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&bias), 0.0, false, Some(1.0), false);
-        out.transpose(1, 2).reshape([b, l, self.num_heads * self.d_kv]).linear::<&Tensor>(&self.o, None)
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&bias),
+            0.0,
+            false,
+            Some(1.0),
+            false,
+        );
+        out.transpose(1, 2)
+            .reshape([b, l, self.num_heads * self.d_kv])
+            .linear::<&Tensor>(&self.o, None)
     }
 }

@@ -107,7 +107,8 @@ impl T5Config {
             path: path.to_owned(),
             message: format!("not a T5 config.json: {e}"),
         })?;
-        cfg.feed_forward().map_err(|message| TrainerError::Model { path: path.to_owned(), message })?;
+        cfg.feed_forward()
+            .map_err(|message| TrainerError::Model { path: path.to_owned(), message })?;
         Ok(cfg)
     }
 
@@ -135,7 +136,10 @@ impl T5Config {
         obj.insert("model_type".into(), "t5".into());
         obj.insert("architectures".into(), serde_json::json!(["T5EncoderModel"]));
         obj.insert("is_gated_act".into(), (self.feed_forward_proj == "gated-gelu").into());
-        obj.insert("dense_act_fn".into(), if self.feed_forward_proj == "gated-gelu" { "gelu_new" } else { "relu" }.into());
+        obj.insert(
+            "dense_act_fn".into(),
+            if self.feed_forward_proj == "gated-gelu" { "gelu_new" } else { "relu" }.into(),
+        );
         obj.insert("tie_word_embeddings".into(), (self.feed_forward_proj != "gated-gelu").into());
         obj.insert("dropout_rate".into(), 0.0.into());
         obj.insert("num_decoder_layers".into(), self.num_layers.into());

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use tch::{nn, Device};
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
-use tokenizers::normalizers::{replace::ReplacePattern, NormalizerWrapper, Replace, Sequence, NFKC};
+use tokenizers::models::{ModelWrapper, TrainerWrapper};
+use tokenizers::normalizers::{
+    replace::ReplacePattern, NormalizerWrapper, Replace, Sequence, NFKC,
+};
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::config::T5Config;
@@ -35,16 +37,26 @@ pub struct DemoSpec {
 
 impl Default for DemoSpec {
     fn default() -> Self {
-        Self { d_model: 64, num_layers: 2, num_heads: 4, d_kv: 16, d_ff: 128, vocab_size: 256, seed: 0 }
+        Self {
+            d_model: 64,
+            num_layers: 2,
+            num_heads: 4,
+            d_kv: 16,
+            d_ff: 128,
+            vocab_size: 256,
+            seed: 0,
+        }
     }
 }
 
 /// A T5-style Unigram tokenizer (NFKC, Metaspace, `</s>` appended) trained on `captions`.
 pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer> {
-    let err = |e: tokenizers::Error| TrainerError::Text(format!("training the demo tokenizer: {e}"));
+    let err =
+        |e: tokenizers::Error| TrainerError::Text(format!("training the demo tokenizer: {e}"));
     let mut tokenizer = Tokenizer::new(Unigram::default());
     let spaces = Replace::new(ReplacePattern::Regex(" {2,}".into()), " ").map_err(err)?;
-    tokenizer.with_normalizer(Some(Sequence::new(vec![NormalizerWrapper::from(NFKC), spaces.into()])));
+    tokenizer
+        .with_normalizer(Some(Sequence::new(vec![NormalizerWrapper::from(NFKC), spaces.into()])));
     tokenizer.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::Always, true)));
     tokenizer.with_decoder(Some(Metaspace::new('▁', PrependScheme::Always, true)));
     let mut trainer: TrainerWrapper = UnigramTrainer::builder()
@@ -56,6 +68,7 @@ pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer
         .map_err(|e| TrainerError::Text(format!("demo tokenizer trainer: {e}")))?
         .into();
     tokenizer.train(&mut trainer, captions.iter()).map_err(err)?;
+    canonicalize(&mut tokenizer)?;
     let post = TemplateProcessing::builder()
         .try_single("$A </s>")
         .and_then(|b| b.try_pair("$A </s> $B </s>"))
@@ -66,10 +79,35 @@ pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer
     tokenizer.with_post_processor(Some(post));
     for (id, s) in SPECIALS.iter().enumerate() {
         if tokenizer.token_to_id(s) != Some(id as u32) {
-            return Err(TrainerError::Text(format!("demo tokenizer put {s} at {:?}, not {id}", tokenizer.token_to_id(s))));
+            return Err(TrainerError::Text(format!(
+                "demo tokenizer put {s} at {:?}, not {id}",
+                tokenizer.token_to_id(s)
+            )));
         }
     }
     Ok(tokenizer)
+}
+
+/// Makes the trained vocabulary reproducible: the trainer sums scores in parallel and breaks
+/// ties in hash order, so scores are rounded to 1e-6 and pieces ordered by (score, piece),
+/// specials first.
+fn canonicalize(tokenizer: &mut Tokenizer) -> Result<()> {
+    let ModelWrapper::Unigram(model) = tokenizer.get_model() else {
+        return Err(TrainerError::Text("the demo tokenizer is not a Unigram model".into()));
+    };
+    let round = |s: f64| (s * 1e6).round() / 1e6;
+    let mut pieces: Vec<(String, f64)> = model
+        .iter()
+        .filter(|(p, _)| !SPECIALS.contains(&p.as_str()))
+        .map(|(p, s)| (p.clone(), round(*s)))
+        .collect();
+    pieces.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let vocab: Vec<(String, f64)> =
+        SPECIALS.iter().map(|s| (s.to_string(), 0.0)).chain(pieces).collect();
+    let unigram = Unigram::from(vocab, Some(2), false)
+        .map_err(|e| TrainerError::Text(format!("demo tokenizer vocabulary: {e}")))?;
+    tokenizer.with_model(unigram);
+    Ok(())
 }
 
 /// Writes `config.json`, `tokenizer.json`, `model.safetensors` and a DEMO-ONLY `README.md` into
@@ -89,7 +127,8 @@ pub fn make_demo(captions: &[String], out: &Path, spec: &DemoSpec) -> Result<T5C
         feed_forward_proj: "gated-gelu".into(),
         ..T5Config::default()
     };
-    std::fs::create_dir_all(out).map_err(|source| TrainerError::Io { path: out.to_owned(), source })?;
+    std::fs::create_dir_all(out)
+        .map_err(|source| TrainerError::Io { path: out.to_owned(), source })?;
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| TrainerError::Io { path, source })

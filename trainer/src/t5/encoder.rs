@@ -67,10 +67,14 @@ impl T5Encoder {
     pub fn with_kind(path: nn::Path, cfg: &T5Config, freeze: Freeze, kind: Kind) -> Result<Self> {
         let ff_kind = cfg.feed_forward().map_err(TrainerError::Text)?;
         let sink = ParamSink::default();
-        let params = |trainable: bool| Params { sink: &sink, trainable: !freeze.all && trainable, kind };
+        let params =
+            |trainable: bool| Params { sink: &sink, trainable: !freeze.all && trainable, kind };
         let block_params = |i: usize| params(i >= freeze.lowest_blocks);
-        let shared =
-            params(!freeze.embedding).add(&(&path / "shared"), "weight", &[cfg.vocab_size, cfg.d_model]);
+        let shared = params(!freeze.embedding).add(
+            &(&path / "shared"),
+            "weight",
+            &[cfg.vocab_size, cfg.d_model],
+        );
         let enc = &path / "encoder";
         let eps = cfg.layer_norm_epsilon;
         let position_bias = RelativePositionBias::new(
@@ -85,7 +89,12 @@ impl T5Encoder {
                 let layer = &enc / "block" / i / "layer";
                 let p = block_params(i);
                 T5Block {
-                    attention_norm: T5LayerNorm::new(&layer / 0 / "layer_norm", cfg.d_model, eps, p),
+                    attention_norm: T5LayerNorm::new(
+                        &layer / 0 / "layer_norm",
+                        cfg.d_model,
+                        eps,
+                        p,
+                    ),
                     attention: T5Attention::new(&layer / 0 / "SelfAttention", cfg, p),
                     ff_norm: T5LayerNorm::new(&layer / 1 / "layer_norm", cfg.d_model, eps, p),
                     ff: T5FeedForward::new(&layer / 1 / "DenseReluDense", cfg, ff_kind, p),
@@ -96,7 +105,8 @@ impl T5Encoder {
             T5LayerNorm::new(&enc / "final_layer_norm", cfg.d_model, eps, params(true));
         // Hugging Face names are the VarStore names relative to `path`.
         let prefix_len = path.path("x").len() - 1;
-        let named = sink.into_inner().into_iter().map(|(n, t)| (n[prefix_len..].to_owned(), t)).collect();
+        let named =
+            sink.into_inner().into_iter().map(|(n, t)| (n[prefix_len..].to_owned(), t)).collect();
         Ok(Self { cfg: cfg.clone(), shared, position_bias, blocks, final_layer_norm, named })
     }
 

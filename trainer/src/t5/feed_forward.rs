@@ -28,7 +28,9 @@ impl T5FeedForward {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match self {
-            Self::Relu { wi, wo } => x.linear::<&Tensor>(wi, None).relu().linear::<&Tensor>(wo, None),
+            Self::Relu { wi, wo } => {
+                x.linear::<&Tensor>(wi, None).relu().linear::<&Tensor>(wo, None)
+            }
             Self::GatedGelu { wi_0, wi_1, wo } => {
                 // Hugging Face's "gelu_new" is the tanh approximation of GELU.
                 let gate = x.linear::<&Tensor>(wi_0, None).gelu("tanh");

@@ -27,8 +27,13 @@ impl RelativePositionBias {
 
     /// `[1, heads, q_len, k_len]` in the weight's dtype.
     pub fn forward(&self, q_len: i64, k_len: i64) -> Tensor {
-        let buckets =
-            relative_position_bucket(q_len, k_len, self.num_buckets, self.max_distance, self.weight.device());
+        let buckets = relative_position_bucket(
+            q_len,
+            k_len,
+            self.num_buckets,
+            self.max_distance,
+            self.weight.device(),
+        );
         Tensor::embedding(&self.weight, &buckets, -1, false, false).permute([2, 0, 1]).unsqueeze(0)
     }
 }

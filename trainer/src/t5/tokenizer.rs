@@ -59,10 +59,8 @@ impl T5Tokenizer {
             TrainerError::Tokenizer { path: self.path.clone(), message: e.to_string() }
         })?;
         let truncated = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
-        let ids = encodings
-            .iter()
-            .map(|e| e.get_ids().iter().map(|&i| i as i64).collect())
-            .collect();
+        let ids =
+            encodings.iter().map(|e| e.get_ids().iter().map(|&i| i as i64).collect()).collect();
         Ok(Tokens { ids, truncated })
     }
 

@@ -19,7 +19,7 @@ pub const TEXT_ENCODER_GROUP: usize = 1;
 
 #[derive(Debug)]
 enum Source {
-    Online { encoder: T5Encoder, tokenizer: T5Tokenizer },
+    Online { encoder: Box<T5Encoder>, tokenizer: Box<T5Tokenizer> },
     Cached { cache: EmbedCache, dir: PathBuf },
 }
 
@@ -67,12 +67,21 @@ impl TextConditioner {
                     T5Encoder::with_kind(path, &t5, Freeze::ALL, kind)?
                 };
                 load_weights(&encoder, &cfg.model)?;
-                let tokenizer =
-                    T5Tokenizer::from_file(&cfg.model.join("tokenizer.json"), cfg.max_length, t5.pad_token_id)?;
-                Source::Online { encoder, tokenizer }
+                let tokenizer = T5Tokenizer::from_file(
+                    &cfg.model.join("tokenizer.json"),
+                    cfg.max_length,
+                    t5.pad_token_id,
+                )?;
+                Source::Online { encoder: Box::new(encoder), tokenizer: Box::new(tokenizer) }
             }
         };
-        Ok(Self { mode: cfg.mode, d_model: t5.d_model, device, source, truncated: AtomicUsize::new(0) })
+        Ok(Self {
+            mode: cfg.mode,
+            d_model: t5.d_model,
+            device,
+            source,
+            truncated: AtomicUsize::new(0),
+        })
     }
 
     pub fn mode(&self) -> TextMode {
@@ -124,9 +133,19 @@ impl TextConditioner {
         }
     }
 
-    fn lookup(&self, cache: &EmbedCache, dir: &std::path::Path, captions: &[String], keys: &[String]) -> Result<(Tensor, Tensor)> {
+    fn lookup(
+        &self,
+        cache: &EmbedCache,
+        dir: &std::path::Path,
+        captions: &[String],
+        keys: &[String],
+    ) -> Result<(Tensor, Tensor)> {
         if keys.len() != captions.len() {
-            return Err(TrainerError::Text(format!("{} keys for {} captions", keys.len(), captions.len())));
+            return Err(TrainerError::Text(format!(
+                "{} keys for {} captions",
+                keys.len(),
+                captions.len()
+            )));
         }
         let found = keys
             .iter()

@@ -7,7 +7,8 @@ use crate::error::{Result, TrainerError};
 /// The lines of `path` (a trailing newline does not add an empty caption; `\r\n` is accepted).
 /// Invalid UTF-8 is refused with the line number; empty lines are kept as empty captions.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|source| TrainerError::Io { path: path.to_owned(), source })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| TrainerError::Io { path: path.to_owned(), source })?;
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
