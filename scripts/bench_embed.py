@@ -41,7 +41,7 @@ def make_model(dir_, args):
 
 
 def bench_hf(model_dir, captions, dtype, batch, max_length):
-    model = T5EncoderModel.from_pretrained(model_dir, torch_dtype=dtype).eval()
+    model = T5EncoderModel.from_pretrained(model_dir, dtype=dtype).eval()
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"),
                                   pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     order = sorted(range(len(captions)), key=lambda i: len(captions[i]))

@@ -1,8 +1,9 @@
 //! The one error type of this crate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Everything that can go wrong while reading shards. Each variant names the file it concerns.
+/// Everything that stops the data pipeline (as opposed to a bad sample or shard, which is skipped
+/// and counted in [`crate::SkipStats`]). Each variant names what it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
@@ -12,9 +13,30 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    #[error("{path}: parquet: {message}")]
+    Parquet { path: PathBuf, message: String },
+
+    /// A shard list entry names nothing, or the list expands to no shard.
+    #[error("shard list: {0}")]
+    ShardList(String),
+
+    /// A configuration or option is unusable; the message says which and why.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The loader's background thread stopped.
+    #[error("data loader stopped: {0}")]
+    LoaderStopped(String),
+
     /// An embedding cache file or directory is unusable; the message says why and what to do.
     #[error("{path}: {message}")]
     EmbedCache { path: PathBuf, message: String },
+}
+
+impl DataError {
+    pub fn io(path: &Path, source: std::io::Error) -> DataError {
+        DataError::Io { path: path.to_path_buf(), source }
+    }
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;

@@ -2,14 +2,19 @@
 //! distributed training, checkpoints, sampling and logging, on libtorch through tch.
 
 pub mod autocast;
+pub mod checkpoint;
 pub mod config;
+pub mod diffusion;
 pub mod dist;
 pub mod error;
 pub mod logging;
+pub mod logs;
 pub mod native;
+pub mod optim;
 pub mod progress;
 pub mod t5;
 pub mod text;
 pub mod torch_info;
+pub mod unet;
 
 pub use error::{Result, TrainerError};

@@ -1,9 +1,12 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
 mod config;
+mod data;
 mod embed;
 mod env;
+mod model;
 mod text;
+mod eval;
 
 use std::process::ExitCode;
 
@@ -30,13 +33,20 @@ enum Command {
     /// Inspect configurations.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Synthesise, inspect and benchmark image-caption shards.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
     Env(env::EnvArgs),
     /// Cache T5 embeddings of caption shards (for text.mode = "frozen-cached").
     Embed(embed::EmbedArgs),
-    /// T5 text encoder tools: encode prompts, make the demo encoder.
+    /// Inspect model topologies.
     #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// T5 text encoder tools: encode prompts, make the demo encoder.
     Text(text::TextCommand),
+    /// Evaluate generated images (FID).
+    Eval(eval::EvalCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -44,9 +54,12 @@ pub fn main() -> ExitCode {
     imagen_trainer::logging::init(&cli.log_level);
     let result = match cli.command {
         Command::Config(cmd) => config::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
+        Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,3 +119,75 @@ fn unknown_field_hint(reason: &str) -> Option<String> {
     let close_enough = best.0 <= (unknown.len().max(best.1.len()) / 2).max(1);
     close_enough.then(|| format!("; did you mean `{}`?", best.1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str, sets: &[&str]) -> String {
+        let overrides: Vec<Override> = sets.iter().map(|s| parse_override(s).unwrap()).collect();
+        Config::from_toml_str("test.toml", text, &overrides).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml_str("x", "", &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_path_and_nearest_key() {
+        let e = err("[run]\nnmae = \"x\"\n", &[]);
+        assert!(e.starts_with("test.toml: field `run.nmae`: unknown field `nmae`"), "{e}");
+        assert!(e.ends_with("did you mean `name`?"), "{e}");
+        let e = err("[lgo]\n", &[]);
+        assert!(e.contains("did you mean `log`?"), "{e}");
+        // Nothing close: no suggestion.
+        let e = err("[run]\nzzzzzzzz = 1\n", &[]);
+        assert!(!e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_field() {
+        let e = err("[run]\nseed = \"abc\"\n", &[]);
+        assert!(e.contains("field `run.seed`") && e.contains("expected u64"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let e = err("[run]\nseed = = 1\n", &[]);
+        assert!(e.starts_with("test.toml: ") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply_on_top_of_the_file() {
+        let sets =
+            [parse_override("run.seed=7").unwrap(), parse_override("run.name=my-run").unwrap()];
+        let cfg = Config::from_toml_str("x", "[run]\nseed = 1\nname = \"a\"\n", &sets).unwrap();
+        assert_eq!(cfg.run.seed, 7);
+        assert_eq!(cfg.run.name, "my-run");
+        assert_eq!(cfg.log, crate::config::LogConfig::default());
+    }
+
+    #[test]
+    fn override_values_are_toml_or_strings() {
+        assert_eq!(parse_override("a.b=2e-4").unwrap().value, Value::Float(2e-4));
+        assert_eq!(parse_override("a=true").unwrap().value, Value::Boolean(true));
+        assert_eq!(parse_override("a=x y").unwrap().value, Value::String("x y".into()));
+        assert_eq!(parse_override("a.b=\"q\"").unwrap().path, vec!["a", "b"]);
+        assert!(parse_override("novalue").is_err());
+        assert!(parse_override("a..b=1").is_err());
+    }
+
+    #[test]
+    fn override_into_a_scalar_is_refused() {
+        let e = err("[run]\nseed = 1\n", &["run.seed.x=1"]);
+        assert!(e.contains("`run.seed` is not a section"), "{e}");
+        assert!(e.starts_with("test.toml (with --set overrides): "), "{e}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let cfg = Config::from_toml_str("x", "[run]\nseed = 5\n", &[]).unwrap();
+        assert_eq!(Config::from_toml_str("y", &cfg.to_toml(), &[]).unwrap(), cfg);
+    }
+}

@@ -9,6 +9,9 @@ mod run;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diffusion::DiffusionConfig;
+use crate::unet::UNetConfig;
+
 pub use load::{parse_override, Override};
 pub use log::LogConfig;
 pub use run::RunConfig;
@@ -21,6 +24,12 @@ pub struct Config {
     pub run: RunConfig,
     /// Logging verbosity and cadence.
     pub log: LogConfig,
+    /// The stage's U-Net topology.
+    pub unet: UNetConfig,
+    /// The stage's diffusion process and sampler.
+    pub diffusion: DiffusionConfig,
+    /// Training shards and how they become batches (imagen-data's `DataConfig`).
+    pub data: imagen_data::DataConfig,
     /// The T5 text encoder and how training uses it.
     pub text: crate::text::TextConfig,
 }

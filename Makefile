@@ -1,0 +1,27 @@
+# The project's entry points. Every target bootstraps libtorch into .venv first (idempotent,
+# under a second when it is already there).
+
+CARGO ?= cargo
+
+.PHONY: bootstrap tools build test lint
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+# Python reference tools (TensorBoard's reader, pyarrow, transformers, pytorch-fid) in
+# .venv-tools; some tests read the project's output with them.
+tools: bootstrap
+	@scripts/python_env.sh
+
+## build: the release binary at target/release/imagen
+build: bootstrap
+	$(CARGO) build --release --bin imagen
+	@echo "built target/release/imagen"
+
+## test: formatting, clippy -D warnings and the whole workspace's tests (what CI runs)
+test: tools lint
+	$(CARGO) test --workspace
+
+lint: bootstrap
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,226 @@
+//! Compressed image -> RGB pixels of the stage's side: decode (JPEG at a DCT-reduced scale when the
+//! target is much smaller, as Pillow's `draft` does), antialiased resize of the crop square, and an
+//! optional horizontal flip.
+//!
+//! JPEG decoders, chosen by measurement (BENCHMARKS.md, "Data pipeline"): `jpeg-decoder` when a
+//! DCT scale of 1/2 or smaller applies (it implements libjpeg's reduced IDCTs), `zune-jpeg` at full
+//! scale (its SIMD IDCT and colour conversion are faster). `turbojpeg` was not used: its -sys crate
+//! needs either a system libturbojpeg or cmake + nasm, which a fresh machine lacks.
+
+use std::cell::RefCell;
+use std::io::Cursor;
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::SkipReason;
+
+/// Where the square crop sits along the image's longer axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    #[default]
+    Center,
+    Random,
+}
+
+/// Bounds on what is decoded at all.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageLimits {
+    /// Images whose shorter side is smaller are skipped.
+    pub min_side: u32,
+    /// Images with more pixels are skipped before decoding.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits { min_side: 8, max_pixels: 100_000_000 }
+    }
+}
+
+/// How one sample is turned into pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transform {
+    pub side: u32,
+    pub crop: CropMode,
+    /// Position of a random crop along the free axis, in [0, 1].
+    pub crop_at: f64,
+    pub flip: bool,
+    pub limits: ImageLimits,
+    /// Use DCT-scaled JPEG decoding when the image is at least twice the target.
+    pub dct_scaling: bool,
+}
+
+/// An image failed; the reason and a detail for the warning.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodeFailure {
+    pub reason: SkipReason,
+    pub detail: String,
+}
+
+fn fail(reason: SkipReason, detail: impl ToString) -> DecodeFailure {
+    DecodeFailure { reason, detail: detail.to_string() }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+fn sniff(bytes: &[u8]) -> Option<Kind> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Kind::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Kind::Png)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(Kind::Webp)
+    } else {
+        None
+    }
+}
+
+/// Decodes `bytes` and writes `side*side*3` RGB bytes into `out`.
+pub fn decode_into(bytes: &[u8], t: &Transform, out: &mut [u8]) -> Result<(), DecodeFailure> {
+    // A decoder that panics on malformed input costs one counted sample, not the run.
+    let decoded = std::panic::catch_unwind(|| decode_rgb(bytes, t))
+        .unwrap_or_else(|_| Err(fail(SkipReason::CorruptImage, "decoder panicked")));
+    let (w, h, rgb) = decoded?;
+    resize_crop(rgb, w, h, t, out)?;
+    if t.flip {
+        let row = t.side as usize * 3;
+        for line in out.chunks_exact_mut(row) {
+            for x in 0..t.side as usize / 2 {
+                let y = t.side as usize - 1 - x;
+                for c in 0..3 {
+                    line.swap(x * 3 + c, y * 3 + c);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_size(w: u32, h: u32, limits: &ImageLimits) -> Result<(), DecodeFailure> {
+    if w.min(h) < limits.min_side {
+        return Err(fail(SkipReason::ImageTooSmall, format!("{w}x{h}")));
+    }
+    if w as u64 * h as u64 > limits.max_pixels {
+        return Err(fail(SkipReason::ImageTooLarge, format!("{w}x{h}")));
+    }
+    Ok(())
+}
+
+/// Decodes to packed RGB; returns (width, height, pixels).
+pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), DecodeFailure> {
+    match sniff(bytes) {
+        Some(Kind::Jpeg) => decode_jpeg(bytes, t),
+        Some(kind) => {
+            let format = if kind == Kind::Png {
+                image::ImageFormat::Png
+            } else {
+                image::ImageFormat::WebP
+            };
+            let corrupt = |e: image::ImageError| fail(SkipReason::CorruptImage, e);
+            let reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+            let (w, h) = reader.into_dimensions().map_err(corrupt)?;
+            check_size(w, h, &t.limits)?;
+            let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(t.limits.max_pixels.saturating_mul(8));
+            reader.limits(limits);
+            let img = reader.decode().map_err(corrupt)?.into_rgb8();
+            Ok((w, h, img.into_raw()))
+        }
+        None => Err(fail(SkipReason::NotAnImage, "not a JPEG, PNG or WebP file")),
+    }
+}
+
+fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), DecodeFailure> {
+    let corrupt = |e: &dyn std::fmt::Display| fail(SkipReason::CorruptImage, e);
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.read_info().map_err(|e| corrupt(&e))?;
+    let info = dec.info().ok_or_else(|| corrupt(&"no frame header"))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    check_size(w, h, &t.limits)?;
+    let short = w.min(h);
+    if t.dct_scaling && short >= 2 * t.side {
+        // Ask for the shorter axis only: the decoder picks the smallest scale whose output is at
+        // least this large on one axis, so the other axis must not qualify.
+        let want = t.side.min(u16::MAX as u32) as u16;
+        let (rw, rh) = if w <= h { (want, u16::MAX) } else { (u16::MAX, want) };
+        let (sw, sh) = dec.scale(rw, rh).map_err(|e| corrupt(&e))?;
+        let pixels = dec.decode().map_err(|e| corrupt(&e))?;
+        let format = dec.info().map(|i| i.pixel_format).ok_or_else(|| corrupt(&"no info"))?;
+        let rgb = to_rgb(pixels, format, sw as usize * sh as usize);
+        return Ok((sw as u32, sh as u32, rgb));
+    }
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(u16::MAX as usize)
+        .set_max_height(u16::MAX as usize);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let pixels = dec.decode().map_err(|e| corrupt(&e))?;
+    if pixels.len() != w as usize * h as usize * 3 {
+        return Err(corrupt(&"decoded size does not match the header"));
+    }
+    Ok((w, h, pixels))
+}
+
+fn to_rgb(pixels: Vec<u8>, format: jpeg_decoder::PixelFormat, n: usize) -> Vec<u8> {
+    use jpeg_decoder::PixelFormat::*;
+    match format {
+        RGB24 => pixels,
+        L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        L16 => pixels.chunks_exact(2).flat_map(|v| [v[0], v[0], v[0]]).collect(),
+        CMYK32 => pixels
+            .chunks_exact(4)
+            .take(n)
+            .flat_map(|p| {
+                let k = p[3] as u32;
+                [p[0], p[1], p[2]].map(|c| (c as u32 * k / 255) as u8)
+            })
+            .collect(),
+    }
+}
+
+thread_local! {
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+/// Resizes the crop square of `rgb` (the whole shorter side) to `side` x `side` into `out`, with a
+/// bilinear convolution whose support widens with the scale (antialiased, as Pillow's resize).
+fn resize_crop(
+    rgb: Vec<u8>,
+    w: u32,
+    h: u32,
+    t: &Transform,
+    out: &mut [u8],
+) -> Result<(), DecodeFailure> {
+    let need = w as usize * h as usize * 3;
+    if rgb.len() < need {
+        return Err(fail(SkipReason::CorruptImage, "short pixel buffer"));
+    }
+    let short = w.min(h) as f64;
+    let at = match t.crop {
+        CropMode::Center => 0.5,
+        CropMode::Random => t.crop_at.clamp(0.0, 1.0),
+    };
+    let (left, top) = ((w as f64 - short) * at, (h as f64 - short) * at);
+    let src = Image::from_vec_u8(w, h, rgb, PixelType::U8x3)
+        .map_err(|e| fail(SkipReason::CorruptImage, e))?;
+    let mut dst = Image::from_slice_u8(t.side, t.side, out, PixelType::U8x3)
+        .map_err(|e| fail(SkipReason::CorruptImage, e))?;
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(left, top, short, short);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src, &mut dst, &options))
+        .map_err(|e| fail(SkipReason::CorruptImage, e))
+}

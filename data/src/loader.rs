@@ -1,0 +1,344 @@
+//! The loader the trainer consumes: batches of u8 NHWC pixels with captions and keys, for one rank,
+//! endlessly, deterministic for a seed and resumable from a [`Cursor`].
+//!
+//! A background thread reads the [`Stream`], decodes on a rayon pool of `workers` threads and keeps
+//! `prefetch` batches queued. A sample that fails to decode is counted and replaced by the next
+//! one, so every batch is full. Epochs are nominal: every rank yields exactly `epoch_batches`
+//! batches per epoch (configured, or derived from the shards' sample counts), while the sample
+//! stream under it rolls over passes independently, so no rank can run dry before another.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataConfig, FormatChoice};
+use crate::decode::{decode_into, ImageLimits, Transform};
+use crate::error::{DataError, Result};
+use crate::reader::{count_samples, ShardReader};
+use crate::shards::{expand_shards, stats_marker, ShardFormat};
+use crate::stats::{SkipReason, SkipStats, SkipWarner};
+use crate::stream::{ShardEntry, Stream, StreamPos, StreamSpec};
+
+/// The stream's position after a batch: small, serialisable, stored in checkpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Cursor {
+    /// Seed, rank and world size the cursor belongs to; restoring elsewhere is refused.
+    pub seed: u64,
+    pub rank: usize,
+    pub world: usize,
+    /// Number of shards in the expanded list (a changed list is refused).
+    pub shards: usize,
+    /// Batches returned so far.
+    pub batches: u64,
+    /// Where the current shuffle window starts and how much of it was emitted.
+    pub stream: StreamPos,
+    /// Good samples and skips so far.
+    pub stats: SkipStats,
+}
+
+/// One batch: `pixels` is `len * side * side * 3` bytes, NHWC, RGB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub pixels: Vec<u8>,
+    pub side: u32,
+    pub captions: Vec<String>,
+    pub keys: Vec<String>,
+    pub epoch: u64,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+type Message = Result<(Batch, Cursor)>;
+
+/// Batches for one rank.
+pub struct Loader {
+    rx: Receiver<Message>,
+    cursor: Cursor,
+    epoch_batches: u64,
+    stopped: Option<String>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The shard list of a config, with formats, minus shards lacking a required stats marker
+/// (counted in the returned stats).
+pub fn resolve_shards(cfg: &DataConfig) -> Result<(Vec<ShardEntry>, SkipStats)> {
+    let mut stats = SkipStats::default();
+    let mut entries = Vec::new();
+    for path in expand_shards(&cfg.shards)? {
+        let format = match cfg.format {
+            FormatChoice::Parquet => ShardFormat::Parquet,
+            FormatChoice::Wds => ShardFormat::Wds,
+            FormatChoice::Auto => ShardFormat::from_path(&path).ok_or_else(|| {
+                DataError::ShardList(format!("{}: neither .parquet nor .tar", path.display()))
+            })?,
+        };
+        if cfg.require_stats && !stats_marker(&path).is_file() {
+            stats.add_skip(SkipReason::MissingStatsMarker);
+            tracing::warn!("skipping {}: no {}", path.display(), stats_marker(&path).display());
+            continue;
+        }
+        entries.push(ShardEntry { path, format });
+    }
+    if entries.is_empty() {
+        return Err(DataError::ShardList(format!(
+            "{:?}: no shard has its _stats.json marker",
+            cfg.shards
+        )));
+    }
+    Ok((entries, stats))
+}
+
+/// Refuses filters on columns the shards lack (checked on the first readable shard).
+fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
+    let need = cfg.filters.required_columns();
+    if need.is_empty() {
+        return Ok(());
+    }
+    let found = shards
+        .iter()
+        .take(16)
+        .find_map(|e| ShardReader::meta_fields(&e.path, e.format).map(|f| (e, f)));
+    let Some((shard, fields)) = found else {
+        return Err(DataError::Invalid(
+            "filters are configured but no shard's columns could be read".into(),
+        ));
+    };
+    for (filter, columns) in need {
+        if !columns.iter().any(|c| fields.iter().any(|f| f == c)) {
+            return Err(DataError::Invalid(format!(
+                "data.filters.{filter} needs column {} which {} lacks (it has {fields:?})",
+                columns.join(" or "),
+                shard.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Loader {
+    pub fn new(
+        cfg: &DataConfig,
+        side: u32,
+        rank: usize,
+        world: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<Loader> {
+        if world == 0 || rank >= world {
+            return Err(DataError::Invalid(format!("rank {rank} is not in a world of {world}")));
+        }
+        if cfg.batch_size == 0 || side == 0 {
+            return Err(DataError::Invalid("data.batch_size and side must be positive".into()));
+        }
+        let (shards, initial_stats) = resolve_shards(cfg)?;
+        if shards.len() < world {
+            return Err(DataError::Invalid(format!(
+                "{} shards cannot be dealt to {world} ranks: every rank needs at least one",
+                shards.len()
+            )));
+        }
+        check_filter_columns(cfg, &shards)?;
+        if let Some(c) = &cursor {
+            if (c.seed, c.rank, c.world, c.shards) != (cfg.seed, rank, world, shards.len()) {
+                return Err(DataError::Invalid(format!(
+                    "data cursor is for seed {}, rank {}/{}, {} shards; this loader has seed {}, \
+                     rank {rank}/{world}, {} shards",
+                    c.seed,
+                    c.rank,
+                    c.world,
+                    c.shards,
+                    cfg.seed,
+                    shards.len()
+                )));
+            }
+        }
+        let epoch_batches = if cfg.epoch_batches > 0 {
+            cfg.epoch_batches
+        } else {
+            let total: u64 = shards.iter().map(|e| count_samples(&e.path, e.format)).sum();
+            let dealt = total * (shards.len() - shards.len() % world) as u64 / shards.len() as u64;
+            (dealt / world as u64 / cfg.batch_size as u64).max(1)
+        };
+        let spec = StreamSpec {
+            shards: Arc::new(shards),
+            seed: cfg.seed,
+            rank,
+            world,
+            readers: cfg.readers,
+            window: cfg.shuffle_buffer,
+            flip: cfg.flip,
+            filters: cfg.filters.clone(),
+        };
+        let start = cursor.clone().unwrap_or(Cursor {
+            seed: cfg.seed,
+            rank,
+            world,
+            shards: spec.shards.len(),
+            batches: 0,
+            stream: Stream::start(),
+            stats: initial_stats,
+        });
+        let transform = Transform {
+            side,
+            crop: cfg.crop,
+            crop_at: 0.5,
+            flip: false,
+            limits: ImageLimits { min_side: cfg.min_image_side, max_pixels: cfg.max_image_pixels },
+            dct_scaling: cfg.dct_scaling,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.workers.max(1))
+            .thread_name(move |i| format!("imagen-data-{rank}-{i}"))
+            .build()
+            .map_err(|e| DataError::Invalid(format!("decode pool: {e}")))?;
+        let (tx, rx) = bounded::<Message>(cfg.prefetch.max(1));
+        let batch_size = cfg.batch_size;
+        let restored = cursor.map(|c| c.stream);
+        let mut cursor = start.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("imagen-data-{rank}"))
+            .spawn(move || {
+                let mut stream = Stream::new(spec, restored, cursor.stats.clone());
+                let mut warner = SkipWarner::default();
+                let mut good_pass = cursor.stream.window_start.pass;
+                loop {
+                    let made = make_batch(
+                        &mut stream,
+                        &pool,
+                        &transform,
+                        batch_size,
+                        &mut warner,
+                        &mut good_pass,
+                    )
+                        .map(|mut batch| {
+                            batch.epoch = cursor.batches / epoch_batches;
+                            cursor.batches += 1;
+                            cursor.stream = stream.position();
+                            cursor.stats = stream.stats.clone();
+                            (batch, cursor.clone())
+                        });
+                    let failed = made.is_err();
+                    if tx.send(made).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| DataError::Invalid(format!("spawning the loader thread: {e}")))?;
+        Ok(Loader { rx, cursor: start, epoch_batches, stopped: None, thread: Some(thread) })
+    }
+
+    /// The next batch; endless (passes over the shards roll over).
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        if let Some(why) = &self.stopped {
+            return Err(DataError::LoaderStopped(why.clone()));
+        }
+        match self.rx.recv() {
+            Ok(Ok((batch, cursor))) => {
+                self.cursor = cursor;
+                Ok(batch)
+            }
+            Ok(Err(e)) => {
+                self.stopped = Some(e.to_string());
+                Err(e)
+            }
+            Err(_) => {
+                self.stopped = Some("its thread ended".into());
+                Err(DataError::LoaderStopped("its thread ended".into()))
+            }
+        }
+    }
+
+    /// The position after the last batch returned.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor.clone()
+    }
+
+    /// Good samples and skips by reason, as of the last batch returned.
+    pub fn stats(&self) -> SkipStats {
+        self.cursor.stats.clone()
+    }
+
+    /// Batches per (nominal) epoch, the same on every rank.
+    pub fn epoch_batches(&self) -> u64 {
+        self.epoch_batches
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Unblock the producer (its send fails once the receiver is gone), then wait for it.
+        let (_, rx) = bounded(1);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Decodes samples from `stream` until `batch_size` succeeded, in stream order.
+fn make_batch(
+    stream: &mut Stream,
+    pool: &rayon::ThreadPool,
+    transform: &Transform,
+    batch_size: usize,
+    warner: &mut SkipWarner,
+    good_pass: &mut u64,
+) -> Result<Batch> {
+    let side = transform.side;
+    let image = side as usize * side as usize * 3;
+    let mut pixels = vec![0u8; batch_size * image];
+    let mut keys = Vec::with_capacity(batch_size);
+    let mut captions = Vec::with_capacity(batch_size);
+    while keys.len() < batch_size {
+        let filled = keys.len();
+        let items =
+            (filled..batch_size).map(|_| stream.next_item()).collect::<Result<Vec<_>>>()?;
+        let results: Vec<_> = pool.install(|| {
+            pixels[filled * image..]
+                .par_chunks_mut(image)
+                .zip(items.par_iter())
+                .map(|(out, item)| {
+                    let t = Transform { crop_at: item.crop_at, flip: item.flip, ..*transform };
+                    decode_into(&item.sample.image, &t, out)
+                })
+                .collect()
+        });
+        for (i, (item, result)) in items.into_iter().zip(results).enumerate() {
+            match result {
+                Ok(()) => {
+                    *good_pass = item.pass;
+                    let at = keys.len();
+                    if at != filled + i {
+                        pixels.copy_within((filled + i) * image..(filled + i + 1) * image, at * image);
+                    }
+                    stream.stats.good += 1;
+                    keys.push(item.sample.key);
+                    captions.push(item.sample.caption);
+                }
+                Err(f) => {
+                    if item.pass >= *good_pass + 2 {
+                        return Err(DataError::Invalid(format!(
+                            "no sample decoded in two whole passes over the shards (last: {}: {})",
+                            f.reason.as_str(),
+                            f.detail
+                        )));
+                    }
+                    stream.stats.add_skip(f.reason);
+                    let shard = stream.spec().shards[item.shard].path.display().to_string();
+                    warner.warn(f.reason, &shard, Some(&item.sample.key), &f.detail);
+                }
+            }
+        }
+    }
+    Ok(Batch { pixels, side, captions, keys, epoch: 0 })
+}

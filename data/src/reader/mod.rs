@@ -1,0 +1,117 @@
+//! Shard readers: a shard is a stream of units, each a compressed sample or a counted skip.
+//! A reader never fails: whatever goes wrong becomes a [`Unit::Skip`] and, for shard-level damage,
+//! the end of the stream.
+
+mod parquet;
+mod tar;
+
+use std::path::Path;
+
+pub use self::parquet::ParquetShard;
+pub use self::tar::TarShard;
+use crate::shards::ShardFormat;
+use crate::stats::SkipReason;
+
+/// Metadata kept from img2dataset columns or the WebDataset `.json`, for filters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleMeta {
+    pub original_width: Option<f64>,
+    pub original_height: Option<f64>,
+    pub punsafe: Option<f64>,
+    pub pwatermark: Option<f64>,
+    pub similarity: Option<f64>,
+    /// `aesthetic` or `AESTHETIC_SCORE`.
+    pub aesthetic: Option<f64>,
+}
+
+/// A sample as stored: the compressed image bytes and its caption.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawSample {
+    pub key: String,
+    pub caption: String,
+    pub image: Vec<u8>,
+    pub meta: SampleMeta,
+}
+
+/// One step of a shard stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unit {
+    Sample(RawSample),
+    Skip { reason: SkipReason, key: Option<String>, detail: String },
+}
+
+impl Unit {
+    fn skip(reason: SkipReason, key: Option<String>, detail: impl Into<String>) -> Unit {
+        Unit::Skip { reason, key, detail: detail.into() }
+    }
+}
+
+/// Metadata columns a filter may need, as they are named in the shards.
+pub const META_COLUMNS: [&str; 7] = [
+    "original_width",
+    "original_height",
+    "punsafe",
+    "pwatermark",
+    "similarity",
+    "aesthetic",
+    "AESTHETIC_SCORE",
+];
+
+/// Samples a shard holds, cheaply: the parquet footer's row count; for a tar, img2dataset's
+/// `_stats.json` `successes`, else a scan of its headers. Used to size nominal epochs.
+pub fn count_samples(path: &Path, format: ShardFormat) -> u64 {
+    match format {
+        ShardFormat::Parquet => ParquetShard::footer_rows(path),
+        ShardFormat::Wds => {
+            let marker = crate::shards::stats_marker(path);
+            let from_marker = std::fs::read(&marker)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v.get("successes")?.as_u64());
+            from_marker.unwrap_or_else(|| TarShard::scan_keys(path))
+        }
+    }
+}
+
+/// An open shard of either format.
+pub enum ShardReader {
+    Parquet(ParquetShard),
+    Tar(TarShard),
+}
+
+impl ShardReader {
+    pub fn open(path: &Path, format: ShardFormat) -> ShardReader {
+        match format {
+            ShardFormat::Parquet => ShardReader::Parquet(ParquetShard::open(path)),
+            ShardFormat::Wds => ShardReader::Tar(TarShard::open(path)),
+        }
+    }
+
+    /// Skips `n` units (used when restoring a cursor); returns how many were actually there.
+    pub fn skip_units(&mut self, n: u64) -> u64 {
+        let mut done = 0;
+        while done < n && self.next().is_some() {
+            done += 1;
+        }
+        done
+    }
+
+    /// The metadata fields the shard offers (parquet: columns; tar: the first sample's json).
+    pub fn meta_fields(path: &Path, format: ShardFormat) -> Option<Vec<String>> {
+        match format {
+            ShardFormat::Parquet => ParquetShard::column_names(path),
+            ShardFormat::Wds => TarShard::first_json_fields(path),
+        }
+    }
+}
+
+impl Iterator for ShardReader {
+    type Item = Unit;
+
+    fn next(&mut self) -> Option<Unit> {
+        match self {
+            ShardReader::Parquet(r) => r.next(),
+            ShardReader::Tar(r) => r.next(),
+        }
+    }
+}

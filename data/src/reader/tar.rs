@@ -1,0 +1,422 @@
+//! WebDataset tars, streamed member by member. A sample is the run of consecutive members sharing
+//! a key: the path up to the first dot of the file name (`dir/000123.jpg` -> key `dir/000123`).
+//!
+//! The tar format is parsed here (ustar, pax `path`/`size` records, GNU long names) rather than
+//! through the `tar` crate, whose entry iterator borrows its archive and so cannot be held in a
+//! resumable reader; it also lets every kind of damage end as a counted skip.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use super::{RawSample, SampleMeta, Unit};
+use crate::stats::SkipReason;
+
+/// Members larger than this are skipped over, never read into memory.
+const MAX_MEMBER_BYTES: u64 = 64 << 20;
+const BLOCK: usize = 512;
+
+pub struct TarShard {
+    input: Option<BufReader<File>>,
+    open_error: Option<Unit>,
+    group: Option<Group>,
+    ready: Option<Unit>,
+    units: u64,
+    /// Long name (GNU `L` or pax `path`) and pax size for the next member.
+    next_name: Option<String>,
+    next_size: Option<u64>,
+    finished: bool,
+}
+
+#[derive(Default)]
+struct Group {
+    key: String,
+    image: Option<Vec<u8>>,
+    caption: Option<String>,
+    json: Option<Vec<u8>>,
+    too_large: bool,
+}
+
+enum Member {
+    Data { name: String, data: Option<Vec<u8>> },
+    End,
+    /// The reason, a detail, and the damaged member's name when its header was read.
+    Damaged(SkipReason, String, Option<String>),
+}
+
+impl TarShard {
+    pub fn open(path: &Path) -> TarShard {
+        let (input, open_error) = match File::open(path) {
+            Ok(f) if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 => {
+                (None, Some(Unit::skip(SkipReason::EmptyShard, None, "zero-byte file")))
+            }
+            Ok(f) => (Some(BufReader::with_capacity(1 << 16, f)), None),
+            Err(e) => (None, Some(Unit::skip(SkipReason::UnreadableShard, None, e.to_string()))),
+        };
+        TarShard {
+            input,
+            open_error,
+            group: None,
+            ready: None,
+            units: 0,
+            next_name: None,
+            next_size: None,
+            finished: false,
+        }
+    }
+
+    /// The fields of the first `.json` member, or None when there is none.
+    pub fn first_json_fields(path: &Path) -> Option<Vec<String>> {
+        let mut shard = TarShard::open(path);
+        shard.input.as_ref()?;
+        for _ in 0..64 {
+            match shard.read_member() {
+                Member::Data { name, data: Some(data) } if name.ends_with(".json") => {
+                    let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+                    return Some(value.as_object()?.keys().cloned().collect());
+                }
+                Member::Data { .. } => continue,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Number of samples (runs of members sharing a key), reading headers only.
+    pub fn scan_keys(path: &Path) -> u64 {
+        use std::io::{Seek, SeekFrom};
+        let Ok(mut file) = File::open(path) else { return 0 };
+        let (mut count, mut last) = (0u64, String::new());
+        let mut long_name: Option<String> = None;
+        loop {
+            let mut header = [0u8; BLOCK];
+            if !matches!(read_full(&mut file, &mut header), Ok(BLOCK))
+                || header.iter().all(|&b| b == 0)
+                || !checksum_ok(&header)
+            {
+                return count;
+            }
+            let Some(size) = parse_size(&header[124..136]) else { return count };
+            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            if header[156] == b'L' && size <= 4096 {
+                let mut data = vec![0u8; padded as usize];
+                if read_full(&mut file, &mut data).ok() != Some(data.len()) {
+                    return count;
+                }
+                let end = data.iter().position(|&b| b == 0).unwrap_or(size as usize);
+                long_name = Some(String::from_utf8_lossy(&data[..end]).into_owned());
+                continue;
+            }
+            if matches!(header[156], b'0' | 0 | b'7') {
+                let name = long_name.take().unwrap_or_else(|| header_name(&header));
+                if let Some((key, _)) = split_name(&name) {
+                    if key != last {
+                        count += 1;
+                        last = key;
+                    }
+                }
+            }
+            if file.seek(SeekFrom::Current(padded as i64)).is_err() {
+                return count;
+            }
+        }
+    }
+
+    fn step(&mut self) -> Option<Unit> {
+        if let Some(unit) = self.open_error.take() {
+            self.finished = true;
+            return Some(unit);
+        }
+        loop {
+            if let Some(unit) = self.ready.take() {
+                return Some(unit);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.read_member() {
+                Member::Data { name, data } => {
+                    let Some((key, ext)) = split_name(&name) else { continue };
+                    if self.group.as_ref().is_some_and(|g| g.key != key) {
+                        self.ready = self.group.take().map(|g| g.into_unit());
+                    }
+                    let group = self.group.get_or_insert_with(|| Group { key, ..Group::default() });
+                    match data {
+                        None => group.too_large = true,
+                        Some(data) => group.add(&ext, data),
+                    }
+                }
+                Member::End => {
+                    self.finished = true;
+                    let last = self.group.take().map(|g| g.into_unit());
+                    if last.is_none() && self.units == 0 && self.ready.is_none() {
+                        return Some(Unit::skip(SkipReason::EmptyShard, None, "no members"));
+                    }
+                    self.ready = self.ready.take().or(last);
+                    if self.ready.is_none() {
+                        return None;
+                    }
+                }
+                Member::Damaged(reason, detail, name) => {
+                    self.finished = true;
+                    // The sample being assembled is complete when the damaged member starts a new
+                    // key; otherwise it may lack members and is lost with the rest.
+                    let damaged_key = name.as_deref().and_then(split_name).map(|(k, _)| k);
+                    let mut key = self.group.as_ref().map(|g| g.key.clone());
+                    if damaged_key.is_some() && damaged_key != key {
+                        debug_assert!(self.ready.is_none());
+                        self.ready = self.group.take().map(|g| g.into_unit());
+                        key = damaged_key;
+                    }
+                    let skip = Unit::skip(reason, key, detail);
+                    return Some(match self.ready.take() {
+                        Some(unit) => {
+                            self.ready = Some(skip);
+                            unit
+                        }
+                        None => skip,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads the next regular member (its data, or None when over the size limit).
+    fn read_member(&mut self) -> Member {
+        let Some(input) = self.input.as_mut() else { return Member::End };
+        loop {
+            let mut header = [0u8; BLOCK];
+            match read_full(input, &mut header) {
+                Ok(0) => {
+                    let detail = "no end-of-archive marker".into();
+                    return Member::Damaged(SkipReason::TruncatedShard, detail, None);
+                }
+                Ok(n) if n < BLOCK => {
+                    return Member::Damaged(SkipReason::TruncatedShard, "short header".into(), None)
+                }
+                Ok(_) => {}
+                Err(e) => return Member::Damaged(SkipReason::UnreadableShard, e.to_string(), None),
+            }
+            if header.iter().all(|&b| b == 0) {
+                return Member::End;
+            }
+            if !checksum_ok(&header) {
+                let reason = if self.units == 0 && self.group.is_none() {
+                    SkipReason::UnreadableShard
+                } else {
+                    SkipReason::DamagedShard
+                };
+                return Member::Damaged(reason, "tar header checksum mismatch".into(), None);
+            }
+            let Some(mut size) = parse_size(&header[124..136]) else {
+                return Member::Damaged(SkipReason::DamagedShard, "bad size field".into(), None);
+            };
+            if let Some(pax) = self.next_size.take() {
+                size = pax;
+            }
+            let kind = header[156];
+            let this_name = || Some(self.next_name.clone().unwrap_or_else(|| header_name(&header)));
+            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            let wanted = matches!(kind, b'0' | 0 | b'7' | b'x' | b'L');
+            if !wanted || size > MAX_MEMBER_BYTES {
+                if let Err(detail) = skip_bytes(input, padded) {
+                    return Member::Damaged(SkipReason::TruncatedShard, detail, this_name());
+                }
+                let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
+                if wanted && !matches!(kind, b'x' | b'L') {
+                    return Member::Data { name, data: None };
+                }
+                continue;
+            }
+            let mut data = vec![0u8; padded as usize];
+            match read_full(input, &mut data) {
+                Ok(n) if n == data.len() => {}
+                Ok(_) => {
+                    let detail = "member data cut short".into();
+                    return Member::Damaged(SkipReason::TruncatedShard, detail, this_name());
+                }
+                Err(e) => {
+                    return Member::Damaged(SkipReason::UnreadableShard, e.to_string(), this_name())
+                }
+            }
+            data.truncate(size as usize);
+            match kind {
+                b'L' => {
+                    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                    self.next_name = Some(String::from_utf8_lossy(&data[..end]).into_owned());
+                }
+                b'x' => {
+                    let (name, size) = parse_pax(&data);
+                    self.next_name = name.or(self.next_name.take());
+                    self.next_size = size;
+                }
+                _ => {
+                    let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
+                    return Member::Data { name, data: Some(data) };
+                }
+            }
+        }
+    }
+
+}
+
+impl Iterator for TarShard {
+    type Item = Unit;
+
+    fn next(&mut self) -> Option<Unit> {
+        let unit = self.step();
+        self.units += unit.is_some() as u64;
+        unit
+    }
+}
+
+impl Group {
+    fn add(&mut self, ext: &str, data: Vec<u8>) {
+        match ext {
+            "jpg" | "jpeg" | "png" | "webp" if self.image.is_none() => self.image = Some(data),
+            "txt" => self.caption = Some(String::from_utf8_lossy(&data).into_owned()),
+            "json" => self.json = Some(data),
+            _ => {}
+        }
+    }
+
+    fn into_unit(self) -> Unit {
+        let key = Some(self.key.clone());
+        let json: Option<serde_json::Value> =
+            self.json.as_deref().and_then(|j| serde_json::from_slice(j).ok());
+        let field = |name: &str| json.as_ref().and_then(|j| j.get(name));
+        if let Some(status) = field("status").and_then(|s| s.as_str()) {
+            if status != "success" {
+                return Unit::skip(SkipReason::NotSuccess, key, format!("status {status}"));
+            }
+        }
+        let Some(image) = self.image else {
+            let reason =
+                if self.too_large { SkipReason::MemberTooLarge } else { SkipReason::MissingImage };
+            return Unit::skip(reason, key, "no usable jpg/png/webp member");
+        };
+        let caption = self.caption.or_else(|| field("caption")?.as_str().map(str::to_string));
+        let Some(caption) = caption else {
+            return Unit::skip(SkipReason::MissingCaption, key, "no txt member or json caption");
+        };
+        let num = |name: &str| field(name).and_then(|v| v.as_f64());
+        let meta = SampleMeta {
+            original_width: num("original_width"),
+            original_height: num("original_height"),
+            punsafe: num("punsafe"),
+            pwatermark: num("pwatermark"),
+            similarity: num("similarity"),
+            aesthetic: num("aesthetic").or_else(|| num("AESTHETIC_SCORE")),
+        };
+        Unit::Sample(RawSample { key: self.key, caption, image, meta })
+    }
+}
+
+/// Pax extended header records ("LEN key=value\n"): the `path` and `size` of the next member.
+fn parse_pax(data: &[u8]) -> (Option<String>, Option<u64>) {
+    let (mut name, mut size) = (None, None);
+    for record in String::from_utf8_lossy(data).split('\n') {
+        let Some((_, kv)) = record.split_once(' ') else { continue };
+        match kv.split_once('=') {
+            Some(("path", v)) => name = Some(v.to_string()),
+            Some(("size", v)) => size = v.parse().ok(),
+            _ => {}
+        }
+    }
+    (name, size)
+}
+
+/// (key, lower-case extension) of a member path, or None for names without an extension.
+fn split_name(name: &str) -> Option<(String, String)> {
+    let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let dot = name[slash..].find('.')? + slash;
+    Some((name[..dot].to_string(), name[dot + 1..].to_ascii_lowercase()))
+}
+
+fn header_name(h: &[u8; BLOCK]) -> String {
+    let field = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    let name = field(&h[0..100]);
+    let prefix = if &h[257..262] == b"ustar" { field(&h[345..500]) } else { String::new() };
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+fn checksum_ok(h: &[u8; BLOCK]) -> bool {
+    let Some(stored) = parse_octal(&h[148..156]) else { return false };
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .sum();
+    stored == sum
+}
+
+/// Octal, or GNU base-256 when the high bit of the first byte is set.
+fn parse_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut v: u64 = (field[0] & 0x7f) as u64;
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(b as u64)?;
+        }
+        return Some(v);
+    }
+    parse_octal(field)
+}
+
+fn parse_octal(field: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn skip_bytes(input: &mut BufReader<File>, n: u64) -> Result<(), String> {
+    let copied = std::io::copy(&mut input.by_ref().take(n), &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    if copied < n {
+        return Err("member data cut short".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_path_up_to_the_first_dot_of_the_file_name() {
+        assert_eq!(split_name("a.b/000123.jpg"), Some(("a.b/000123".into(), "jpg".into())));
+        assert_eq!(split_name("x.seg.JSON"), Some(("x".into(), "seg.json".into())));
+        assert_eq!(split_name("dir/noext"), None);
+    }
+
+    #[test]
+    fn sizes_parse_in_octal_and_base_256() {
+        assert_eq!(parse_size(b"00000001750\0"), Some(1000));
+        let mut b = [0u8; 12];
+        b[0] = 0x80;
+        b[11] = 0x10;
+        assert_eq!(parse_size(&b), Some(16));
+    }
+}

@@ -1,0 +1,172 @@
+//! Readers and decoders against files written by the reference tools (pyarrow, Python's tarfile,
+//! Pillow): see scripts/make_data_fixtures.py.
+
+mod common;
+
+use common::{expected, fixture, read_all};
+use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
+use imagen_data::reader::{ShardReader, Unit};
+use imagen_data::shards::ShardFormat;
+use imagen_data::SkipReason;
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn pyarrow_img2dataset_parquet_reads_good_rows_and_counts_skips() {
+    let exp = &expected()["img2dataset.parquet"];
+    let (keys, stats) = read_all(&fixture("img2dataset.parquet"));
+    assert_eq!(keys, strings(&exp["good"]));
+    assert_eq!(stats.count(SkipReason::NotSuccess), 1);
+    assert_eq!(stats.count(SkipReason::MissingCaption), 1);
+    assert_eq!(stats.total_skipped(), 2);
+    // Metadata columns reach the sample (float32 punsafe, float32 AESTHETIC_SCORE, int64 sizes).
+    let first = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
+        .find_map(|u| match u {
+            Unit::Sample(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(first.caption, "gradient 0");
+    assert_eq!(first.meta.original_width, Some(96.0));
+    assert_eq!(first.meta.aesthetic, Some(5.5));
+    assert!((first.meta.similarity.unwrap() - 0.31).abs() < 1e-9);
+}
+
+#[test]
+fn tarfile_webdataset_groups_members_by_key_with_pax_long_names() {
+    let exp = &expected()["webdataset.tar"];
+    let (keys, stats) = read_all(&fixture("webdataset.tar"));
+    // The html "image" is read as a sample; decoding rejects it (see below).
+    let mut want = strings(&exp["good"]);
+    want.push("s/000000012".into());
+    assert_eq!(keys, want);
+    assert!(keys[3].len() > 100, "pax long name kept: {}", keys[3]);
+    assert_eq!(stats.count(SkipReason::NotSuccess), 1);
+    assert_eq!(stats.count(SkipReason::MissingCaption), 1);
+    assert_eq!(stats.total_skipped(), 2);
+}
+
+#[test]
+fn jpeg_png_webp_all_decode_and_html_is_not_an_image() {
+    let t = Transform {
+        side: 16,
+        crop: CropMode::Center,
+        crop_at: 0.5,
+        flip: false,
+        limits: ImageLimits::default(),
+        dct_scaling: true,
+    };
+    let mut results = Vec::new();
+    for unit in ShardReader::open(&fixture("webdataset.tar"), ShardFormat::Wds) {
+        if let Unit::Sample(s) = unit {
+            let mut out = vec![0u8; 16 * 16 * 3];
+            results.push(decode_into(&s.image, &t, &mut out).err().map(|f| f.reason));
+        }
+    }
+    assert_eq!(results, [None, None, None, None, Some(SkipReason::NotAnImage)]);
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+}
+
+#[test]
+fn decode_and_resize_match_pillow() {
+    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
+        .filter_map(|u| match u {
+            Unit::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    for i in [0usize, 1, 3] {
+        let t = Transform {
+            side: 16,
+            crop: CropMode::Center,
+            crop_at: 0.5,
+            flip: false,
+            limits: ImageLimits::default(),
+            dct_scaling: false,
+        };
+        let (w, h, full) = decode_rgb(&samples[i].image, &t).unwrap();
+        let size = &expected()["pillow"][i.to_string()];
+        assert_eq!((w as u64, h as u64), (size[0].as_u64().unwrap(), size[1].as_u64().unwrap()));
+        let pillow = std::fs::read(fixture(&format!("pillow_{i}_full.rgb"))).unwrap();
+        let d = mean_abs_diff(&full, &pillow);
+        assert!(d < 1.5, "image {i}: full decode differs from libjpeg by {d}");
+        let mut small = vec![0u8; 16 * 16 * 3];
+        decode_into(&samples[i].image, &t, &mut small).unwrap();
+        let pillow = std::fs::read(fixture(&format!("pillow_{i}_16.rgb"))).unwrap();
+        let d = mean_abs_diff(&small, &pillow);
+        assert!(d < 4.0, "image {i}: 16 px resize differs from Pillow's by {d}");
+    }
+}
+
+#[test]
+fn dct_scaled_decode_is_close_to_full_decode() {
+    // A 64x40 gradient at side 16: the shorter side 40 >= 2*16 allows a 1/2 DCT scale.
+    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
+        .filter_map(|u| match u {
+            Unit::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let mut t = Transform {
+        side: 16,
+        crop: CropMode::Center,
+        crop_at: 0.5,
+        flip: false,
+        limits: ImageLimits::default(),
+        dct_scaling: true,
+    };
+    let (w, h, _) = decode_rgb(&samples[3].image, &t).unwrap();
+    assert_eq!((w, h), (32, 20), "decoded at 1/2 scale");
+    let mut scaled = vec![0u8; 16 * 16 * 3];
+    decode_into(&samples[3].image, &t, &mut scaled).unwrap();
+    t.dct_scaling = false;
+    let mut full = vec![0u8; 16 * 16 * 3];
+    decode_into(&samples[3].image, &t, &mut full).unwrap();
+    // Green is a smooth gradient; red wraps around (a sharp edge) and blue is x^y texture, where
+    // reduced IDCTs differ most.
+    let green = |img: &[u8]| img.chunks(3).map(|p| p[1]).collect::<Vec<u8>>();
+    let d = mean_abs_diff(&green(&scaled), &green(&full));
+    assert!(d < 3.5, "scaled decode's green differs by {d}");
+    let d = mean_abs_diff(&scaled, &full);
+    assert!(d < 6.0, "scaled decode differs by {d}");
+}
+
+#[test]
+fn flip_mirrors_rows_and_random_crop_moves_along_the_long_axis() {
+    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
+        .filter_map(|u| match u {
+            Unit::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let base = Transform {
+        side: 8,
+        crop: CropMode::Random,
+        crop_at: 0.0,
+        flip: false,
+        limits: ImageLimits::default(),
+        dct_scaling: false,
+    };
+    let run = |t: Transform| {
+        let mut out = vec![0u8; 8 * 8 * 3];
+        decode_into(&samples[0].image, &t, &mut out).unwrap();
+        out
+    };
+    let left = run(base);
+    let flipped = run(Transform { flip: true, ..base });
+    for y in 0..8 {
+        for x in 0..8 {
+            assert_eq!(left[(y * 8 + x) * 3..][..3], flipped[(y * 8 + 7 - x) * 3..][..3]);
+        }
+    }
+    let right = run(Transform { crop_at: 1.0, ..base });
+    // Image 0 (48x32): its red channel grows with x, so the right crop is redder.
+    let red = |img: &[u8]| img.chunks(3).map(|p| p[0] as u32).sum::<u32>();
+    assert!(red(&right) > red(&left) + 8 * 64, "{} vs {}", red(&right), red(&left));
+}

@@ -1,0 +1,17 @@
+//! Checkpoints: one directory per saved step under the run directory, written to a temporary
+//! directory and renamed into place, so a crash or a kill never damages the previous one.
+//!
+//! ```text
+//! <run>/step-000001000/
+//!     <name>.safetensors ...   weights, EMA weights, optimizer state (names chosen by the caller)
+//!     state.json               step, data cursor, counters, format version
+//!     config.toml              the resolved config of the run
+//! ```
+
+mod retention;
+mod state;
+mod write;
+
+pub use retention::{prune, RetentionConfig};
+pub use state::{TrainState, STATE_VERSION};
+pub use write::{latest, list, load_tensors, save, Checkpoint, CheckpointFiles};

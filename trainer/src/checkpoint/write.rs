@@ -1,0 +1,159 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use super::state::{TrainState, STATE_VERSION};
+use crate::error::{Result, TrainerError};
+
+/// The tensor files of a checkpoint: file stem -> named tensors.
+pub type CheckpointFiles<'a> = Vec<(&'a str, Vec<(String, Tensor)>)>;
+
+/// A saved checkpoint on disk.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainState,
+    pub config_toml: String,
+}
+
+fn dir_name(step: u64) -> String {
+    format!("step-{step:09}")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
+    move |source| TrainerError::Io { path: path.to_owned(), source }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
+}
+
+/// Writes a checkpoint for `state.step` atomically: a temporary directory, every file synced,
+/// then one rename. Refuses tensors that are not finite, so a checkpoint never holds a NaN.
+pub fn save(
+    run_dir: &Path,
+    state: &TrainState,
+    config_toml: &str,
+    files: &CheckpointFiles,
+) -> Result<PathBuf> {
+    for (stem, tensors) in files {
+        for (name, t) in tensors {
+            let is_float =
+                matches!(t.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16);
+            if is_float && !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+                return Err(TrainerError::Checkpoint(format!(
+                    "refusing to save step {}: `{name}` in {stem} is not finite",
+                    state.step
+                )));
+            }
+        }
+    }
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let final_dir = run_dir.join(dir_name(state.step));
+    let tmp = run_dir.join(format!(".tmp-{}-{}", dir_name(state.step), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let result = (|| -> Result<()> {
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        for (stem, tensors) in files {
+            let path = tmp.join(format!("{stem}.safetensors"));
+            let cpu: Vec<(String, Tensor)> =
+                tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu))).collect();
+            Tensor::write_safetensors(&cpu, &path).map_err(|e| {
+                TrainerError::Checkpoint(format!("writing {}: {e}", path.display()))
+            })?;
+            sync_file(&path)?;
+        }
+        let state_path = tmp.join("state.json");
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        std::fs::write(&state_path, json).map_err(io(&state_path))?;
+        sync_file(&state_path)?;
+        let config_path = tmp.join("config.toml");
+        std::fs::write(&config_path, config_toml).map_err(io(&config_path))?;
+        sync_file(&config_path)?;
+        sync_file(&tmp)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // Leave nothing half-written behind; earlier checkpoints were never touched.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if final_dir.exists() {
+        // Saving a step again (a resumed run that stops where it started): swap, then delete.
+        let old = run_dir.join(format!(".old-{}-{}", dir_name(state.step), std::process::id()));
+        std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else {
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    }
+    sync_file(run_dir)?;
+    Ok(final_dir)
+}
+
+/// The complete checkpoints of a run directory, oldest first.
+pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(run_dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(run_dir))?;
+        let name = entry.file_name();
+        let Some(step) =
+            name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|s| s.parse().ok())
+        else {
+            continue;
+        };
+        if entry.path().join("state.json").is_file() {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Checkpoint {
+    /// Reads a checkpoint directory's state and config (tensors are loaded on demand).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let state_path = dir.join("state.json");
+        let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
+        let state: TrainState = serde_json::from_slice(&bytes)
+            .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", state_path.display())))?;
+        if state.version != STATE_VERSION {
+            return Err(TrainerError::Checkpoint(format!(
+                "{}: format version {} (this imagen reads version {STATE_VERSION})",
+                state_path.display(),
+                state.version
+            )));
+        }
+        let config_path = dir.join("config.toml");
+        let config_toml = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+        Ok(Self { dir: dir.to_owned(), state, config_toml })
+    }
+
+    pub fn tensors(&self, stem: &str) -> Result<Vec<(String, Tensor)>> {
+        load_tensors(&self.dir.join(format!("{stem}.safetensors")))
+    }
+}
+
+pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path)
+        .map_err(|e| TrainerError::Checkpoint(format!("reading {}: {e}", path.display())))
+}
+
+/// The newest checkpoint that opens cleanly; a damaged newer one is reported and passed over.
+pub fn latest(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    for (_, dir) in list(run_dir)?.into_iter().rev() {
+        match Checkpoint::open(&dir) {
+            Ok(ckpt) => return Ok(Some(ckpt)),
+            Err(e) => tracing::warn!("skipping damaged checkpoint: {e}"),
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,21 @@
+//! Continuous-time Gaussian diffusion around a U-Net: schedules, objectives, the training loss
+//! with classifier-free-guidance dropout and noise conditioning augmentation, and samplers.
+
+pub mod augment;
+mod cascade;
+mod config;
+mod gaussian;
+pub mod loss;
+pub mod objective;
+mod sampler;
+mod schedule;
+pub mod threshold;
+
+pub use cascade::{sample_cascade, Stage};
+pub use config::{
+    DiffusionConfig, LossWeighting, Objective, SamplerConfig, SamplerKind, ScheduleKind,
+    Thresholding,
+};
+pub use gaussian::GaussianDiffusion;
+pub use sampler::{guided_prediction, sample_stage};
+pub use schedule::{alpha_sigma_from_log_snr, Schedule};

@@ -1,0 +1,241 @@
+//! The Efficient U-Net (Imagen App. B): per-level residual blocks and attention, downsampling
+//! at the start and upsampling at the end of each level, skip connections scaled by 1/sqrt(2),
+//! conditioning on time, text (cross-attention and a pooled vector) and, for super-resolution,
+//! the upsampled low-res image and its augmentation level.
+
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use super::attention::{TextContext, TransformerBlock};
+use super::config::{AttnKind, UNetConfig};
+use super::embeddings::{LevelEmbedding, TextPool};
+use super::resample::{Downsample, Upsample};
+use super::resblock::ResnetBlock;
+use crate::error::Result;
+
+/// Imagen App. B: "scale skip connections by 1/sqrt(2)".
+const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+#[derive(Debug)]
+struct Level {
+    downsample: Option<Downsample>,
+    upsample: Option<Upsample>,
+    resnet_blocks: Vec<ResnetBlock>,
+    transformer_block: Option<TransformerBlock>,
+}
+
+fn transformer(
+    p: nn::Path,
+    dim: i64,
+    cfg: &UNetConfig,
+    kind: AttnKind,
+) -> Option<TransformerBlock> {
+    (kind != AttnKind::None).then(|| TransformerBlock::new(p, dim, cfg, kind))
+}
+
+/// One stage of the cascade. Parameter names follow imagen-pytorch's `Unet`.
+#[derive(Debug)]
+pub struct UNet {
+    cfg: UNetConfig,
+    init_conv: nn::Conv2D,
+    time: LevelEmbedding,
+    lowres_time: Option<LevelEmbedding>,
+    text_to_cond: nn::Linear,
+    null_text_embed: Tensor,
+    text_pool: TextPool,
+    downs: Vec<Level>,
+    mid_block1: ResnetBlock,
+    mid_attn: Option<TransformerBlock>,
+    mid_block2: ResnetBlock,
+    ups: Vec<Level>,
+    final_norm: nn::GroupNorm,
+    final_conv: nn::Conv2D,
+}
+
+impl UNet {
+    pub fn new(path: nn::Path, cfg: &UNetConfig) -> Result<Self> {
+        cfg.validate()?;
+        let p = &path;
+        let chans = cfg.level_channels();
+        let n = chans.len();
+        let tcd = cfg.time_cond_dim();
+        let in_ch = if cfg.lowres_cond { 2 * cfg.channels } else { cfg.channels };
+        let conv3 = nn::ConvConfig { padding: 1, ..Default::default() };
+        let resnet = |p: nn::Path, c_in, c_out| {
+            ResnetBlock::new(p, c_in, c_out, tcd, cfg.resnet_groups, cfg.dropout)
+        };
+
+        let init_conv = nn::conv2d(p / "init_conv", in_ch, chans[0], 3, conv3);
+        let time = LevelEmbedding::new(p, "time", tcd);
+        let lowres_time = cfg.lowres_cond.then(|| LevelEmbedding::new(p, "lowres_time", tcd));
+        let text_to_cond =
+            nn::linear(p / "text_to_cond", cfg.text_embed_dim, cfg.cond_dim, Default::default());
+        let null_text_embed = p.randn("null_text_embed", &[1, 1, cfg.cond_dim], 0.0, 1.0);
+        let text_pool = TextPool::new(p, cfg.cond_dim, tcd, cfg.attn_heads);
+
+        let downs = (0..n)
+            .map(|i| {
+                let lp = p / "downs" / i;
+                let c = chans[i];
+                Level {
+                    downsample: (i > 0)
+                        .then(|| Downsample::new(&lp / "downsample", chans[i - 1], c)),
+                    upsample: None,
+                    resnet_blocks: (0..cfg.num_resnet_blocks[i])
+                        .map(|j| resnet(&lp / "resnet_blocks" / j, c, c))
+                        .collect(),
+                    transformer_block: transformer(
+                        &lp / "transformer_block",
+                        c,
+                        cfg,
+                        cfg.level_attn(i),
+                    ),
+                }
+            })
+            .collect();
+
+        let c_mid = chans[n - 1];
+        let mid_block1 = resnet(p / "mid_block1", c_mid, c_mid);
+        let mid_attn = transformer(p / "mid_attn", c_mid, cfg, cfg.mid_attn());
+        let mid_block2 = resnet(p / "mid_block2", c_mid, c_mid);
+
+        // ups[k] is level n-1-k: the lowest resolution first, as in imagen-pytorch.
+        let ups = (0..n)
+            .rev()
+            .enumerate()
+            .map(|(k, i)| {
+                let lp = p / "ups" / k;
+                let c = chans[i];
+                Level {
+                    downsample: None,
+                    upsample: (i > 0).then(|| Upsample::new(&lp / "upsample", c, chans[i - 1])),
+                    resnet_blocks: (0..cfg.num_resnet_blocks[i])
+                        .map(|j| resnet(&lp / "resnet_blocks" / j, 2 * c, c))
+                        .collect(),
+                    transformer_block: transformer(
+                        &lp / "transformer_block",
+                        c,
+                        cfg,
+                        cfg.level_attn(i),
+                    ),
+                }
+            })
+            .collect();
+
+        let final_norm =
+            nn::group_norm(p / "final_norm", cfg.resnet_groups, chans[0], Default::default());
+        // Zero-initialised so that the untrained network predicts zero (Imagen App. B).
+        let zero = nn::ConvConfig {
+            padding: 1,
+            ws_init: nn::Init::Const(0.0),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
+        let final_conv = nn::conv2d(p / "final_conv", chans[0], cfg.channels, 3, zero);
+
+        Ok(Self {
+            cfg: cfg.clone(),
+            init_conv,
+            time,
+            lowres_time,
+            text_to_cond,
+            null_text_embed,
+            text_pool,
+            downs,
+            mid_block1,
+            mid_attn,
+            mid_block2,
+            ups,
+            final_norm,
+            final_conv,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// Projects the text and swaps in the learned null token where the condition is dropped
+    /// (classifier-free guidance) or the caption is empty. The null is one extra position in
+    /// front, so it does not depend on the padded length.
+    fn text_context(&self, text: &Tensor, text_mask: &Tensor, cond_drop: &Tensor) -> TextContext {
+        let b = text.size()[0];
+        let tokens = self.text_to_cond.forward(text);
+        let mask = text_mask.to_kind(Kind::Bool);
+        let use_null =
+            cond_drop.to_kind(Kind::Bool).logical_or(&mask.any_dim(1, false).logical_not());
+        let null =
+            self.null_text_embed.expand([b, 1, self.cfg.cond_dim], false).to_kind(tokens.kind());
+        let keep = mask.logical_and(&use_null.logical_not().unsqueeze(1));
+        TextContext {
+            tokens: Tensor::cat(&[null, tokens], 1),
+            mask: Tensor::cat(&[use_null.unsqueeze(1), keep], 1),
+        }
+    }
+
+    /// x: [B,C,H,W] noisy image; t: [B] diffusion time in [0, 1]; text: [B,L,D] f32;
+    /// text_mask: [B,L] bool; lowres: Some([B,C,H,W] already upsampled, noised) for SR;
+    /// aug_level: Some([B]) for SR; cond_drop: [B] bool, true = replace text by the learned
+    /// null. Returns the prediction of the configured objective, [B,C,H,W].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        text: &Tensor,
+        text_mask: &Tensor,
+        lowres: Option<&Tensor>,
+        aug_level: Option<&Tensor>,
+        cond_drop: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        let input = match (&self.lowres_time, lowres) {
+            (Some(_), Some(lowres)) => Tensor::cat(&[x, lowres], 1),
+            (None, None) => x.shallow_clone(),
+            (Some(_), None) => panic!("a super-resolution U-Net needs the low-res condition"),
+            (None, Some(_)) => panic!("this U-Net has no low-res input (lowres_cond = false)"),
+        };
+        let text = self.text_context(text, text_mask, cond_drop);
+        let mut cond = self.time.forward(t) + self.text_pool.forward(&text.tokens, &text.mask);
+        if let Some(lowres_time) = &self.lowres_time {
+            let level = aug_level.expect("a super-resolution U-Net needs the augmentation level");
+            cond += lowres_time.forward(level);
+        }
+
+        let mut h = self.init_conv.forward(&input);
+        let mut skips = Vec::new();
+        for level in &self.downs {
+            if let Some(down) = &level.downsample {
+                h = down.forward(&h);
+            }
+            for block in &level.resnet_blocks {
+                h = block.forward(&h, &cond, train);
+                skips.push(h.shallow_clone());
+            }
+            if let Some(attn) = &level.transformer_block {
+                h = attn.forward(&h, &text);
+                *skips.last_mut().expect("every level has a block") = h.shallow_clone();
+            }
+        }
+
+        h = self.mid_block1.forward(&h, &cond, train);
+        if let Some(attn) = &self.mid_attn {
+            h = attn.forward(&h, &text);
+        }
+        h = self.mid_block2.forward(&h, &cond, train);
+
+        for level in &self.ups {
+            for block in &level.resnet_blocks {
+                let skip = skips.pop().expect("one skip per down block") * SKIP_SCALE;
+                h = block.forward(&Tensor::cat(&[&h, &skip], 1), &cond, train);
+            }
+            if let Some(attn) = &level.transformer_block {
+                h = attn.forward(&h, &text);
+            }
+            if let Some(up) = &level.upsample {
+                h = up.forward(&h);
+            }
+        }
+        self.final_conv.forward(&self.final_norm.forward(&h).silu())
+    }
+}

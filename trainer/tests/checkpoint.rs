@@ -1,0 +1,126 @@
+//! Checkpoint directories: atomic, complete, pruned by the retention rule, never holding a NaN,
+//! and readable by Python's safetensors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imagen_trainer::checkpoint::{self, prune, Checkpoint, RetentionConfig, TrainState};
+use tch::{Kind, Tensor};
+
+fn state(step: u64) -> TrainState {
+    TrainState {
+        version: checkpoint::STATE_VERSION,
+        step,
+        samples_seen: step * 4,
+        data_cursors: vec![serde_json::json!({"epoch": 0, "pos": step})],
+        seed: 1,
+        nonfinite_skipped: 0,
+        imagen_version: "test".into(),
+    }
+}
+
+fn weights(v: f32) -> Vec<(String, Tensor)> {
+    vec![
+        (
+            "unet.conv.weight".into(),
+            Tensor::full([2, 3], v as f64, (Kind::Float, tch::Device::Cpu)),
+        ),
+        ("unet.conv.bias".into(), Tensor::from_slice(&[v, -v])),
+    ]
+}
+
+fn save(dir: &Path, step: u64) -> PathBuf {
+    checkpoint::save(dir, &state(step), "[run]\nseed = 1\n", &vec![("model", weights(step as f32))])
+        .unwrap()
+}
+
+#[test]
+fn save_and_open_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = save(dir.path(), 12);
+    assert_eq!(path.file_name().unwrap(), "step-000000012");
+    let ckpt = Checkpoint::open(&path).unwrap();
+    assert_eq!(ckpt.state, state(12));
+    assert_eq!(ckpt.config_toml, "[run]\nseed = 1\n");
+    let tensors = ckpt.tensors("model").unwrap();
+    let bias = tensors.iter().find(|(n, _)| n == "unet.conv.bias").unwrap();
+    assert_eq!(Vec::<f32>::try_from(&bias.1).unwrap(), vec![12.0, -12.0]);
+    // Nothing temporary is left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["step-000000012"]);
+}
+
+#[test]
+fn latest_passes_over_a_damaged_newer_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 1);
+    let newer = save(dir.path(), 2);
+    std::fs::write(newer.join("state.json"), b"{ truncated").unwrap();
+    let latest = checkpoint::latest(dir.path()).unwrap().unwrap();
+    assert_eq!(latest.state.step, 1);
+    // A half-written temporary directory is never mistaken for a checkpoint.
+    std::fs::create_dir(dir.path().join(".tmp-step-000000003-99")).unwrap();
+    assert_eq!(checkpoint::list(dir.path()).unwrap().len(), 2);
+}
+
+#[test]
+fn retention_keeps_last_n_and_every_kth() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RetentionConfig { every_steps: 1, keep_last: 2, keep_every: Some(4) };
+    for step in 1..=8 {
+        save(dir.path(), step);
+        prune(dir.path(), &cfg).unwrap();
+    }
+    let kept: Vec<u64> =
+        checkpoint::list(dir.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(kept, vec![4, 7, 8]);
+}
+
+#[test]
+fn a_nan_is_never_saved_and_the_previous_checkpoint_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 5);
+    let mut bad = weights(1.0);
+    bad.push(("unet.norm.weight".into(), Tensor::from_slice(&[1.0f32, f32::NAN])));
+    let err = checkpoint::save(dir.path(), &state(6), "", &vec![("model", bad)]).unwrap_err();
+    assert!(err.to_string().contains("unet.norm.weight"), "{err}");
+    let kept: Vec<u64> =
+        checkpoint::list(dir.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(kept, vec![5]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+}
+
+#[test]
+fn saving_the_same_step_again_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 3);
+    let path =
+        checkpoint::save(dir.path(), &state(3), "x = 1\n", &vec![("model", weights(9.0))]).unwrap();
+    assert_eq!(Checkpoint::open(&path).unwrap().config_toml, "x = 1\n");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn python_safetensors_opens_the_weights() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let python = root.join(".venv-tools/bin/python");
+    assert!(python.exists(), "run scripts/python_env.sh (make test does)");
+    let dir = tempfile::tempdir().unwrap();
+    let path = save(dir.path(), 4);
+    let script = "import sys\nfrom safetensors.numpy import load_file\n\
+                  t = load_file(sys.argv[1])\n\
+                  print(sorted(t), t['unet.conv.bias'].tolist(), t['unet.conv.weight'].shape)";
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(path.join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "['unet.conv.bias', 'unet.conv.weight'] [4.0, -4.0] (2, 3)"
+    );
+}
