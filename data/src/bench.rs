@@ -34,7 +34,11 @@ pub struct BenchReport {
 }
 
 /// Reads up to `limit` samples from the configured shards (in list order).
-pub fn read_samples(cfg: &DataConfig, limit: usize, stats: &mut SkipStats) -> Result<Vec<RawSample>> {
+pub fn read_samples(
+    cfg: &DataConfig,
+    limit: usize,
+    stats: &mut SkipStats,
+) -> Result<Vec<RawSample>> {
     let (shards, initial) = resolve_shards(cfg)?;
     *stats = initial;
     let mut out = Vec::new();

@@ -119,11 +119,8 @@ pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), De
     match sniff(bytes) {
         Some(Kind::Jpeg) => decode_jpeg(bytes, t),
         Some(kind) => {
-            let format = if kind == Kind::Png {
-                image::ImageFormat::Png
-            } else {
-                image::ImageFormat::WebP
-            };
+            let format =
+                if kind == Kind::Png { image::ImageFormat::Png } else { image::ImageFormat::WebP };
             let corrupt = |e: image::ImageError| fail(SkipReason::CorruptImage, e);
             let reader = image::ImageReader::with_format(Cursor::new(bytes), format);
             let (w, h) = reader.into_dimensions().map_err(corrupt)?;

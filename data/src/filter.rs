@@ -32,8 +32,10 @@ impl FilterConfig {
 
     /// Whether a sample passes every configured threshold (a missing value fails).
     pub fn passes(&self, m: &SampleMeta) -> bool {
-        let at_least = |limit: Option<f64>, v: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v >= l));
-        let at_most = |limit: Option<f64>, v: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v <= l));
+        let at_least =
+            |limit: Option<f64>, v: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v >= l));
+        let at_most =
+            |limit: Option<f64>, v: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v <= l));
         let short = match (m.original_width, m.original_height) {
             (Some(w), Some(h)) => Some(w.min(h)),
             _ => None,

@@ -220,13 +220,13 @@ impl Loader {
                         &mut warner,
                         &mut good_pass,
                     )
-                        .map(|mut batch| {
-                            batch.epoch = cursor.batches / epoch_batches;
-                            cursor.batches += 1;
-                            cursor.stream = stream.position();
-                            cursor.stats = stream.stats.clone();
-                            (batch, cursor.clone())
-                        });
+                    .map(|mut batch| {
+                        batch.epoch = cursor.batches / epoch_batches;
+                        cursor.batches += 1;
+                        cursor.stream = stream.position();
+                        cursor.stats = stream.stats.clone();
+                        (batch, cursor.clone())
+                    });
                     let failed = made.is_err();
                     if tx.send(made).is_err() || failed {
                         return;
@@ -301,8 +301,7 @@ fn make_batch(
     let mut captions = Vec::with_capacity(batch_size);
     while keys.len() < batch_size {
         let filled = keys.len();
-        let items =
-            (filled..batch_size).map(|_| stream.next_item()).collect::<Result<Vec<_>>>()?;
+        let items = (filled..batch_size).map(|_| stream.next_item()).collect::<Result<Vec<_>>>()?;
         let results: Vec<_> = pool.install(|| {
             pixels[filled * image..]
                 .par_chunks_mut(image)
@@ -319,7 +318,10 @@ fn make_batch(
                     *good_pass = item.pass;
                     let at = keys.len();
                     if at != filled + i {
-                        pixels.copy_within((filled + i) * image..(filled + i + 1) * image, at * image);
+                        pixels.copy_within(
+                            (filled + i) * image..(filled + i + 1) * image,
+                            at * image,
+                        );
                     }
                     stream.stats.good += 1;
                     keys.push(item.sample.key);

@@ -51,14 +51,16 @@ fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
         return Err(DataError::ShardList(format!("{item}: list files nest too deeply")));
     }
     if item.contains(['*', '?', '[']) {
-        let paths = glob::glob(item)
-            .map_err(|e| DataError::ShardList(format!("{item}: bad glob: {e}")))?;
+        let paths =
+            glob::glob(item).map_err(|e| DataError::ShardList(format!("{item}: bad glob: {e}")))?;
         let mut matched: Vec<PathBuf> = paths
             .filter_map(|p| p.ok())
             .filter(|p| p.is_file() && ShardFormat::from_path(p).is_some())
             .collect();
         if matched.is_empty() {
-            return Err(DataError::ShardList(format!("{item}: glob matches no .parquet/.tar file")));
+            return Err(DataError::ShardList(format!(
+                "{item}: glob matches no .parquet/.tar file"
+            )));
         }
         matched.sort();
         out.extend(matched);
@@ -72,7 +74,9 @@ fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
             .filter(|p| p.is_file() && ShardFormat::from_path(p).is_some())
             .collect();
         if files.is_empty() {
-            return Err(DataError::ShardList(format!("{item}: directory holds no .parquet/.tar file")));
+            return Err(DataError::ShardList(format!(
+                "{item}: directory holds no .parquet/.tar file"
+            )));
         }
         files.sort();
         out.extend(files);
@@ -141,12 +145,10 @@ mod tests {
 
     #[test]
     fn brace_ranges_keep_zero_padding() {
-        assert_eq!(expand_braces("a/{00008..00011}.tar").unwrap(), [
-            "a/00008.tar",
-            "a/00009.tar",
-            "a/00010.tar",
-            "a/00011.tar"
-        ]);
+        assert_eq!(
+            expand_braces("a/{00008..00011}.tar").unwrap(),
+            ["a/00008.tar", "a/00009.tar", "a/00010.tar", "a/00011.tar"]
+        );
         assert_eq!(expand_braces("{8..10}").unwrap(), ["8", "9", "10"]);
         assert_eq!(expand_braces("{x,y}-{1..2}").unwrap(), ["x-1", "x-2", "y-1", "y-2"]);
         assert!(expand_braces("{3..1}").is_err());

@@ -63,22 +63,32 @@ fn tiny_huge_and_truncated_images_are_skipped_by_reason() {
         }
     }
     assert_eq!(good, ["e"]);
-    assert_eq!(reasons, [
-        SkipReason::ImageTooSmall,
-        SkipReason::ImageTooLarge,
-        SkipReason::ImageTooLarge,
-        SkipReason::CorruptImage
-    ]);
+    assert_eq!(
+        reasons,
+        [
+            SkipReason::ImageTooSmall,
+            SkipReason::ImageTooLarge,
+            SkipReason::ImageTooLarge,
+            SkipReason::CorruptImage
+        ]
+    );
 }
 
 #[test]
 fn loader_runs_through_a_mix_of_good_and_bad_shards_and_counts_everything() {
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), 16);
-    let mut shards: Vec<String> = ["zero.tar", "zero.parquet", "truncated.tar", "damaged_footer.parquet", "damaged_row_group.parquet", "bad_images.tar"]
-        .iter()
-        .map(|n| bad(n).display().to_string())
-        .collect();
+    let mut shards: Vec<String> = [
+        "zero.tar",
+        "zero.parquet",
+        "truncated.tar",
+        "damaged_footer.parquet",
+        "damaged_row_group.parquet",
+        "bad_images.tar",
+    ]
+    .iter()
+    .map(|n| bad(n).display().to_string())
+    .collect();
     shards.push(dir.path().join("wds/train/00000.tar").display().to_string());
     let cfg = DataConfig {
         shards,
@@ -114,7 +124,10 @@ fn start_up_errors_name_the_problem() {
     let err = |cfg: DataConfig| Loader::new(&cfg, 16, 0, 1, None).err().unwrap().to_string();
     let e = err(DataConfig::default());
     assert!(e.contains("names no shard"), "{e}");
-    let e = err(DataConfig { shards: vec!["/nonexistent/{00000..00003}.tar".into()], ..Default::default() });
+    let e = err(DataConfig {
+        shards: vec!["/nonexistent/{00000..00003}.tar".into()],
+        ..Default::default()
+    });
     assert!(e.contains("/nonexistent/00000.tar: no such file"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), 16);
@@ -155,7 +168,10 @@ fn require_stats_skips_unfinished_shards() {
 #[test]
 fn a_shard_list_with_only_unusable_shards_errors_instead_of_hanging() {
     let cfg = DataConfig {
-        shards: vec![bad("zero.tar").display().to_string(), bad("damaged_footer.parquet").display().to_string()],
+        shards: vec![
+            bad("zero.tar").display().to_string(),
+            bad("damaged_footer.parquet").display().to_string(),
+        ],
         batch_size: 2,
         ..Default::default()
     };

@@ -53,7 +53,8 @@ fn damaged_shards_never_panic_and_every_sample_is_accounted_for() {
     for (container, ext, format) in
         [("wds", "tar", ShardFormat::Wds), ("parquet", "parquet", ShardFormat::Parquet)]
     {
-        let clean = std::fs::read(dir.path().join(format!("{container}/train/00000.{ext}"))).unwrap();
+        let clean =
+            std::fs::read(dir.path().join(format!("{container}/train/00000.{ext}"))).unwrap();
         let damaged_path = dir.path().join(format!("damaged.{ext}"));
         for round in 0..120 {
             let mut bytes = clean.clone();
@@ -75,7 +76,10 @@ fn damaged_shards_never_panic_and_every_sample_is_accounted_for() {
                 // Nothing is invented, and whatever was lost is counted.
                 assert!(decoded <= SAMPLES);
                 if decoded < SAMPLES {
-                    assert!(stats.total_skipped() >= 1, "{container} round {round}: loss uncounted");
+                    assert!(
+                        stats.total_skipped() >= 1,
+                        "{container} round {round}: loss uncounted"
+                    );
                 }
             } else if shard_level == 0 {
                 // Damage confined to samples: each of the 40 is returned-and-decoded or counted.
@@ -96,7 +100,8 @@ fn images_truncated_at_every_offset_or_bit_flipped_never_panic() {
         ..Default::default()
     };
     let mut images = Vec::new();
-    for encoding in [imagen_data::synth::ImageEncoding::Jpg, imagen_data::synth::ImageEncoding::Png] {
+    for encoding in [imagen_data::synth::ImageEncoding::Jpg, imagen_data::synth::ImageEncoding::Png]
+    {
         let sample = imagen_data::synth::SynthSample::new(
             &imagen_data::synth::SynthOptions { encoding, ..opts.clone() },
             0,

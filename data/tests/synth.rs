@@ -28,16 +28,36 @@ fn layout_schema_and_counts() {
     let meta = reader.metadata();
     assert_eq!(meta.file_metadata().num_rows(), 40);
     assert_eq!(meta.num_row_groups(), 3, "row groups of 16");
-    let columns: Vec<String> =
-        meta.file_metadata().schema_descr().columns().iter().map(|c| c.name().to_string()).collect();
+    let columns: Vec<String> = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     for want in [
-        "key", "jpg", "url", "caption", "status", "error_message", "width", "height",
-        "original_width", "original_height", "sha256", "colour", "shape", "size", "position",
+        "key",
+        "jpg",
+        "url",
+        "caption",
+        "status",
+        "error_message",
+        "width",
+        "height",
+        "original_width",
+        "original_height",
+        "sha256",
+        "colour",
+        "shape",
+        "size",
+        "position",
         "background",
     ] {
         assert!(columns.iter().any(|c| c == want), "column {want} in {columns:?}");
     }
-    let fields = ShardReader::meta_fields(&dir.path().join("wds/train/00000.tar"), ShardFormat::Wds).unwrap();
+    let fields =
+        ShardReader::meta_fields(&dir.path().join("wds/train/00000.tar"), ShardFormat::Wds)
+            .unwrap();
     assert!(fields.iter().any(|f| f == "colour") && fields.iter().any(|f| f == "status"));
     let (train, stats) = read_all(&dir.path().join("wds/train/00004.tar"));
     assert_eq!(train.len(), 40);
@@ -69,7 +89,8 @@ fn captions_metadata_and_pixels_agree() {
         let (w, h, rgb) = decode_rgb(&s.image, &t).unwrap();
         assert_eq!((w, h), (64, 64));
         let px = |x: usize, y: usize| &rgb[(y * 64 + x) * 3..][..3];
-        let near = |a: &[u8], b: [u8; 3]| a.iter().zip(b).all(|(&a, b)| (a as i32 - b as i32).abs() <= 12);
+        let near =
+            |a: &[u8], b: [u8; 3]| a.iter().zip(b).all(|(&a, b)| (a as i32 - b as i32).abs() <= 12);
         let fg = COLOURS.iter().find(|c| c.0 == scene.colour).unwrap().1;
         let bg = BACKGROUNDS.iter().find(|c| c.0 == scene.background).unwrap().1;
         // The shape's box centre (for the triangle: low in its box) holds the fill colour.
@@ -98,7 +119,11 @@ fn a_sample_is_a_pure_function_of_seed_and_index() {
     synth_dataset(a.path(), 16);
     synth_dataset(b.path(), 16);
     for f in ["parquet/train/00002.parquet", "wds/train/00002.tar", "wds/heldout/00000.tar"] {
-        assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{f}");
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{f}"
+        );
     }
     let (pq, _) = read_all(&a.path().join("parquet/train/00003.parquet"));
     let (tar, _) = read_all(&a.path().join("wds/train/00003.tar"));

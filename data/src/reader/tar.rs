@@ -38,7 +38,10 @@ struct Group {
 }
 
 enum Member {
-    Data { name: String, data: Option<Vec<u8>> },
+    Data {
+        name: String,
+        data: Option<Vec<u8>>,
+    },
     End,
     /// The reason, a detail, and the damaged member's name when its header was read.
     Damaged(SkipReason, String, Option<String>),
@@ -257,7 +260,6 @@ impl TarShard {
             }
         }
     }
-
 }
 
 impl Iterator for TarShard {

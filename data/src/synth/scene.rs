@@ -160,12 +160,16 @@ mod tests {
 
     #[test]
     fn every_block_holds_every_combination_once() {
-        let mut seen: Vec<Scene> = (0..COMBINATIONS as u64).map(|i| Scene::at(7, 540 + i)).collect();
+        let mut seen: Vec<Scene> =
+            (0..COMBINATIONS as u64).map(|i| Scene::at(7, 540 + i)).collect();
         seen.sort_by_key(|s| s.caption());
         seen.dedup();
         assert_eq!(seen.len(), COMBINATIONS);
         assert_eq!(Scene::at(7, 12), Scene::at(7, 12));
-        assert_ne!((0..20).map(|i| Scene::at(1, i)).collect::<Vec<_>>(), (0..20).map(|i| Scene::at(2, i)).collect::<Vec<_>>());
+        assert_ne!(
+            (0..20).map(|i| Scene::at(1, i)).collect::<Vec<_>>(),
+            (0..20).map(|i| Scene::at(2, i)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -179,13 +183,20 @@ mod tests {
         };
         let side = 100;
         let img = scene.render(side);
-        let px = |x: usize, y: usize| [img[(y * 100 + x) * 3], img[(y * 100 + x) * 3 + 1], img[(y * 100 + x) * 3 + 2]];
+        let px = |x: usize, y: usize| {
+            [img[(y * 100 + x) * 3], img[(y * 100 + x) * 3 + 1], img[(y * 100 + x) * 3 + 2]]
+        };
         // Box: side 45 centred at (73, 73): x,y in [50.5, 95.5]; apex at (73, 50.5).
         assert_eq!(px(73, 90), [30, 60, 230]); // near the base, centre
         assert_eq!(px(55, 60), [128, 128, 128]); // left of the apex's slope
         assert_eq!(px(73, 40), [128, 128, 128]); // above the apex
         assert_eq!(px(10, 10), [128, 128, 128]);
-        let circle = Scene { shape: "circle".into(), position: "top left".into(), size: "small".into(), ..scene };
+        let circle = Scene {
+            shape: "circle".into(),
+            position: "top left".into(),
+            size: "small".into(),
+            ..scene
+        };
         let img = circle.render(side);
         assert_eq!(&img[(27 * 100 + 27) * 3..][..3], &[30, 60, 230]);
         // Radius 12.5: (27+13, 27) is just outside.

@@ -152,7 +152,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     for shard in &report.shards {
-        println!("{} ({:?}): {} good, skipped {:?}", shard.path, shard.format, shard.stats.good, shard.stats.skipped);
+        println!(
+            "{} ({:?}): {} good, skipped {:?}",
+            shard.path, shard.format, shard.stats.good, shard.stats.skipped
+        );
     }
     if let Some(first) = report.shards.first() {
         println!("columns of {}: {}", first.path, first.columns.join(", "));
@@ -171,7 +174,8 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let cfg = DataConfig { shards: args.shards, format: args.format.choice(), ..DataConfig::default() };
+    let cfg =
+        DataConfig { shards: args.shards, format: args.format.choice(), ..DataConfig::default() };
     let mut stats = imagen_data::SkipStats::default();
     let samples = imagen_data::bench::read_samples(&cfg, args.limit, &mut stats)?;
     let bar = imagen_trainer::progress::bar(Some(args.passes.max(1) as u64), "decoding");

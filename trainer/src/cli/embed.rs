@@ -2,18 +2,20 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use imagen_trainer::text::embed::{embed_shards, CaptionShard, JsonlShard};
+use imagen_trainer::text::embed::{data_shards, embed_shards, CaptionShard, JsonlShard};
 use tch::Device;
 
 use super::config::ConfigArgs;
 
-/// Cache T5 embeddings of every caption with the frozen encoder of `[text]`.
+/// Cache T5 embeddings of every caption of `data.shards` (or of --captions files) with the
+/// frozen encoder of `[text]`, into `text.cache_dir`. Re-running skips finished shards.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Caption shards: JSON-lines files of {"key": ..., "caption": ...}, one cache shard each.
-    #[arg(long, required = true, num_args = 1..)]
+    /// Instead of the config's `data.shards`: JSON-lines files of {"key": ..., "caption": ...},
+    /// one cache shard each.
+    #[arg(long, num_args = 1..)]
     captions: Vec<PathBuf>,
     /// Run on this CUDA device index instead of the CPU.
     #[arg(long)]
@@ -35,11 +37,14 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     // torchrun's variables: each rank embeds every WORLD_SIZE-th shard.
     let (rank, world) = (env_usize("RANK", 0)?, env_usize("WORLD_SIZE", 1)?);
     let device = args.cuda.map_or(Device::Cpu, Device::Cuda);
-    let shards: Vec<Box<dyn CaptionShard>> = args
-        .captions
-        .into_iter()
-        .map(|p| Box::new(JsonlShard(p)) as Box<dyn CaptionShard>)
-        .collect();
+    let shards: Vec<Box<dyn CaptionShard>> = if args.captions.is_empty() {
+        data_shards(&config.data)?
+    } else {
+        args.captions
+            .into_iter()
+            .map(|p| Box::new(JsonlShard(p)) as Box<dyn CaptionShard>)
+            .collect()
+    };
     let r = embed_shards(&config.text, &cache_dir, &shards, rank, world, device)?;
     println!(
         "rank {rank}/{world}: {} shards written, {} already done, {} captions in {:.1} s ({:.0} captions/s), {} truncated; cache {}",

@@ -4,9 +4,9 @@ mod config;
 mod data;
 mod embed;
 mod env;
+mod eval;
 mod model;
 mod text;
-mod eval;
 
 use std::process::ExitCode;
 
@@ -44,8 +44,10 @@ enum Command {
     #[command(subcommand)]
     Model(model::ModelCommand),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
+    #[command(subcommand)]
     Text(text::TextCommand),
     /// Evaluate generated images (FID).
+    #[command(subcommand)]
     Eval(eval::EvalCommand),
 }
 

@@ -6,6 +6,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use imagen_data::embed_cache::{cache_key, shard_path, Manifest, ShardWriter};
+use imagen_data::reader::{ShardReader, Unit};
+use imagen_data::stream::ShardEntry;
+use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind};
 
 use super::config::{TextConfig, TextDtype};
@@ -56,6 +59,37 @@ impl CaptionShard for JsonlShard {
         }
         Ok(out)
     }
+}
+
+/// An img2dataset parquet or WebDataset tar shard of the data config, read with
+/// `imagen_data`'s readers; unreadable samples are skipped as the loader skips them (the
+/// loader skips them too, so they are never looked up).
+#[derive(Debug, Clone)]
+pub struct DataShard(pub ShardEntry);
+
+impl CaptionShard for DataShard {
+    /// The file stem and 8 hex digits of the path's SHA-256 (stems repeat across datasets).
+    fn name(&self) -> String {
+        let path = self.0.path.to_string_lossy();
+        let stem =
+            self.0.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("{stem}-{}", &hex::encode(Sha256::digest(path.as_bytes()))[..8])
+    }
+
+    fn captions(&self) -> Result<Vec<(String, String)>> {
+        Ok(ShardReader::open(&self.0.path, self.0.format)
+            .filter_map(|unit| match unit {
+                Unit::Sample(s) => Some((s.key, s.caption)),
+                Unit::Skip { .. } => None,
+            })
+            .collect())
+    }
+}
+
+/// The shards of a data config as caption shards.
+pub fn data_shards(cfg: &imagen_data::DataConfig) -> Result<Vec<Box<dyn CaptionShard>>> {
+    let (entries, _) = imagen_data::loader::resolve_shards(cfg)?;
+    Ok(entries.into_iter().map(|e| Box::new(DataShard(e)) as Box<dyn CaptionShard>).collect())
 }
 
 /// What a run of [`embed_shards`] did.
