@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: bootstrap tools build test lint
+.PHONY: bootstrap tools build test lint demo
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -25,3 +25,7 @@ test: tools lint
 lint: bootstrap
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## demo: synthetic data, demo T5, train both tiny stages on CPU, sample a grid (README's demo)
+demo:
+	@scripts/demo.sh

@@ -1,7 +1,7 @@
 """Writes the data crate's test fixtures with the reference tools: pyarrow (img2dataset's parquet
 schema) and Python's tarfile (WebDataset tars), images by Pillow; plus the bad inputs.
 
-Usage: scripts/python_env.sh && .venv-tools/bin/python scripts/make_data_fixtures.py
+Usage: scripts/python_env.sh data && .venv-data/bin/python scripts/make_data_fixtures.py
 Output: data/tests/fixtures/ (committed; small). expected.json states what a reader must find.
 """
 

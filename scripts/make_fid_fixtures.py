@@ -7,7 +7,7 @@ downloading its weights: convolution weights come from a counter-based hash of t
 committed) and the batch-norm statistics are calibrated on random images (with random weights and
 default statistics the signal dies after a few layers). Only the batch-norm tensors are saved.
 
-Run: scripts/python_env.sh && .venv-tools/bin/python scripts/make_fid_fixtures.py
+Run: scripts/python_env.sh eval && .venv-eval/bin/python scripts/make_fid_fixtures.py
 """
 
 import json

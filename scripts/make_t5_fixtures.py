@@ -9,7 +9,7 @@ Builds, with Hugging Face `tokenizers` and `transformers` and without any networ
   `PreTrainedTokenizerFast(max_length, truncation, padding="max_length")`, and each model's
   `last_hidden_state` in fp32 and bf16.
 
-Usage: scripts/python_env.sh && .venv-tools/bin/python scripts/make_t5_fixtures.py
+Usage: scripts/python_env.sh text && .venv-text/bin/python scripts/make_t5_fixtures.py
 """
 
 import itertools

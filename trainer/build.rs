@@ -31,8 +31,13 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    let sources =
-        ["native/autocast.cpp", "native/store.cpp", "native/nccl.cpp", "native/error.cpp"];
+    let sources = [
+        "native/autocast.cpp",
+        "native/store.cpp",
+        "native/nccl.cpp",
+        "native/error.cpp",
+        "native/cuda_memory.cpp",
+    ];
     for file in sources.iter().chain(["native/imagen_native.h", "native/error.h"].iter()) {
         println!("cargo:rerun-if-changed={file}");
     }

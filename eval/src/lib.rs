@@ -1,5 +1,6 @@
 //! imagen-eval: metrics and reports, independent of how the images were produced.
 
+pub mod clip;
 pub mod conditioning;
 pub mod error;
 pub mod fid;
@@ -7,6 +8,7 @@ pub mod frechet;
 pub mod images;
 pub mod inception;
 pub mod stats;
+pub mod weights;
 
 pub use error::{EvalError, Result, EXPORT_INCEPTION_HINT};
 pub use fid::{fid, folder_activations, folder_statistics, side_statistics, FidSide};

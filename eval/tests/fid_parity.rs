@@ -53,6 +53,7 @@ fn features_and_statistics_match_at_64_dims() {
         let (want, shape) = expected(&format!("feat64_{set}"));
         assert_eq!(acts.size(), [shape[0] as i64, shape[1] as i64]);
         let err = max_rel_err(&tensor_f64(&acts), &want);
+        eprintln!("features 64 {set}: relative error {err:.1e}");
         assert!(err < 1e-4, "features 64 {set}: {err}");
         let stats = ActivationStats::from_activations(&acts).unwrap();
         let err = max_rel_err(&stats.mu, &expected(&format!("mu64_{set}")).0);
@@ -71,6 +72,7 @@ fn features_and_statistics_match_at_192_768_2048_dims() {
         for set in ["a", "b"] {
             let acts = first_activations(dims, set, 10);
             let err = max_rel_err(&tensor_f64(&acts), &expected(&format!("feat{d}_{set}")).0);
+            eprintln!("features {d} {set}: relative error {err:.1e}");
             assert!(err < 1e-4, "features {d} {set}: {err}");
             let stats = ActivationStats::from_activations(&acts).unwrap();
             let err = max_rel_err(&stats.mu, &expected(&format!("mu{d}_{set}")).0);
@@ -100,6 +102,7 @@ fn fid_of_two_folders_matches_at_64_dims() {
     assert_eq!((b.images, b.skipped, b.unreadable), (Some(80), 0, 0));
     let got = imagen_eval::fid(&a, &b).unwrap();
     let want = expected("fid64").0[0];
+    eprintln!("FID 64: {got} (pytorch-fid {want})");
     assert!(((got - want) / want).abs() < 1e-3, "FID {got} vs pytorch-fid {want}");
 
     // The same with B given as pytorch-fid's own --save-stats file.

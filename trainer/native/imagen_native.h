@@ -37,6 +37,10 @@ char* imagen_store_check(imagen_store* store, const char* key, bool* present);
 uint16_t imagen_store_port(const imagen_store* store);
 void imagen_store_free(imagen_store* store);
 
+// CUDA caching-allocator bytes on `device`: currently allocated, peak allocated, reserved.
+char* imagen_cuda_memory(int device, int64_t* allocated, int64_t* peak, int64_t* reserved);
+char* imagen_cuda_reset_peak_memory(int device);
+
 // Whether this build compiled c10d's ProcessGroupNCCL, and whether NCCL can run here (a CUDA
 // device is present).
 bool imagen_nccl_compiled(void);

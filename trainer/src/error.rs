@@ -12,6 +12,10 @@ pub enum TrainerError {
     #[error("{source_name}: {message}")]
     Config { source_name: String, message: String },
 
+    /// Training kept producing non-finite losses or gradients.
+    #[error("training diverged: {0}")]
+    Diverged(String),
+
     /// A checkpoint or optimizer state is missing, damaged or does not fit the model.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

@@ -12,9 +12,11 @@ pub mod logs;
 pub mod native;
 pub mod optim;
 pub mod progress;
+pub mod sample;
 pub mod t5;
 pub mod text;
 pub mod torch_info;
+pub mod train;
 pub mod unet;
 
 pub use error::{Result, TrainerError};

@@ -227,3 +227,43 @@ fn lowres_condition_is_antialiased_and_blur_is_gaussian() {
     );
     assert!((blurred.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn blur_augmentation_applies_with_its_probability() {
+    tch::manual_seed(4);
+    let x0 = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+    let level = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    let all = Tensor::ones([2], (Kind::Bool, Device::Cpu));
+    let blurred = degrade(&x0, 16, Some((&all, 0.8)));
+    let sharp = degrade(&x0, 16, None);
+    assert!(max_abs(&blurred, &sharp) > 0.05);
+    for (prob, expected) in [(1.0, &blurred), (0.0, &sharp)] {
+        let cfg = DiffusionConfig { blur_aug_prob: prob, blur_sigma: 0.8, ..Default::default() };
+        let d = GaussianDiffusion::new(&cfg, 32).unwrap();
+        // Level 0 leaves only sigma = exp(-10) of noise.
+        assert!(max_abs(&d.lowres_condition(&x0, 16, &level), expected) < 1e-3, "p = {prob}");
+    }
+}
+
+#[test]
+fn random_crops_are_aligned_windows_of_each_image() {
+    use imagen_trainer::diffusion::augment::random_crop;
+    tch::manual_seed(6);
+    // Pixel values encode their coordinates, so a crop reveals its offset.
+    let coords = Tensor::arange(32 * 32, (Kind::Float, Device::Cpu)).view([1, 1, 32, 32]);
+    let images = Tensor::cat(&[&coords, &(&coords + 10_000.0)], 0);
+    let mut offsets = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let crops = random_crop(&images, 8, 4);
+        assert_eq!(crops.size(), vec![2, 1, 8, 8]);
+        for i in 0..2 {
+            let first = crops.get(i).double_value(&[0, 0, 0]) - 10_000.0 * i as f64;
+            let (y, x) = ((first / 32.0) as i64, first as i64 % 32);
+            assert!(y % 4 == 0 && x % 4 == 0 && y <= 24 && x <= 24, "offset ({y}, {x})");
+            let window = images.get(i).narrow(1, y, 8).narrow(2, x, 8);
+            assert_eq!(max_abs(&crops.get(i), &window), 0.0);
+            offsets.insert((y, x));
+        }
+    }
+    assert!(offsets.len() > 5, "crops do not move: {offsets:?}");
+}

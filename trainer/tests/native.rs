@@ -75,3 +75,18 @@ fn tcp_store_client_without_server_fails_in_bounded_time() {
     assert!(err.contains(&port.to_string()), "{err}");
     assert!(start.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn cuda_memory_stats_report_a_missing_device_as_an_error() {
+    // On a machine without a GPU the call must fail cleanly, not crash.
+    if tch::Cuda::is_available() {
+        let before = imagen_trainer::native::cuda_memory(0).unwrap();
+        let t = Tensor::zeros([1 << 20], (Kind::Float, tch::Device::Cuda(0)));
+        let after = imagen_trainer::native::cuda_memory(0).unwrap();
+        assert!(after.allocated >= before.allocated + 4 * (1 << 20));
+        drop(t);
+    } else {
+        let err = imagen_trainer::native::cuda_memory(0).unwrap_err().to_string();
+        assert!(err.contains("CUDA"), "{err}");
+    }
+}

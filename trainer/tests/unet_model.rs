@@ -69,7 +69,7 @@ fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
     one_thread();
     tch::manual_seed(0);
     for name in PRESETS {
-        let cfg = scaled_down(&preset(name).unet);
+        let cfg = scaled_down(&preset(name).stages[0].unet);
         let vs = nn::VarStore::new(Device::Cpu);
         let unet = UNet::new(vs.root(), &cfg).unwrap();
         // The output conv starts at zero (so nothing upstream would get a gradient): perturb it.
@@ -100,7 +100,7 @@ fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
 fn summary_counts_exactly_the_varstore_parameters_per_block() {
     one_thread();
     for name in PRESETS {
-        let cfg = scaled_down(&preset(name).unet);
+        let cfg = scaled_down(&preset(name).stages[0].unet);
         let vs = nn::VarStore::new(Device::Cpu);
         let _unet = UNet::new(vs.root(), &cfg).unwrap();
         let vars = vs.variables();
@@ -128,8 +128,10 @@ fn every_preset_builds_its_diffusion() {
     one_thread();
     for name in PRESETS {
         let cfg = preset(name);
-        let diffusion = GaussianDiffusion::new(&cfg.diffusion, cfg.unet.image_side).unwrap();
-        assert_eq!(diffusion.image_side(), cfg.unet.image_side, "{name}");
+        let diffusion =
+            GaussianDiffusion::new(&cfg.stages[0].diffusion, cfg.stages[0].unet.image_side)
+                .unwrap();
+        assert_eq!(diffusion.image_side(), cfg.stages[0].unet.image_side, "{name}");
     }
 }
 
@@ -137,7 +139,7 @@ fn every_preset_builds_its_diffusion() {
 fn paper_presets_match_the_paper_sizes_within_ten_percent() {
     one_thread();
     for (name, paper) in [("base64.toml", 2.0e9), ("sr256.toml", 600e6), ("sr1024.toml", 400e6)] {
-        let params = summarize(&preset(name).unet, 128).unwrap().total_params as f64;
+        let params = summarize(&preset(name).stages[0].unet, 128).unwrap().total_params as f64;
         assert!((params / paper - 1.0).abs() < 0.1, "{name}: {params} vs {paper}");
     }
 }
@@ -180,7 +182,7 @@ fn summary_flops_match_a_hand_count_for_a_single_level() {
 }
 
 fn tiny_unet() -> (nn::VarStore, UNet, UNetConfig) {
-    let cfg = scaled_down(&preset("sr256.toml").unet);
+    let cfg = scaled_down(&preset("sr256.toml").stages[0].unet);
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = UNet::new(vs.root(), &cfg).unwrap();
     tch::no_grad(|| {
@@ -196,7 +198,7 @@ fn tiny_unet() -> (nn::VarStore, UNet, UNetConfig) {
 #[test]
 fn fresh_unet_predicts_zero() {
     one_thread();
-    let cfg = scaled_down(&preset("base64.toml").unet);
+    let cfg = scaled_down(&preset("base64.toml").stages[0].unet);
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = UNet::new(vs.root(), &cfg).unwrap();
     let (x, t, _, _) = inputs(&cfg, 2);

@@ -80,9 +80,8 @@ pub fn detect(image: &RgbImage) -> Option<Detection> {
 
     let mut sum = [0.0f64; 3];
     for &i in &region {
-        let p = &image.as_raw()[3 * i..3 * i + 3];
-        for c in 0..3 {
-            sum[c] += f64::from(p[c]);
+        for (total, &v) in sum.iter_mut().zip(&image.as_raw()[3 * i..3 * i + 3]) {
+            *total += f64::from(v);
         }
     }
     let n = region.len() as f64;
@@ -201,8 +200,8 @@ fn border_median(image: &RgbImage) -> [f64; 3] {
     let mut channels: [Vec<u8>; 3] = Default::default();
     for (x, y, p) in image.enumerate_pixels() {
         if x == 0 || y == 0 || x == w - 1 || y == h - 1 {
-            for c in 0..3 {
-                channels[c].push(p.0[c]);
+            for (channel, v) in channels.iter_mut().zip(p.0) {
+                channel.push(v);
             }
         }
     }

@@ -74,14 +74,22 @@ pub fn fixture_weights() -> &'static Path {
     path
 }
 
-/// Reads `name` from the fixture's expected.npz as f64 values and shape.
+/// Reads `name` from the FID fixture's expected.npz as f64 values and shape.
 pub fn expected(name: &str) -> (Vec<f64>, Vec<usize>) {
+    npz_array(&fixture_dir().join("expected.npz"), name)
+}
+
+/// Reads array `name` of an .npz that numpy wrote (f64, f32 or i64) as f64 values and shape.
+pub fn npz_array(path: &Path, name: &str) -> (Vec<f64>, Vec<usize>) {
     use ndarray_npy::NpzReader;
-    let file = std::fs::File::open(fixture_dir().join("expected.npz")).unwrap();
+    let file = std::fs::File::open(path).unwrap();
     let mut npz = NpzReader::new(file).unwrap();
     let entry = format!("{name}.npy");
     if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<f64>, ndarray::IxDyn>(&entry) {
         return (a.iter().copied().collect(), a.shape().to_vec());
+    }
+    if let Ok(a) = npz.by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&entry) {
+        return (a.iter().map(|&x| x as f64).collect(), a.shape().to_vec());
     }
     let a = npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(&entry).unwrap();
     (a.iter().map(|&x| f64::from(x)).collect(), a.shape().to_vec())

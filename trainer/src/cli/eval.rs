@@ -13,6 +13,9 @@ pub enum EvalCommand {
     /// Fréchet Inception Distance between two image folders, or a folder and pytorch-fid
     /// statistics (.npz with mu, sigma); the same numbers as pytorch-fid.
     Fid(FidArgs),
+    /// Per-attribute accuracy (colour, shape, size, position) of samples for synthetic-scene
+    /// captions, scored by a deterministic detector.
+    Conditioning(ConditioningArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +68,58 @@ fn parse_device(s: &str) -> Result<Device, String> {
 pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Fid(args) => fid(args),
+        EvalCommand::Conditioning(args) => conditioning(args),
     }
+}
+
+/// Per-attribute accuracy of a sample folder written by `imagen sample` for synthetic-scene
+/// captions (`NNNN.png` and `prompts.txt`).
+fn conditioning(args: ConditioningArgs) -> Result<()> {
+    use imagen_eval::conditioning::{score, ConditioningAccuracy, SceneAttributes};
+    let prompts_path = args.samples.join("prompts.txt");
+    let prompts = std::fs::read_to_string(&prompts_path)
+        .with_context(|| format!("{}: written by `imagen sample`", prompts_path.display()))?;
+    let mut acc = ConditioningAccuracy::default();
+    let mut unparsed = 0usize;
+    for (i, prompt) in prompts.lines().enumerate() {
+        let Some(expected) = SceneAttributes::from_caption(prompt) else {
+            unparsed += 1;
+            continue;
+        };
+        let path = args.samples.join(format!("{i:04}.png"));
+        let image = image::open(&path).with_context(|| format!("{}", path.display()))?.to_rgb8();
+        acc.add(score(&image, &expected));
+    }
+    if acc.samples == 0 {
+        bail!(
+            "{}: no synthetic-scene captions to score ({unparsed} other lines)",
+            prompts_path.display()
+        );
+    }
+    let rates = acc.rates();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rates)?);
+    } else {
+        println!(
+            "conditioning accuracy over {} samples: colour {:.0}%, shape {:.0}%, size {:.0}%, position {:.0}%, all four {:.0}%",
+            rates.samples,
+            100.0 * rates.colour,
+            100.0 * rates.shape,
+            100.0 * rates.size,
+            100.0 * rates.position,
+            100.0 * rates.all
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ConditioningArgs {
+    /// Folder written by `imagen sample` (NNNN.png and prompts.txt) for synthetic-scene captions.
+    samples: PathBuf,
+    /// Print the rates as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn fid(args: FidArgs) -> Result<()> {

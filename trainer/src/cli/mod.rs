@@ -6,7 +6,9 @@ mod embed;
 mod env;
 mod eval;
 mod model;
+mod sample;
 mod text;
+mod train;
 
 use std::process::ExitCode;
 
@@ -43,6 +45,10 @@ enum Command {
     /// Inspect model topologies.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// Sample images for prompts from a trained cascade (EMA weights).
+    Sample(sample::SampleArgs),
+    /// Train one stage of the cascade.
+    Train(train::TrainArgs),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
@@ -61,6 +67,8 @@ pub fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
         Command::Eval(cmd) => eval::run(cmd),
     };
     match result {

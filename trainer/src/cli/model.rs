@@ -15,6 +15,9 @@ pub enum ModelCommand {
 pub struct SummaryArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Stage of the cascade (0 is the base).
+    #[arg(long, default_value_t = 0)]
+    stage: usize,
     /// Text tokens assumed for the FLOPs.
     #[arg(long, default_value_t = 128)]
     text_len: i64,
@@ -27,7 +30,7 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::Summary(args) => {
             let config = args.config.load()?;
-            let summary = summarize(&config.unet, args.text_len)?;
+            let summary = summarize(&config.stage(args.stage)?.unet, args.text_len)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {

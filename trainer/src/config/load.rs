@@ -81,15 +81,32 @@ impl Config {
 }
 
 fn apply_override(table: &mut Table, o: &Override) -> std::result::Result<(), String> {
-    let (last, parents) = o.path.split_last().expect("an override path is never empty");
+    let dotted = o.path.join(".");
+    let last = o.path.len() - 1;
     let mut here = table;
-    for (i, part) in parents.iter().enumerate() {
-        let entry = here.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
+    let mut i = 0;
+    while i < last {
+        let part = &o.path[i];
+        let mut entry = here.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
+        // `stages.1.unet.dim`: a number after a list indexes into it.
+        if let Value::Array(items) = entry {
+            let so_far = o.path[..=i].join(".");
+            let index: usize = o.path[..last]
+                .get(i + 1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("--set {dotted}: `{so_far}` is a list; give an index"))?;
+            let len = items.len();
+            entry = items.get_mut(index).ok_or_else(|| {
+                format!("--set {dotted}: `{so_far}` has {len} entries, no index {index}")
+            })?;
+            i += 1;
+        }
         here = entry.as_table_mut().ok_or_else(|| {
-            format!("--set {}: `{}` is not a section", o.path.join("."), o.path[..=i].join("."))
+            format!("--set {dotted}: `{}` is not a section", o.path[..=i].join("."))
         })?;
+        i += 1;
     }
-    here.insert(last.clone(), o.value.clone());
+    here.insert(o.path[last].clone(), o.value.clone());
     Ok(())
 }
 
@@ -183,6 +200,24 @@ mod tests {
         let e = err("[run]\nseed = 1\n", &["run.seed.x=1"]);
         assert!(e.contains("`run.seed` is not a section"), "{e}");
         assert!(e.starts_with("test.toml (with --set overrides): "), "{e}");
+    }
+
+    #[test]
+    fn overrides_index_into_stage_lists() {
+        let text = "[[stages]]\n[stages.unet]\ndim = 8\n[[stages]]\n[stages.unet]\ndim = 16\n";
+        let sets = [parse_override("stages.1.unet.dim=64").unwrap()];
+        let cfg = Config::from_toml_str("x", text, &sets).unwrap();
+        assert_eq!(cfg.stages[0].unet.dim, 8);
+        assert_eq!(cfg.stages[1].unet.dim, 64);
+        let e = err(text, &["stages.5.unet.dim=1"]);
+        assert!(e.contains("`stages` has 2 entries, no index 5"), "{e}");
+        let e = err(text, &["stages.unet.dim=1"]);
+        assert!(e.contains("`stages` is a list; give an index"), "{e}");
+        let e = err(text, &["stages.0.unet.dmi=1"]);
+        assert!(
+            e.contains("field `stages[0].unet.dmi`") && e.contains("did you mean `dim`?"),
+            "{e}"
+        );
     }
 
     #[test]

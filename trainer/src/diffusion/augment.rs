@@ -66,3 +66,21 @@ pub fn noise_augment(
     let bcast = |t: Tensor| t.view([-1, 1, 1, 1]).to_kind(lowres.kind());
     bcast(alpha) * lowres + bcast(sigma) * noise
 }
+
+/// Random side x side crops, one per sample, at offsets that are multiples of `align` (the SR
+/// factor, so the crop's low-res version lines up with low-res pixels). The 256->1024 stage
+/// trains on 256 crops of its 1024 targets this way (Imagen App. F). Draws from the global RNG.
+pub fn random_crop(x: &Tensor, side: i64, align: i64) -> Tensor {
+    let (b, _, h, w) = x.size4().expect("images are [B, C, H, W]");
+    assert!(side <= h && side <= w, "crop {side} is larger than the {h}x{w} image");
+    let slots = |extent: i64| (extent - side) / align + 1;
+    let ys = Tensor::randint(slots(h), [b], (Kind::Int64, tch::Device::Cpu)) * align;
+    let xs = Tensor::randint(slots(w), [b], (Kind::Int64, tch::Device::Cpu)) * align;
+    let crops: Vec<Tensor> = (0..b)
+        .map(|i| {
+            let (y, x0) = (ys.int64_value(&[i]), xs.int64_value(&[i]));
+            x.get(i).narrow(1, y, side).narrow(2, x0, side)
+        })
+        .collect();
+    Tensor::stack(&crops, 0)
+}

@@ -54,6 +54,14 @@ extern "C" {
     pub fn imagen_store_port(store: *const ImagenStore) -> u16;
     pub fn imagen_store_free(store: *mut ImagenStore);
 
+    pub fn imagen_cuda_memory(
+        device: c_int,
+        allocated: *mut i64,
+        peak: *mut i64,
+        reserved: *mut i64,
+    ) -> *mut c_char;
+    pub fn imagen_cuda_reset_peak_memory(device: c_int) -> *mut c_char;
+
     pub fn imagen_nccl_compiled() -> bool;
     pub fn imagen_nccl_version(version: *mut i64) -> *mut c_char;
 }

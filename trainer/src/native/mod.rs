@@ -26,3 +26,37 @@ pub fn nccl_build_info() -> Result<(bool, i64)> {
     check("nccl version", unsafe { ffi::imagen_nccl_version(&mut version) })?;
     Ok((unsafe { ffi::imagen_nccl_compiled() }, version))
 }
+
+/// CUDA caching-allocator figures of one device, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaMemory {
+    pub allocated: i64,
+    pub peak: i64,
+    pub reserved: i64,
+}
+
+/// Allocator statistics of CUDA device `device` (an error where there is no such device).
+pub fn cuda_memory(device: usize) -> Result<CudaMemory> {
+    let (mut allocated, mut peak, mut reserved) = (0i64, 0i64, 0i64);
+    // SAFETY: out pointers are valid for the call.
+    check("CUDA memory stats", unsafe {
+        ffi::imagen_cuda_memory(device as std::ffi::c_int, &mut allocated, &mut peak, &mut reserved)
+    })?;
+    Ok(CudaMemory { allocated, peak, reserved })
+}
+
+/// Starts a new peak-memory window on CUDA device `device`.
+pub fn cuda_reset_peak_memory(device: usize) -> Result<()> {
+    // SAFETY: plain value.
+    check("CUDA reset peak", unsafe {
+        ffi::imagen_cuda_reset_peak_memory(device as std::ffi::c_int)
+    })
+}
+
+/// GiB allocated on CUDA device 0, when there is one (for the training logs).
+pub fn cuda_memory_allocated_gb() -> Option<f64> {
+    if !tch::Cuda::is_available() {
+        return None;
+    }
+    cuda_memory(0).ok().map(|m| m.allocated as f64 / (1u64 << 30) as f64)
+}

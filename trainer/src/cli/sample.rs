@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use imagen_trainer::sample::{load_stage, sample_cascade, write_samples};
+use imagen_trainer::text::prompts::read_prompts;
+use imagen_trainer::train::resolve_device;
+
+use super::config::ConfigArgs;
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Run directory (overrides `<run.dir>/<run.name>`) holding `stage-<N>/` checkpoints.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// A prompt (repeatable).
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// A file of prompts, one per line.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Output folder: NNNN.png per prompt, grid.png, prompts.txt, index.html.
+    #[arg(long)]
+    out: PathBuf,
+    /// Last stage to run (0 is the base); default: every stage of the config.
+    #[arg(long)]
+    stop_at_stage: Option<usize>,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    let cfg = args.config.load()?;
+    let mut prompts = args.prompt.clone();
+    if let Some(path) = &args.prompts {
+        prompts.extend(read_prompts(path)?);
+    }
+    if prompts.is_empty() {
+        bail!("no prompts: give --prompt TEXT or --prompts FILE");
+    }
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| cfg.run.run_dir());
+    let device = resolve_device(&cfg.train.device)?;
+    let last = args.stop_at_stage.unwrap_or(cfg.stages.len() - 1).min(cfg.stages.len() - 1);
+    let mut stages = Vec::new();
+    for index in 0..=last {
+        let stage = load_stage(&cfg, &run_dir, index, device)?;
+        tracing::info!("stage {index}: EMA weights of {}", stage.checkpoint.display());
+        stages.push(stage);
+    }
+    let outputs = sample_cascade(&stages, &prompts, args.seed)?;
+    for (i, images) in outputs.iter().enumerate() {
+        let dir = if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
+        let grid = write_samples(&dir, images, &prompts)?;
+        println!("stage {i}: {} images, grid {}", prompts.len(), grid.display());
+    }
+    println!("samples and their prompts: {}", args.out.join("index.html").display());
+    Ok(())
+}

@@ -1,0 +1,55 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use imagen_trainer::train::{train, Resume, StopFlag, TrainOptions};
+
+use super::config::ConfigArgs;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Stage of the cascade to train (0 is the base).
+    #[arg(long, default_value_t = 0)]
+    stage: usize,
+    /// Run directory (overrides `<run.dir>/<run.name>`); the stage writes to `<dir>/stage-<N>`.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Optimizer steps to train to (overrides train.max_steps).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// "auto" (newest checkpoint if any), "latest" (must exist), "never", or a checkpoint dir.
+    #[arg(long, default_value = "auto")]
+    resume: String,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let cfg = args.config.load()?;
+    let run_dir = args.run_dir.unwrap_or_else(|| cfg.run.run_dir());
+    let outcome = train(
+        &cfg,
+        TrainOptions {
+            stage: args.stage,
+            run_dir,
+            max_steps: args.max_steps,
+            resume: Resume::parse(&args.resume),
+            stop: StopFlag::on_signals()?,
+            progress: std::io::stdout().is_terminal(),
+            inject_nonfinite_at: Vec::new(),
+        },
+    )?;
+    println!(
+        "stage {} {} at step {}; checkpoint {}; TensorBoard logs in {}",
+        args.stage,
+        if outcome.interrupted { "stopped by signal" } else { "finished" },
+        outcome.step,
+        outcome
+            .last_checkpoint
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+        outcome.stage_dir.display()
+    );
+    Ok(())
+}

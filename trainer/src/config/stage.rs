@@ -1,0 +1,41 @@
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::DiffusionConfig;
+use crate::unet::UNetConfig;
+
+/// `[[stages]]`: one U-Net of the cascade and its diffusion process. Stage 0 generates from
+/// text alone; later stages also take the previous stage's output (`unet.lowres_cond`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageConfig {
+    /// The stage's U-Net topology (`image_side` is the side it generates and trains at).
+    pub unet: UNetConfig,
+    /// The stage's diffusion process and sampler.
+    pub diffusion: DiffusionConfig,
+    /// Samples per batch on each rank for this stage; none means `data.batch_size`.
+    /// Default: none.
+    pub batch_size: Option<usize>,
+    /// Train on random square crops of this side instead of whole images (Imagen trains the
+    /// 256->1024 stage on 256 crops, with 64 low-res crops); none means whole images.
+    /// Default: none.
+    pub train_crop: Option<i64>,
+}
+
+impl StageConfig {
+    /// The side of the images the data loader must deliver for this stage.
+    pub fn data_side(&self) -> u32 {
+        self.unet.image_side as u32
+    }
+
+    /// Side of the training inputs after the optional crop.
+    pub fn train_side(&self) -> i64 {
+        self.train_crop.unwrap_or(self.unet.image_side)
+    }
+
+    /// Side of the low-res condition during training (scaled down with the crop).
+    pub fn train_lowres_side(&self) -> Option<i64> {
+        self.unet
+            .lowres_cond
+            .then(|| self.unet.lowres_side * self.train_side() / self.unet.image_side)
+    }
+}

@@ -1,0 +1,166 @@
+//! Sampling a trained cascade: each stage's EMA weights from its newest checkpoint, the
+//! stages run base first, images written as PNGs with their prompts.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::Config;
+use crate::diffusion::sample_stage;
+use crate::error::{Result, TrainerError};
+use crate::train::{copy_into, stage_dir, StageModel};
+
+/// A stage ready to sample: its model with the checkpoint's EMA weights.
+pub struct LoadedStage {
+    pub model: StageModel,
+    pub checkpoint: PathBuf,
+}
+
+/// Loads stage `index` of the cascade from the newest checkpoint under `run_dir`.
+pub fn load_stage(
+    cfg: &Config,
+    run_dir: &Path,
+    index: usize,
+    device: Device,
+) -> Result<LoadedStage> {
+    let dir = stage_dir(run_dir, index);
+    let ckpt = checkpoint::latest(&dir)?.ok_or_else(|| {
+        TrainerError::Checkpoint(format!(
+            "stage {index}: no checkpoint in {} (train it with `imagen train --stage {index}`)",
+            dir.display()
+        ))
+    })?;
+    crate::train::check_compatible(&ckpt.config_toml, cfg, index)?;
+    let model = StageModel::new(cfg, index, device)?;
+    load_ema(&model, &ckpt)?;
+    Ok(LoadedStage { model, checkpoint: ckpt.dir })
+}
+
+fn load_ema(model: &StageModel, ckpt: &Checkpoint) -> Result<()> {
+    copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))
+}
+
+/// Samples `prompts` through `stages` (base first) with the EMA weights; deterministic for a
+/// seed on a given device. Returns each stage's images, [B, 3, H, W] in [-1, 1].
+pub fn sample_cascade(
+    stages: &[LoadedStage],
+    prompts: &[String],
+    seed: i64,
+) -> Result<Vec<Tensor>> {
+    let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
+    tch::manual_seed(seed);
+    let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
+    for stage in stages {
+        let m = &stage.model;
+        // A fine-tuned encoder belongs to its stage, so each stage encodes the prompts itself.
+        let (text, mask) = tch::no_grad(|| m.ema_text().encode(prompts, &keys))?;
+        let images = sample_stage(
+            &m.ema_unet,
+            &m.diffusion,
+            &m.cfg.diffusion.sampler,
+            &text,
+            &mask,
+            outputs.last(),
+        );
+        outputs.push(images);
+    }
+    Ok(outputs)
+}
+
+/// [-1, 1] NCHW floats -> u8 NHWC bytes.
+pub fn to_rgb8(images: &Tensor) -> Vec<u8> {
+    let bytes = ((images.to_kind(Kind::Float).clamp(-1.0, 1.0) + 1.0) * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .to_device(Device::Cpu);
+    Vec::<u8>::try_from(bytes.view([-1])).expect("u8 tensor to bytes")
+}
+
+/// Tiles `n` images of `side` (u8 RGB, NHWC) into a grid `cols` wide with a 2-pixel border.
+pub fn grid(rgb: &[u8], n: usize, side: usize, cols: usize) -> (Vec<u8>, usize, usize) {
+    let pad = 2;
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols);
+    let (w, h) = (cols * (side + pad) + pad, rows * (side + pad) + pad);
+    let mut out = vec![255u8; w * h * 3];
+    for i in 0..n {
+        let (r, c) = (i / cols, i % cols);
+        for y in 0..side {
+            let src = (i * side * side + y * side) * 3;
+            let dst = ((pad + r * (side + pad) + y) * w + pad + c * (side + pad)) * 3;
+            out[dst..dst + side * 3].copy_from_slice(&rgb[src..src + side * 3]);
+        }
+    }
+    (out, w, h)
+}
+
+fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
+    image::save_buffer(path, rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8)
+        .map_err(|e| TrainerError::Io { path: path.to_owned(), source: std::io::Error::other(e) })
+}
+
+/// Writes `<out>/<NNNN>.png` per image, `<out>/grid.png`, `<out>/prompts.txt` (line i is the
+/// prompt of image i) and `<out>/index.html` (each image above its prompt). Returns the grid's
+/// path.
+pub fn write_samples(out: &Path, images: &Tensor, prompts: &[String]) -> Result<PathBuf> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TrainerError::Io { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let (n, _, side, _) = images.size4().map_err(TrainerError::Torch)?;
+    let (n, side) = (n as usize, side as usize);
+    let rgb = to_rgb8(images);
+    let mut html = String::from("<!doctype html><meta charset=utf-8><title>imagen samples</title>\n<body style=\"font-family:sans-serif\">\n");
+    for i in 0..n {
+        let name = format!("{i:04}.png");
+        write_png(
+            &out.join(&name),
+            &rgb[i * side * side * 3..(i + 1) * side * side * 3],
+            side,
+            side,
+        )?;
+        let prompt = prompts.get(i).map(String::as_str).unwrap_or("");
+        let escaped = prompt.replace('&', "&amp;").replace('<', "&lt;");
+        html.push_str(&format!(
+            "<figure style=\"display:inline-block;width:160px\"><img src=\"{name}\" width=128 height=128 style=\"image-rendering:pixelated\"><figcaption>{escaped}</figcaption></figure>\n"
+        ));
+    }
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let (g, w, h) = grid(&rgb, n, side, cols);
+    let grid_path = out.join("grid.png");
+    write_png(&grid_path, &g, w, h)?;
+    let prompts_path = out.join("prompts.txt");
+    std::fs::write(&prompts_path, prompts.join("\n") + "\n").map_err(io(&prompts_path))?;
+    let html_path = out.join("index.html");
+    std::fs::write(&html_path, html).map_err(io(&html_path))?;
+    Ok(grid_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_places_images_row_major_with_borders() {
+        // Two 1x1 images, red and blue, in a grid two wide.
+        let rgb = [255, 0, 0, 0, 0, 255];
+        let (g, w, h) = grid(&rgb, 2, 1, 2);
+        assert_eq!((w, h), (7, 5));
+        let px = |x: usize, y: usize| &g[(y * w + x) * 3..(y * w + x) * 3 + 3];
+        assert_eq!(px(2, 2), &[255, 0, 0]);
+        assert_eq!(px(5, 2), &[0, 0, 255]);
+        assert_eq!(px(0, 0), &[255, 255, 255]);
+    }
+
+    #[test]
+    fn rgb8_maps_the_range_ends() {
+        let t =
+            Tensor::from_slice(&[-1.0f32, 0.0, 1.0, 2.0]).view([1, 1, 2, 2]).repeat([1, 3, 1, 1]);
+        assert_eq!(&to_rgb8(&t)[..3], &[0, 0, 0]);
+        assert_eq!(&to_rgb8(&t)[9..12], &[255, 255, 255]);
+    }
+}

@@ -1,0 +1,364 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use imagen_data::{Cursor, Loader};
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use super::batch::images_to_tensor;
+use super::device::{resolve_device, use_bf16};
+use super::metrics::StepMetrics;
+use super::model::{param_groups, StageModel};
+use super::resume::{check_compatible, Resume};
+use super::run_dir::stage_dir;
+use super::signals::StopFlag;
+use crate::autocast::{Autocast, AutocastDevice};
+use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
+use crate::config::Config;
+use crate::diffusion::augment::random_crop;
+use crate::error::{Result, TrainerError};
+use crate::logs::{EventWriter, MetricsJsonl};
+use crate::optim::{clip_grad_norm, AdamW, Ema, LrSchedule};
+
+/// What `imagen train` was asked on the command line, beyond the config.
+pub struct TrainOptions {
+    pub stage: usize,
+    /// The cascade's run directory; this stage writes to `<run_dir>/stage-<N>`.
+    pub run_dir: PathBuf,
+    /// Overrides `train.max_steps`.
+    pub max_steps: Option<u64>,
+    pub resume: Resume,
+    pub stop: StopFlag,
+    /// Show a progress bar (when stdout is a terminal).
+    pub progress: bool,
+    /// Test seam: treat the loss of these steps as non-finite.
+    pub inject_nonfinite_at: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub step: u64,
+    pub stage_dir: PathBuf,
+    pub last_checkpoint: Option<PathBuf>,
+    /// Mean loss of the last logging window.
+    pub last_loss: Option<f64>,
+    pub nonfinite_skipped: u64,
+    /// Stopped by SIGINT/SIGTERM before `max_steps`.
+    pub interrupted: bool,
+}
+
+/// Every random draw of a step comes from the global generator, re-seeded from (seed, step):
+/// a resumed run draws exactly what the uninterrupted one drew, with no generator state to save.
+fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut x = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 1) as i64
+}
+
+pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
+    let device = resolve_device(&cfg.train.device)?;
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
+    }
+    let bf16 = use_bf16(cfg.train.precision, device);
+    let dir = stage_dir(&opts.run_dir, opts.stage);
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| TrainerError::Io { path: dir.clone(), source })?;
+    let max_steps = opts.max_steps.unwrap_or(cfg.train.max_steps);
+    let config_toml = cfg.to_toml();
+
+    let model = StageModel::new(cfg, opts.stage, device)?;
+    let stage = model.cfg.clone();
+    let mut data_cfg = cfg.data.clone();
+    if let Some(b) = stage.batch_size {
+        data_cfg.batch_size = b;
+    }
+
+    // Resume: weights, EMA, optimizer, step and the data cursor.
+    let resume_from = opts.resume.locate(&dir)?;
+    let groups = param_groups(&model, cfg);
+    let mut opt = AdamW::with_groups(&cfg.train.optimizer, groups);
+    let ema = Ema::new(&cfg.train.ema, &model.vs, &model.ema_vs)?;
+    let mut state = TrainState {
+        version: STATE_VERSION,
+        step: 0,
+        samples_seen: 0,
+        data_cursors: Vec::new(),
+        seed: cfg.run.seed,
+        nonfinite_skipped: 0,
+        imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut cursor: Option<Cursor> = None;
+    if let Some(ckpt) = &resume_from {
+        check_compatible(&ckpt.config_toml, cfg, opts.stage)?;
+        restore(&model, &mut opt, ckpt)?;
+        state = ckpt.state.clone();
+        if let Some(c) = state.data_cursors.first() {
+            cursor = Some(serde_json::from_value(c.clone()).map_err(|e| {
+                TrainerError::Checkpoint(format!("{}: data cursor: {e}", ckpt.dir.display()))
+            })?);
+        }
+        tracing::info!(
+            "resuming stage {} from {} (step {})",
+            opts.stage,
+            ckpt.dir.display(),
+            state.step
+        );
+    }
+    let mut loader = Loader::new(&data_cfg, stage.data_side(), 0, 1, cursor)?;
+
+    let schedule = LrSchedule {
+        lr: cfg.train.lr,
+        warmup_steps: cfg.train.warmup_steps,
+        kind: cfg.train.schedule,
+        total_steps: max_steps,
+        min_lr_ratio: cfg.train.min_lr_ratio,
+    };
+    let mut events = EventWriter::create(&dir)?;
+    let mut jsonl = MetricsJsonl::open(&dir)?;
+    let bar = if opts.progress {
+        crate::progress::bar(Some(max_steps), &format!("stage {}", opts.stage))
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_position(state.step);
+    tracing::info!(
+        "training stage {} on {device:?} ({}), {} parameters, batch {}, writing {}",
+        opts.stage,
+        if bf16 { "bf16 autocast" } else { "fp32" },
+        model.trainable().iter().map(|(_, t)| t.numel()).sum::<usize>(),
+        data_cfg.batch_size,
+        dir.display()
+    );
+
+    let lowres_side = stage.train_lowres_side();
+    let every = cfg.train.checkpoint.every_steps.max(1);
+    let mut window = StepMetrics::default();
+    let mut last_loss = None;
+    let mut nonfinite_in_row = 0u64;
+    let mut last_checkpoint = None;
+    let mut interrupted = false;
+    let window_start = Instant::now();
+    let mut window_clock = window_start;
+
+    while state.step < max_steps {
+        if opts.stop.is_raised() {
+            interrupted = true;
+            break;
+        }
+        tch::manual_seed(step_seed(cfg.run.seed, state.step));
+        let mut loss_total = Tensor::zeros([], (Kind::Float, device));
+        for _ in 0..cfg.train.grad_accum.max(1) {
+            let wait = Instant::now();
+            let batch = loader.next_batch()?;
+            window.data_wait_secs += wait.elapsed().as_secs_f64();
+            let mut x0 = images_to_tensor(&batch.pixels, batch.len(), batch.side, device);
+            if let Some(side) = stage.train_crop {
+                // Crops aligned to the low-res grid, so the low-res crop is exact (Imagen §4.4).
+                let align = stage.unet.image_side / stage.unet.lowres_side.max(1);
+                x0 = random_crop(&x0, side, align.max(1));
+            }
+            let (text, mask) = model.text.encode(&batch.captions, &batch.keys)?;
+            let (losses, t) = {
+                let _autocast = if bf16 {
+                    Some(Autocast::enter(AutocastDevice::of(device), Kind::BFloat16)?)
+                } else {
+                    None
+                };
+                model.diffusion.training_loss(&model.unet, &x0, &text, &mask, lowres_side)
+            };
+            let loss = losses.mean(Kind::Float) / cfg.train.grad_accum.max(1) as f64;
+            loss.backward();
+            loss_total += loss.detach();
+            window.add_bucketed(&losses, &t);
+            window.samples += batch.len() as u64;
+            state.samples_seen += batch.len() as u64;
+        }
+        let grad_norm = clip_grad_norm(opt.params(), cfg.train.clip_grad_norm);
+        // One host synchronisation per step: the finiteness check needs the values.
+        let both = Tensor::stack(&[loss_total.to_device(device), grad_norm.to_device(device)], 0);
+        let host = Vec::<f64>::try_from(both.to_kind(Kind::Double).to_device(tch::Device::Cpu))
+            .map_err(TrainerError::Torch)?;
+        let (loss_value, norm_value) = (host[0], host[1]);
+        let injected = opts.inject_nonfinite_at.contains(&state.step);
+        if !loss_value.is_finite() || !norm_value.is_finite() || injected {
+            opt.zero_grad();
+            state.nonfinite_skipped += 1;
+            nonfinite_in_row += 1;
+            tracing::warn!(
+                "step {}: non-finite loss {loss_value} or gradient norm {norm_value}; update skipped ({} in a row)",
+                state.step, nonfinite_in_row
+            );
+            if nonfinite_in_row >= cfg.train.max_nonfinite_in_row.max(1) {
+                return Err(TrainerError::Diverged(format!(
+                    "{nonfinite_in_row} consecutive steps had a non-finite loss or gradient (up to step {}); \
+                     the last good checkpoint is in {}. Lower train.lr or raise train.max_nonfinite_in_row",
+                    state.step,
+                    dir.display()
+                )));
+            }
+            // The skipped step still consumed its batch; the step counter moves on so that the
+            // next step draws fresh noise.
+            state.step += 1;
+            continue;
+        }
+        nonfinite_in_row = 0;
+        let lr = schedule.at(state.step);
+        opt.step(lr);
+        opt.zero_grad();
+        state.step += 1;
+        ema.update(state.step);
+        window.loss_sum += loss_value;
+        window.steps += 1;
+        window.last_grad_norm = norm_value;
+        bar.set_position(state.step);
+
+        if state.step % cfg.log.every_steps.max(1) == 0 || state.step == max_steps {
+            let now = Instant::now();
+            window.elapsed_secs = (now - window_clock).as_secs_f64();
+            window_clock = now;
+            last_loss = Some(window.mean_loss());
+            log_window(
+                &mut events,
+                &mut jsonl,
+                &bar,
+                &window,
+                state.step,
+                lr,
+                loader.stats().good,
+            )?;
+            window = StepMetrics::default();
+        }
+        if state.step % every == 0 || state.step == max_steps {
+            last_checkpoint = Some(save(&dir, &model, &opt, &state, &loader, &config_toml, cfg)?);
+        }
+    }
+    if interrupted && last_checkpoint_step(&last_checkpoint) != Some(state.step) {
+        tracing::info!("stopping on signal at step {}: saving", state.step);
+        last_checkpoint = Some(save(&dir, &model, &opt, &state, &loader, &config_toml, cfg)?);
+    }
+    events.flush()?;
+    bar.finish_and_clear();
+    let stats = loader.stats();
+    tracing::info!("data: {} good samples, skipped {:?}", stats.good, stats.skipped);
+    Ok(TrainOutcome {
+        step: state.step,
+        stage_dir: dir,
+        last_checkpoint,
+        last_loss,
+        nonfinite_skipped: state.nonfinite_skipped,
+        interrupted,
+    })
+}
+
+fn last_checkpoint_step(path: &Option<PathBuf>) -> Option<u64> {
+    path.as_ref()?.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
+fn log_window(
+    events: &mut EventWriter,
+    jsonl: &mut MetricsJsonl,
+    bar: &indicatif::ProgressBar,
+    window: &StepMetrics,
+    step: u64,
+    lr: f64,
+    good_samples: u64,
+) -> Result<()> {
+    let samples_per_sec = window.samples as f64 / window.elapsed_secs.max(1e-9);
+    let data_wait = window.data_wait_secs / window.elapsed_secs.max(1e-9);
+    let buckets = window.bucket_means();
+    let mut scalars: Vec<(String, f64)> = vec![
+        ("train/loss".into(), window.mean_loss()),
+        ("train/lr".into(), lr),
+        ("train/grad_norm".into(), window.last_grad_norm),
+        ("perf/samples_per_sec".into(), samples_per_sec),
+        ("perf/data_wait_fraction".into(), data_wait),
+    ];
+    for (i, b) in buckets.iter().enumerate() {
+        if b.is_finite() {
+            scalars.push((format!("train/loss_t{i}"), *b));
+        }
+    }
+    if let Some(mem) = crate::native::cuda_memory_allocated_gb() {
+        scalars.push(("perf/gpu_memory_gb".into(), mem));
+    }
+    let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    events.scalars(step as i64, &refs)?;
+    events.flush()?;
+    let mut record = serde_json::Map::new();
+    record.insert("step".into(), json!(step));
+    record.insert("samples_good".into(), json!(good_samples));
+    for (k, v) in &scalars {
+        record.insert(k.clone(), json!(v));
+    }
+    jsonl.write(&serde_json::Value::Object(record))?;
+    bar.set_message(format!("loss {:.4} | {:.1} samples/s", window.mean_loss(), samples_per_sec));
+    tracing::debug!("step {step}: loss {:.5} lr {lr:.3e}", window.mean_loss());
+    Ok(())
+}
+
+fn save(
+    dir: &std::path::Path,
+    model: &StageModel,
+    opt: &AdamW,
+    state: &TrainState,
+    loader: &Loader,
+    config_toml: &str,
+    cfg: &Config,
+) -> Result<PathBuf> {
+    let mut state = state.clone();
+    state.data_cursors = vec![serde_json::to_value(loader.cursor()).expect("cursor serialises")];
+    let files = vec![
+        ("model", StageModel::named(&model.vs)),
+        ("ema", StageModel::named(&model.ema_vs)),
+        ("optimizer", opt.state_tensors()),
+    ];
+    let path = checkpoint::save(dir, &state, config_toml, &files)?;
+    let removed = checkpoint::prune(dir, &cfg.train.checkpoint)?;
+    tracing::info!("saved {} (pruned {removed:?})", path.display());
+    Ok(path)
+}
+
+fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint) -> Result<()> {
+    copy_into(&ckpt.tensors("model")?, &model.vs, &ckpt.dir.join("model.safetensors"))?;
+    copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))?;
+    opt.load_state_tensors(ckpt.tensors("optimizer")?)
+}
+
+/// Copies named tensors into a VarStore's variables, refusing missing, unexpected or misshapen
+/// entries by name.
+pub fn copy_into(
+    tensors: &[(String, Tensor)],
+    vs: &tch::nn::VarStore,
+    path: &std::path::Path,
+) -> Result<()> {
+    let vars = vs.variables();
+    let mut problems = Vec::new();
+    let names: std::collections::BTreeSet<&String> = tensors.iter().map(|(n, _)| n).collect();
+    for name in vars.keys() {
+        if !names.contains(name) {
+            problems.push(format!("missing `{name}`"));
+        }
+    }
+    tch::no_grad(|| {
+        for (name, src) in tensors {
+            match vars.get(name) {
+                None => problems.push(format!("unexpected `{name}`")),
+                Some(dst) if dst.size() != src.size() => problems.push(format!(
+                    "`{name}` has shape {:?} in the file, {:?} in the model",
+                    src.size(),
+                    dst.size()
+                )),
+                Some(dst) => {
+                    dst.shallow_clone().copy_(&src.to_kind(dst.kind()));
+                }
+            }
+        }
+    });
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainerError::Checkpoint(format!("{}: {}", path.display(), problems.join("; "))))
+    }
+}

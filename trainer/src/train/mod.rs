@@ -1,0 +1,19 @@
+//! `imagen train`: one stage of the cascade, from the data stream to checkpoints.
+
+mod batch;
+mod device;
+mod r#loop;
+mod metrics;
+mod model;
+mod resume;
+mod run_dir;
+mod signals;
+
+pub use batch::images_to_tensor;
+pub use device::{resolve_device, use_bf16};
+pub use metrics::StepMetrics;
+pub use model::{param_groups, StageModel};
+pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
+pub use resume::{check_compatible, Resume};
+pub use run_dir::stage_dir;
+pub use signals::StopFlag;

@@ -1,0 +1,87 @@
+use std::path::{Path, PathBuf};
+
+use toml::Value;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::Config;
+use crate::error::{Result, TrainerError};
+
+/// Where a run starts from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Resume {
+    /// The newest checkpoint of the stage directory when there is one, else from scratch.
+    #[default]
+    Auto,
+    /// The newest checkpoint, which must exist.
+    Latest,
+    /// A given checkpoint directory.
+    Path(PathBuf),
+    /// From scratch, even if the stage directory holds checkpoints.
+    Never,
+}
+
+impl Resume {
+    /// `latest`, `auto`, `never`, or a checkpoint directory.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "latest" => Resume::Latest,
+            "auto" => Resume::Auto,
+            "never" => Resume::Never,
+            path => Resume::Path(PathBuf::from(path)),
+        }
+    }
+
+    pub fn locate(&self, stage_dir: &Path) -> Result<Option<Checkpoint>> {
+        match self {
+            Resume::Auto => checkpoint::latest(stage_dir),
+            Resume::Latest => checkpoint::latest(stage_dir)?.map(Some).ok_or_else(|| {
+                TrainerError::Checkpoint(format!(
+                    "--resume latest: {} holds no checkpoint",
+                    stage_dir.display()
+                ))
+            }),
+            Resume::Path(dir) => Checkpoint::open(dir).map(Some),
+            Resume::Never => Ok(None),
+        }
+    }
+}
+
+/// Refuses to resume when the config changes what the checkpoint's tensors mean: the stage's
+/// U-Net topology, the text encoder and its mode. Lists every differing field.
+pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Result<()> {
+    let saved: Value = toml::from_str(saved_toml)
+        .map_err(|e| TrainerError::Checkpoint(format!("stored config.toml: {e}")))?;
+    let now: Value = toml::from_str(&current.to_toml()).expect("a config round-trips through TOML");
+    let mut diffs = Vec::new();
+    let unet =
+        |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
+    diff(&format!("stages[{stage}].unet"), unet(&saved).as_ref(), unet(&now).as_ref(), &mut diffs);
+    for key in ["model", "mode", "max_length"] {
+        let get = |v: &Value| v.get("text").and_then(|t| t.get(key)).cloned();
+        diff(&format!("text.{key}"), get(&saved).as_ref(), get(&now).as_ref(), &mut diffs);
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(TrainerError::Checkpoint(format!(
+        "the config changes the model's shape since the checkpoint was written; differing fields: {}",
+        diffs.join(", ")
+    )))
+}
+
+fn diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+    match (a, b) {
+        (Some(Value::Table(x)), Some(Value::Table(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff(&format!("{path}.{k}"), x.get(k), y.get(k), out);
+            }
+        }
+        (x, y) if x == y => {}
+        (x, y) => out.push(format!(
+            "{path} ({} -> {})",
+            x.map_or("absent".to_owned(), Value::to_string),
+            y.map_or("absent".to_owned(), Value::to_string)
+        )),
+    }
+}
