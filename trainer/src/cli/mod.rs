@@ -2,6 +2,7 @@
 
 mod config;
 mod data;
+mod embed;
 mod env;
 mod eval;
 mod model;
@@ -39,6 +40,8 @@ enum Command {
     Data(data::DataCommand),
     /// Show the libtorch this binary runs on and what it sees (CUDA devices, NCCL, autocast).
     Env(env::EnvArgs),
+    /// Cache T5 embeddings of caption shards (for text.mode = "frozen-cached").
+    Embed(embed::EmbedArgs),
     /// Inspect model topologies.
     #[command(subcommand)]
     Model(model::ModelCommand),
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Config(cmd) => config::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
         Command::Train(args) => train::run(args),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::{nn, Device};
 use tokenizers::models::unigram::{Unigram, UnigramTrainer};
-use tokenizers::models::TrainerWrapper;
+use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::normalizers::{
     replace::ReplacePattern, NormalizerWrapper, Replace, Sequence, NFKC,
 };
@@ -68,6 +68,7 @@ pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer
         .map_err(|e| TrainerError::Text(format!("demo tokenizer trainer: {e}")))?
         .into();
     tokenizer.train(&mut trainer, captions.iter()).map_err(err)?;
+    canonicalize(&mut tokenizer)?;
     let post = TemplateProcessing::builder()
         .try_single("$A </s>")
         .and_then(|b| b.try_pair("$A </s> $B </s>"))
@@ -85,6 +86,28 @@ pub fn train_tokenizer(captions: &[String], vocab_size: u32) -> Result<Tokenizer
         }
     }
     Ok(tokenizer)
+}
+
+/// Makes the trained vocabulary reproducible: the trainer sums scores in parallel and breaks
+/// ties in hash order, so scores are rounded to 1e-6 and pieces ordered by (score, piece),
+/// specials first.
+fn canonicalize(tokenizer: &mut Tokenizer) -> Result<()> {
+    let ModelWrapper::Unigram(model) = tokenizer.get_model() else {
+        return Err(TrainerError::Text("the demo tokenizer is not a Unigram model".into()));
+    };
+    let round = |s: f64| (s * 1e6).round() / 1e6;
+    let mut pieces: Vec<(String, f64)> = model
+        .iter()
+        .filter(|(p, _)| !SPECIALS.contains(&p.as_str()))
+        .map(|(p, s)| (p.clone(), round(*s)))
+        .collect();
+    pieces.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let vocab: Vec<(String, f64)> =
+        SPECIALS.iter().map(|s| (s.to_string(), 0.0)).chain(pieces).collect();
+    let unigram = Unigram::from(vocab, Some(2), false)
+        .map_err(|e| TrainerError::Text(format!("demo tokenizer vocabulary: {e}")))?;
+    tokenizer.with_model(unigram);
+    Ok(())
 }
 
 /// Writes `config.json`, `tokenizer.json`, `model.safetensors` and a DEMO-ONLY `README.md` into

@@ -81,6 +81,7 @@ pub fn load_weights(encoder: &T5Encoder, dir: &Path) -> Result<()> {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if shape != target.size() {
                 mismatched.push(format!("{name}: file {shape:?}, model {:?}", target.size()));
+                loaded.insert(canonical.to_owned()); // reported as mismatched, not as missing
                 continue;
             }
             let kind = kind_of(view.dtype()).ok_or_else(|| TrainerError::Model {

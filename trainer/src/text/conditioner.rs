@@ -19,7 +19,7 @@ pub const TEXT_ENCODER_GROUP: usize = 1;
 
 #[derive(Debug)]
 enum Source {
-    Online { encoder: T5Encoder, tokenizer: T5Tokenizer },
+    Online { encoder: Box<T5Encoder>, tokenizer: Box<T5Tokenizer> },
     Cached { cache: EmbedCache, dir: PathBuf },
 }
 
@@ -72,7 +72,7 @@ impl TextConditioner {
                     cfg.max_length,
                     t5.pad_token_id,
                 )?;
-                Source::Online { encoder, tokenizer }
+                Source::Online { encoder: Box::new(encoder), tokenizer: Box::new(tokenizer) }
             }
         };
         Ok(Self {
@@ -119,7 +119,7 @@ impl TextConditioner {
     }
 
     /// `(embeddings [B, L, d_model] f32, mask [B, L] bool)` on the conditioner's device, `L`
-    /// the longest caption of the batch. Online modes encode `captions` (without gradients in
+    /// the longest caption of the batch, embeddings zero at padded positions. Online modes encode `captions` (without gradients in
     /// "frozen-online"); "frozen-cached" looks up (`keys[i]`, `captions[i]`) in the cache.
     pub fn encode(&self, captions: &[String], keys: &[String]) -> Result<(Tensor, Tensor)> {
         match &self.source {
@@ -127,7 +127,9 @@ impl TextConditioner {
                 let run = || encode_captions(encoder, tokenizer, captions, None, self.device);
                 let out = if self.mode == TextMode::Finetune { run()? } else { tch::no_grad(run)? };
                 self.truncated.fetch_add(out.truncated, Ordering::Relaxed);
-                Ok((out.hidden.to_kind(Kind::Float), out.mask.to_kind(Kind::Bool)))
+                // Zero at padding, as the cache serves it, so all modes give the same tensors.
+                let mask = out.mask.to_kind(Kind::Bool);
+                Ok((out.hidden.to_kind(Kind::Float) * mask.unsqueeze(-1), mask))
             }
             Source::Cached { cache, dir } => self.lookup(cache, dir, captions, keys),
         }

@@ -4,6 +4,7 @@
 
 pub mod conditioner;
 pub mod config;
+pub mod embed;
 pub mod encode;
 pub mod identity;
 pub mod prompts;
