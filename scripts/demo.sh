@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's demo, from nothing: bootstrap and build, synthesise the captioned scenes, make the
-# DEMO-ONLY T5, train the 32x32 base and the 32->64 super-resolution stage on CPU, and sample a
+# DEMO-ONLY T5, cache its embeddings of the captions, train the 32x32 base and the 32->64 super-resolution stage on CPU, and sample a
 # grid for held-out captions. Everything goes under checkpoints/demo/.
 # Environment: DEMO_BASE_STEPS, DEMO_SR_STEPS (training steps per stage), DEMO_THREADS.
 set -euo pipefail
@@ -28,6 +28,9 @@ if [[ ! -f "$demo/t5/model.safetensors" ]]; then
   echo "== demo T5 (random weights, demo only)"
   "$bin" text make-demo --captions "$demo/captions.txt" --out "$demo/t5"
 fi
+
+echo "== T5 embedding cache of the training captions"
+"$bin" embed --config "$config"
 
 echo "== stage 0: text -> 32x32"
 "$bin" train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-1500}"

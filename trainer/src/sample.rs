@@ -9,6 +9,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
 use crate::diffusion::sample_stage;
 use crate::error::{Result, TrainerError};
+use crate::text::TextMode;
 use crate::train::{copy_into, stage_dir, StageModel};
 
 /// A stage ready to sample: its model with the checkpoint's EMA weights.
@@ -32,7 +33,12 @@ pub fn load_stage(
         ))
     })?;
     crate::train::check_compatible(&ckpt.config_toml, cfg, index)?;
-    let model = StageModel::new(cfg, index, device)?;
+    // New prompts are not in the embedding cache: sampling runs the same frozen encoder online.
+    let mut cfg = cfg.clone();
+    if cfg.text.mode == TextMode::FrozenCached {
+        cfg.text.mode = TextMode::FrozenOnline;
+    }
+    let model = StageModel::new(&cfg, index, device)?;
     load_ema(&model, &ckpt)?;
     Ok(LoadedStage { model, checkpoint: ckpt.dir })
 }

@@ -134,6 +134,14 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     );
 
     let lowres_side = stage.train_lowres_side();
+    // The cache holds the training captions only: held-out and sample prompts would need the
+    // encoder, which "frozen-cached" does not load.
+    let cached = cfg.text.mode == crate::text::TextMode::FrozenCached;
+    if cached && (cfg.train.validate_every > 0 || cfg.train.sample_every > 0) {
+        tracing::warn!(
+            "text.mode = \"frozen-cached\": periodic validation and sample grids are off (they need the encoder online)"
+        );
+    }
     let every = cfg.train.checkpoint.every_steps.max(1);
     let mut window = StepMetrics::default();
     let mut last_loss = None;
@@ -232,7 +240,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             window = StepMetrics::default();
         }
         let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
-        if due(cfg.train.validate_every) {
+        if due(cfg.train.validate_every) && !cached {
             if let Some(val) =
                 validation_loss(&model, &data_cfg, cfg.train.validate_batches, device)?
             {
@@ -241,7 +249,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 tracing::info!("step {}: validation loss {val:.5}", state.step);
             }
         }
-        if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() {
+        if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
             sample_grid(&model, &cfg.train.sample_prompts, &mut events, state.step)?;
         }
         if state.step % every == 0 || state.step == max_steps {
