@@ -155,7 +155,7 @@ mod tests {
         // Two 1x1 images, red and blue, in a grid two wide.
         let rgb = [255, 0, 0, 0, 0, 255];
         let (g, w, h) = grid(&rgb, 2, 1, 2);
-        assert_eq!((w, h), (7, 5));
+        assert_eq!((w, h), (8, 5));
         let px = |x: usize, y: usize| &g[(y * w + x) * 3..(y * w + x) * 3 + 3];
         assert_eq!(px(2, 2), &[255, 0, 0]);
         assert_eq!(px(5, 2), &[0, 0, 255]);
