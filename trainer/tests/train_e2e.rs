@@ -200,3 +200,34 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
         .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
 }
+
+#[test]
+fn finetune_mode_trains_and_checkpoints_the_encoder_with_its_average() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.text.mode = imagen_trainer::text::TextMode::Finetune;
+    cfg.text.finetune_lr = Some(1e-3);
+    cfg.train.grad_accum = 2;
+    let before = imagen_trainer::train::StageModel::new(&cfg, 0, tch::Device::Cpu).unwrap();
+    let t5_before: std::collections::BTreeMap<String, tch::Tensor> = before
+        .trainable()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("t5."))
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    assert!(!t5_before.is_empty(), "the encoder is trainable in finetune mode");
+    let out = train(&cfg, options(&w.run_dir("finetune"), 0, 4)).unwrap();
+    let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    // Two micro-batches per step.
+    assert_eq!(ckpt.state.samples_seen, 4 * 2 * 4);
+    let model: std::collections::BTreeMap<String, tch::Tensor> =
+        ckpt.tensors("model").unwrap().into_iter().collect();
+    let ema: std::collections::BTreeMap<String, tch::Tensor> =
+        ckpt.tensors("ema").unwrap().into_iter().collect();
+    let changed = t5_before.iter().filter(|(n, t)| !model[*n].equal(t)).count();
+    assert!(changed > 0, "no encoder weight moved");
+    for name in t5_before.keys() {
+        assert!(ema.contains_key(name), "EMA lacks {name}");
+    }
+}
