@@ -6,8 +6,8 @@ The model is a random-weight T5 v1.1 (no download) of the size given by --d-mode
 fixture Unigram tokenizer. Both sides batch captions sorted by length, pad to the batch's
 longest caption, and keep only the real tokens' embeddings (in the cache dtype).
 
-Usage: scripts/python_env.sh && cargo build --release -p imagen-trainer &&
-       .venv-tools/bin/python scripts/bench_embed.py [--binary target/release/imagen]
+Usage: scripts/python_env.sh text && cargo build --release -p imagen-trainer &&
+       .venv-text/bin/python scripts/bench_embed.py [--binary target/release/imagen]
 """
 
 import argparse
