@@ -24,6 +24,21 @@ pub struct SampleMeta {
     pub aesthetic: Option<f64>,
 }
 
+impl SampleMeta {
+    /// Reads the kept LAION columns through `num` (a parquet column or a WebDataset json field,
+    /// by name), under img2dataset's names.
+    pub fn from_fields(num: impl Fn(&str) -> Option<f64>) -> Self {
+        SampleMeta {
+            original_width: num("original_width"),
+            original_height: num("original_height"),
+            punsafe: num("punsafe"),
+            pwatermark: num("pwatermark"),
+            similarity: num("similarity"),
+            aesthetic: num("aesthetic").or_else(|| num("AESTHETIC_SCORE")),
+        }
+    }
+}
+
 /// A sample as stored: the compressed image bytes and its caption.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawSample {

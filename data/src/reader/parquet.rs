@@ -208,15 +208,7 @@ fn row_unit(batch: &RecordBatch, row: usize, path: &Path) -> Unit {
     let Some(caption) = col("caption").and_then(|c| string_at(c, row)) else {
         return Unit::skip(SkipReason::MissingCaption, Some(key), "caption is null or absent");
     };
-    let num = |name: &str| col(name).and_then(|c| number_at(c, row));
-    let meta = SampleMeta {
-        original_width: num("original_width"),
-        original_height: num("original_height"),
-        punsafe: num("punsafe"),
-        pwatermark: num("pwatermark"),
-        similarity: num("similarity"),
-        aesthetic: num("aesthetic").or_else(|| num("AESTHETIC_SCORE")),
-    };
+    let meta = SampleMeta::from_fields(|name: &str| col(name).and_then(|c| number_at(c, row)));
     Unit::Sample(RawSample { key, caption, image, meta })
 }
 

@@ -298,15 +298,7 @@ impl Group {
         let Some(caption) = caption else {
             return Unit::skip(SkipReason::MissingCaption, key, "no txt member or json caption");
         };
-        let num = |name: &str| field(name).and_then(|v| v.as_f64());
-        let meta = SampleMeta {
-            original_width: num("original_width"),
-            original_height: num("original_height"),
-            punsafe: num("punsafe"),
-            pwatermark: num("pwatermark"),
-            similarity: num("similarity"),
-            aesthetic: num("aesthetic").or_else(|| num("AESTHETIC_SCORE")),
-        };
+        let meta = SampleMeta::from_fields(|name: &str| field(name).and_then(|v| v.as_f64()));
         Unit::Sample(RawSample { key: self.key, caption, image, meta })
     }
 }
