@@ -37,8 +37,11 @@ fn main() {
         "native/nccl.cpp",
         "native/error.cpp",
         "native/cuda_memory.cpp",
+        "native/process_group.cpp",
     ];
-    for file in sources.iter().chain(["native/imagen_native.h", "native/error.h"].iter()) {
+    for file in
+        sources.iter().chain(["native/imagen_native.h", "native/error.h", "native/store.h"].iter())
+    {
         println!("cargo:rerun-if-changed={file}");
     }
     let mut build = cc::Build::new();

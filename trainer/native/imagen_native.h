@@ -34,6 +34,9 @@ char* imagen_store_set(imagen_store* store, const char* key, const uint8_t* data
 char* imagen_store_get(imagen_store* store, const char* key, uint8_t** data, size_t* len);
 char* imagen_store_add(imagen_store* store, const char* key, int64_t delta, int64_t* out);
 char* imagen_store_check(imagen_store* store, const char* key, bool* present);
+char* imagen_store_delete(imagen_store* store, const char* key, bool* deleted);
+// Bounds every later `get` (and waits inside collectives of the CPU backend).
+char* imagen_store_set_timeout(imagen_store* store, int64_t timeout_ms);
 uint16_t imagen_store_port(const imagen_store* store);
 void imagen_store_free(imagen_store* store);
 
@@ -45,6 +48,31 @@ char* imagen_cuda_reset_peak_memory(int device);
 // device is present).
 bool imagen_nccl_compiled(void);
 char* imagen_nccl_version(int64_t* version);
+
+// c10d::ProcessGroup over `store` (keys under `prefix`). NCCL binds the worker to CUDA device
+// `device_index`; the CPU store backend exists for tests on machines without a GPU.
+#define IMAGEN_BACKEND_NCCL 0
+#define IMAGEN_BACKEND_CPU_STORE 1
+typedef struct imagen_pg imagen_pg;
+char* imagen_pg_new(imagen_store* store, const char* prefix, int rank, int size, int backend,
+                    int64_t timeout_ms, int device_index, imagen_pg** out);
+// Tensors are tch's `at::Tensor*` handles; reduced in place, one collective per tensor.
+char* imagen_pg_allreduce(imagen_pg* pg, void* const* tensors, size_t n, bool average);
+// In place from `root`, coalesced into buffers of `bucket_bytes` (c10d::broadcast_coalesced).
+char* imagen_pg_broadcast(imagen_pg* pg, void* const* tensors, size_t n, int root,
+                          int64_t bucket_bytes);
+char* imagen_pg_barrier(imagen_pg* pg);
+void imagen_pg_free(imagen_pg* pg);
+
+// c10d::Reducer, DDP's gradient averaging: buckets of `bucket_bytes` (the first one
+// `first_bucket_bytes`), all-reduced from autograd hooks while the backward pass runs.
+typedef struct imagen_reducer imagen_reducer;
+char* imagen_reducer_new(imagen_pg* pg, void* const* params, size_t n, int64_t bucket_bytes,
+                         int64_t first_bucket_bytes, imagen_reducer** out, size_t* buckets);
+// Call before a backward pass whose gradients must be averaged; backward passes without it
+// (gradient-accumulation micro-steps) only accumulate locally.
+char* imagen_reducer_prepare(imagen_reducer* reducer);
+void imagen_reducer_free(imagen_reducer* reducer);
 
 #ifdef __cplusplus
 }

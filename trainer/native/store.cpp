@@ -7,10 +7,7 @@
 
 #include "error.h"
 #include "imagen_native.h"
-
-struct imagen_store {
-  c10::intrusive_ptr<c10d::TCPStore> inner;
-};
+#include "store.h"
 
 extern "C" {
 
@@ -57,6 +54,14 @@ char* imagen_store_add(imagen_store* store, const char* key, int64_t delta, int6
 
 char* imagen_store_check(imagen_store* store, const char* key, bool* present) {
   return imagen_guard([&] { *present = store->inner->check({std::string(key)}); });
+}
+
+char* imagen_store_delete(imagen_store* store, const char* key, bool* deleted) {
+  return imagen_guard([&] { *deleted = store->inner->deleteKey(std::string(key)); });
+}
+
+char* imagen_store_set_timeout(imagen_store* store, int64_t timeout_ms) {
+  return imagen_guard([&] { store->inner->setTimeout(std::chrono::milliseconds(timeout_ms)); });
 }
 
 uint16_t imagen_store_port(const imagen_store* store) { return store->inner->getPort(); }

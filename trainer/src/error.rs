@@ -39,6 +39,10 @@ pub enum TrainerError {
     #[error("{0}")]
     Text(String),
 
+    /// Multi-process training could not start or a peer failed; the message names the rank.
+    #[error("distributed: {0}")]
+    Dist(String),
+
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 

@@ -3,6 +3,7 @@
 //! Sections follow DESIGN.md and grow as features land. Unknown keys are errors (with the nearest
 //! valid key suggested), so a typo never silently falls back to a default.
 
+mod dist;
 mod load;
 mod log;
 mod run;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainerError};
 
+pub use dist::{DistBackend, DistConfig};
 pub use load::{parse_override, Override};
 pub use log::LogConfig;
 pub use run::RunConfig;
@@ -36,6 +38,8 @@ pub struct Config {
     pub data: imagen_data::DataConfig,
     /// The T5 text encoder and how training uses it.
     pub text: crate::text::TextConfig,
+    /// Data-parallel training over several processes.
+    pub dist: DistConfig,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             stages: vec![StageConfig::default()],
             data: imagen_data::DataConfig::default(),
             text: crate::text::TextConfig::default(),
+            dist: DistConfig::default(),
         }
     }
 }

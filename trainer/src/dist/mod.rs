@@ -1,5 +1,17 @@
-//! Multi-process training: rendezvous and collectives through libtorch's c10d.
+//! Multi-process data-parallel training: where a worker stands (env), the rendezvous through
+//! c10d's TCPStore, c10d process groups and DDP's gradient reducer, and the weight fingerprint
+//! that proves every rank holds the same model.
 
+pub mod env;
+pub mod fingerprint;
+pub mod process_group;
+pub mod reducer;
+pub mod rendezvous;
 pub mod store;
 
+pub use env::WorldInfo;
+pub use fingerprint::fingerprint;
+pub use process_group::{Backend, ProcessGroup};
+pub use reducer::GradReducer;
+pub use rendezvous::{choose_backend, Dist};
 pub use store::{StoreOptions, TcpStore};

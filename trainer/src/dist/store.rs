@@ -52,11 +52,15 @@ pub struct TcpStore {
 unsafe impl Send for TcpStore {}
 unsafe impl Sync for TcpStore {}
 
-fn c_string(what: &str, s: &str) -> Result<CString> {
+pub(crate) fn c_string(what: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| TrainerError::Native {
         what: what.to_owned(),
         message: format!("{s:?} contains a NUL byte"),
     })
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 impl TcpStore {
@@ -77,7 +81,7 @@ impl TcpStore {
                 opts.is_server,
                 opts.num_workers.map_or(-1, |n| n as i64),
                 opts.wait_workers,
-                opts.timeout.as_millis().min(i64::MAX as u128) as i64,
+                duration_ms(opts.timeout),
                 &mut handle,
             )
         })?;
@@ -121,6 +125,29 @@ impl TcpStore {
             native::imagen_store_add(self.handle, k.as_ptr(), delta, &mut out)
         })?;
         Ok(out)
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let k = c_string("store key", key)?;
+        let mut deleted = false;
+        // SAFETY: pointers are valid for the call.
+        check(&format!("store delete {key:?}"), unsafe {
+            native::imagen_store_delete(self.handle, k.as_ptr(), &mut deleted)
+        })?;
+        Ok(deleted)
+    }
+
+    /// Bounds every later `get`.
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        // SAFETY: the handle is live.
+        check("store set timeout", unsafe {
+            native::imagen_store_set_timeout(self.handle, duration_ms(timeout))
+        })
+    }
+
+    pub(crate) fn handle(&self) -> *mut ImagenStore {
+        self.handle
     }
 
     /// Whether `key` is set, without waiting.

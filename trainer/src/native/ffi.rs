@@ -8,6 +8,22 @@ pub struct ImagenStore {
     _private: [u8; 0],
 }
 
+/// Opaque c10d::ProcessGroup handle.
+#[repr(C)]
+pub struct ImagenPg {
+    _private: [u8; 0],
+}
+
+/// Opaque c10d::Reducer handle.
+#[repr(C)]
+pub struct ImagenReducer {
+    _private: [u8; 0],
+}
+
+/// `IMAGEN_BACKEND_*` of imagen_native.h.
+pub const BACKEND_NCCL: c_int = 0;
+pub const BACKEND_CPU_STORE: c_int = 1;
+
 extern "C" {
     pub fn imagen_free(ptr: *mut c_void);
 
@@ -51,6 +67,12 @@ extern "C" {
         key: *const c_char,
         present: *mut bool,
     ) -> *mut c_char;
+    pub fn imagen_store_delete(
+        store: *mut ImagenStore,
+        key: *const c_char,
+        deleted: *mut bool,
+    ) -> *mut c_char;
+    pub fn imagen_store_set_timeout(store: *mut ImagenStore, timeout_ms: i64) -> *mut c_char;
     pub fn imagen_store_port(store: *const ImagenStore) -> u16;
     pub fn imagen_store_free(store: *mut ImagenStore);
 
@@ -64,4 +86,42 @@ extern "C" {
 
     pub fn imagen_nccl_compiled() -> bool;
     pub fn imagen_nccl_version(version: *mut i64) -> *mut c_char;
+
+    pub fn imagen_pg_new(
+        store: *mut ImagenStore,
+        prefix: *const c_char,
+        rank: c_int,
+        size: c_int,
+        backend: c_int,
+        timeout_ms: i64,
+        device_index: c_int,
+        out: *mut *mut ImagenPg,
+    ) -> *mut c_char;
+    pub fn imagen_pg_allreduce(
+        pg: *mut ImagenPg,
+        tensors: *const *mut c_void,
+        n: usize,
+        average: bool,
+    ) -> *mut c_char;
+    pub fn imagen_pg_broadcast(
+        pg: *mut ImagenPg,
+        tensors: *const *mut c_void,
+        n: usize,
+        root: c_int,
+        bucket_bytes: i64,
+    ) -> *mut c_char;
+    pub fn imagen_pg_barrier(pg: *mut ImagenPg) -> *mut c_char;
+    pub fn imagen_pg_free(pg: *mut ImagenPg);
+
+    pub fn imagen_reducer_new(
+        pg: *mut ImagenPg,
+        params: *const *mut c_void,
+        n: usize,
+        bucket_bytes: i64,
+        first_bucket_bytes: i64,
+        out: *mut *mut ImagenReducer,
+        buckets: *mut usize,
+    ) -> *mut c_char;
+    pub fn imagen_reducer_prepare(reducer: *mut ImagenReducer) -> *mut c_char;
+    pub fn imagen_reducer_free(reducer: *mut ImagenReducer);
 }

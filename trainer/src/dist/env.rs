@@ -1,0 +1,234 @@
+//! Where a worker stands in the job: rank, world size, local rank and the rendezvous address,
+//! read from what `imagen launch` and torchrun set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) or from Slurm (`SLURM_PROCID`,
+//! `SLURM_NTASKS`, `SLURM_LOCALID`, `SLURM_NTASKS_PER_NODE`, the job's node list).
+
+use crate::error::{Result, TrainerError};
+
+/// The port torchrun uses when `MASTER_PORT` is not set.
+pub const DEFAULT_MASTER_PORT: u16 = 29500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorldInfo {
+    pub rank: usize,
+    pub world_size: usize,
+    /// Index of this worker on its node (its CUDA device).
+    pub local_rank: usize,
+    /// Workers per node; rank r runs on node r / local_world_size.
+    pub local_world_size: usize,
+    /// Where rank 0 serves the rendezvous store.
+    pub master_addr: String,
+    pub master_port: u16,
+    /// Which launcher described the job ("torchrun-style environment" or "Slurm").
+    pub source: &'static str,
+}
+
+impl WorldInfo {
+    /// The job this process belongs to, or None for a single-process run. Explicit torchrun-style
+    /// variables win over Slurm's; a Slurm step with one task is a single-process run.
+    pub fn from_env() -> Result<Option<Self>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// As [`WorldInfo::from_env`], reading variables through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        if let (Some(rank), Some(world)) = (var("RANK"), var("WORLD_SIZE")) {
+            let source = "torchrun-style environment";
+            let rank = number("RANK", &rank)?;
+            let world_size = number("WORLD_SIZE", &world)?;
+            let local_rank = optional(&var, "LOCAL_RANK")?.unwrap_or(rank);
+            let local_world_size = optional(&var, "LOCAL_WORLD_SIZE")?.unwrap_or(world_size);
+            let info = Self {
+                rank,
+                world_size,
+                local_rank,
+                local_world_size,
+                master_addr: var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
+                master_port: port(&var)?.unwrap_or(DEFAULT_MASTER_PORT),
+                source,
+            };
+            return info.validated().map(Some);
+        }
+        let (Some(rank), Some(tasks)) = (var("SLURM_PROCID"), var("SLURM_NTASKS")) else {
+            return Ok(None);
+        };
+        let rank = number("SLURM_PROCID", &rank)?;
+        let world_size = number("SLURM_NTASKS", &tasks)?;
+        if world_size <= 1 {
+            return Ok(None);
+        }
+        let local_rank = optional(&var, "SLURM_LOCALID")?.unwrap_or(0);
+        // "4" or "4(x2)" or "4(x2),3": the first node's count is the per-node count.
+        let per_node = var("SLURM_NTASKS_PER_NODE")
+            .or_else(|| var("SLURM_STEP_TASKS_PER_NODE"))
+            .or_else(|| var("SLURM_TASKS_PER_NODE"))
+            .and_then(|v| v.split(['(', ',']).next().and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(world_size);
+        let master_addr = match var("MASTER_ADDR") {
+            Some(a) => a,
+            None => {
+                let list = var("SLURM_STEP_NODELIST").or_else(|| var("SLURM_JOB_NODELIST"));
+                let list = list.ok_or_else(|| {
+                    dist_error(
+                        "Slurm job without SLURM_JOB_NODELIST: set MASTER_ADDR to the first node"
+                            .into(),
+                    )
+                })?;
+                first_host(&list).ok_or_else(|| {
+                    dist_error(format!("cannot read the first host of SLURM_JOB_NODELIST={list:?}"))
+                })?
+            }
+        };
+        // Every task of the job derives the same port from the job id, so concurrent jobs on
+        // shared nodes do not collide.
+        let master_port = match port(&var)? {
+            Some(p) => p,
+            None => match var("SLURM_JOB_ID").and_then(|id| id.parse::<u64>().ok()) {
+                Some(id) => 20000 + (id % 20000) as u16,
+                None => DEFAULT_MASTER_PORT,
+            },
+        };
+        Self {
+            rank,
+            world_size,
+            local_rank,
+            local_world_size: per_node,
+            master_addr,
+            master_port,
+            source: "Slurm",
+        }
+        .validated()
+        .map(Some)
+    }
+
+    /// The node rank `rank` runs on.
+    pub fn node_of(&self, rank: usize) -> usize {
+        rank / self.local_world_size.max(1)
+    }
+
+    fn validated(self) -> Result<Self> {
+        if self.world_size == 0 || self.rank >= self.world_size {
+            return Err(dist_error(format!(
+                "{}: rank {} is not below the world size {}",
+                self.source, self.rank, self.world_size
+            )));
+        }
+        if self.local_world_size == 0 || self.local_rank >= self.local_world_size {
+            return Err(dist_error(format!(
+                "{}: local rank {} is not below the local world size {}",
+                self.source, self.local_rank, self.local_world_size
+            )));
+        }
+        Ok(self)
+    }
+}
+
+fn dist_error(message: String) -> TrainerError {
+    TrainerError::Dist(message)
+}
+
+fn number(name: &str, value: &str) -> Result<usize> {
+    value.trim().parse().map_err(|_| dist_error(format!("{name}={value:?} is not a number")))
+}
+
+fn optional(var: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<usize>> {
+    var(name).map(|v| number(name, &v)).transpose()
+}
+
+fn port(var: &impl Fn(&str) -> Option<String>) -> Result<Option<u16>> {
+    var("MASTER_PORT")
+        .map(|v| {
+            v.trim().parse().map_err(|_| dist_error(format!("MASTER_PORT={v:?} is not a port")))
+        })
+        .transpose()
+}
+
+/// The first host of a Slurm host list: "gpu[003-005,9],login1" -> "gpu003".
+pub fn first_host(list: &str) -> Option<String> {
+    let list = list.trim();
+    let end = list.find([',', '[']).unwrap_or(list.len());
+    let prefix = &list[..end];
+    if list[end..].starts_with('[') {
+        let inner = &list[end + 1..];
+        let first = inner.split([',', '-', ']']).next()?;
+        if first.is_empty() {
+            return None;
+        }
+        Some(format!("{prefix}{first}"))
+    } else if prefix.is_empty() {
+        None
+    } else {
+        Some(prefix.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(vars: &[(&str, &str)]) -> Result<Option<WorldInfo>> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        WorldInfo::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn torchrun_variables() {
+        let info = read(&[
+            ("RANK", "5"),
+            ("WORLD_SIZE", "8"),
+            ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "1234"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((info.rank, info.world_size, info.local_rank), (5, 8, 1));
+        assert_eq!((info.master_addr.as_str(), info.master_port), ("node0", 1234));
+        assert_eq!(info.node_of(5), 1);
+    }
+
+    #[test]
+    fn slurm_variables() {
+        let info = read(&[
+            ("SLURM_PROCID", "6"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_LOCALID", "2"),
+            ("SLURM_NTASKS_PER_NODE", "4(x2)"),
+            ("SLURM_JOB_NODELIST", "gpu[007-008]"),
+            ("SLURM_JOB_ID", "123456"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (info.rank, info.world_size, info.local_rank, info.local_world_size),
+            (6, 8, 2, 4)
+        );
+        assert_eq!(info.master_addr, "gpu007");
+        assert_eq!(info.master_port, 20000 + (123456 % 20000) as u16);
+        assert_eq!(info.source, "Slurm");
+    }
+
+    #[test]
+    fn single_process_and_bad_values() {
+        assert_eq!(read(&[]).unwrap(), None);
+        assert_eq!(read(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+        let err = read(&[("RANK", "2"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
+        assert!(err.contains("rank 2 is not below the world size 2"), "{err}");
+        let err = read(&[("RANK", "x"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
+        assert!(err.contains("RANK=\"x\""), "{err}");
+    }
+
+    #[test]
+    fn slurm_host_lists() {
+        assert_eq!(first_host("gpu[003-005,9],login1").as_deref(), Some("gpu003"));
+        assert_eq!(first_host("n1,n2").as_deref(), Some("n1"));
+        assert_eq!(first_host("solo").as_deref(), Some("solo"));
+        assert_eq!(first_host("a[12]").as_deref(), Some("a12"));
+        assert_eq!(first_host("").as_deref(), None);
+    }
+}

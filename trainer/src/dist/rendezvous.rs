@@ -1,0 +1,207 @@
+//! Start-up: rank 0 serves a c10d TCPStore at MASTER_ADDR:MASTER_PORT, every worker checks in,
+//! and rank 0 names whoever is missing before anyone builds a process group.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::env::WorldInfo;
+use super::process_group::{Backend, ProcessGroup};
+use super::store::{StoreOptions, TcpStore};
+use crate::config::{DistBackend, DistConfig};
+use crate::error::{Result, TrainerError};
+
+/// A worker's membership of the job: its place, the store and the process group.
+pub struct Dist {
+    pub info: WorldInfo,
+    pub store: TcpStore,
+    pub pg: ProcessGroup,
+}
+
+const POLL: Duration = Duration::from_millis(20);
+
+fn err(message: String) -> TrainerError {
+    TrainerError::Dist(message)
+}
+
+/// The backend `cfg` asks for, given whether the worker trains on CUDA.
+pub fn choose_backend(cfg: &DistConfig, cuda: bool) -> Result<Backend> {
+    match (cfg.backend, cuda) {
+        (DistBackend::Nccl, false) => {
+            Err(err("dist.backend = \"nccl\" needs CUDA devices; this worker trains on the CPU \
+             (use dist.backend = \"cpu\" for tests without a GPU)"
+                .into()))
+        }
+        (DistBackend::Cpu, true) => {
+            Err(err("dist.backend = \"cpu\" cannot reduce CUDA tensors; use \"nccl\" or \"auto\""
+                .into()))
+        }
+        (DistBackend::Nccl, true) | (DistBackend::Auto, true) => Ok(Backend::Nccl),
+        (DistBackend::Cpu, false) | (DistBackend::Auto, false) => Ok(Backend::CpuStore),
+    }
+}
+
+impl Dist {
+    /// Rendezvous of all `info.world_size` workers, then the process group.
+    pub fn init(info: WorldInfo, cfg: &DistConfig, cuda: bool) -> Result<Self> {
+        let backend = choose_backend(cfg, cuda)?;
+        let wait = Duration::from_secs(cfg.rendezvous_timeout_secs.max(1));
+        let place = format!("{}:{}", info.master_addr, info.master_port);
+        let main = info.rank == 0;
+        let opts = if main {
+            StoreOptions::server(&info.master_addr, info.master_port)
+        } else {
+            StoreOptions::client(&info.master_addr, info.master_port)
+        }
+        .timeout(wait);
+        let store = TcpStore::open(&opts).map_err(|e| {
+            err(if main {
+                format!("rank 0 could not serve the rendezvous store on {place}: {e}")
+            } else {
+                format!(
+                    "rank {} could not reach rank 0's rendezvous store at {place} within {}s \
+                     (is rank 0 running, and is MASTER_ADDR reachable from this node?): {e}",
+                    info.rank,
+                    wait.as_secs()
+                )
+            })
+        })?;
+        let me = json!({
+            "host": hostname(),
+            "pid": std::process::id(),
+            "local_rank": info.local_rank,
+            "world_size": info.world_size,
+        });
+        store.set(&format!("rendezvous/rank/{}", info.rank), me.to_string().as_bytes())?;
+        let deadline = Instant::now() + wait;
+        if main {
+            let mut missing: Vec<usize> = (0..info.world_size).collect();
+            while !missing.is_empty() {
+                let mut still = Vec::new();
+                for r in missing {
+                    if !store.contains(&format!("rendezvous/rank/{r}"))? {
+                        still.push(r);
+                    }
+                }
+                missing = still;
+                if missing.is_empty() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let expected: Vec<String> = missing
+                        .iter()
+                        .map(|&r| format!("rank {r} (node {})", info.node_of(r)))
+                        .collect();
+                    return Err(err(format!(
+                        "{} of {} workers never joined the rendezvous at {place} within {}s: {} \
+                         (rank r runs on node r / {} local workers; check that node's launcher)",
+                        missing.len(),
+                        info.world_size,
+                        wait.as_secs(),
+                        expected.join(", "),
+                        info.local_world_size
+                    )));
+                }
+                std::thread::sleep(POLL);
+            }
+            for r in 0..info.world_size {
+                let theirs: Value =
+                    serde_json::from_slice(&store.get(&format!("rendezvous/rank/{r}"))?)
+                        .map_err(|e| err(format!("rank {r}'s rendezvous record: {e}")))?;
+                if theirs["world_size"] != json!(info.world_size) {
+                    return Err(err(format!(
+                        "rank {r} ({}) believes the world size is {}, rank 0 that it is {}",
+                        theirs["host"], theirs["world_size"], info.world_size
+                    )));
+                }
+            }
+            store.set("rendezvous/ready", b"1")?;
+        } else {
+            while !store.contains("rendezvous/ready")? {
+                if Instant::now() > deadline {
+                    return Err(err(format!(
+                        "rank {}: rank 0 at {place} did not complete the rendezvous within {}s \
+                         (another worker never joined; rank 0's log names it)",
+                        info.rank,
+                        wait.as_secs()
+                    )));
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        let collective = Duration::from_secs(cfg.collective_timeout_secs.max(1));
+        store.set_timeout(collective)?;
+        let pg = ProcessGroup::new(
+            &store,
+            "pg/",
+            info.rank,
+            info.world_size,
+            backend,
+            collective,
+            info.local_rank,
+        )?;
+        tracing::info!(
+            "rank {} of {} joined at {place} ({}, {backend:?} backend)",
+            info.rank,
+            info.world_size,
+            info.source
+        );
+        Ok(Self { info, store, pg })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.info.rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.info.world_size
+    }
+
+    /// Rank 0 writes checkpoints and logs.
+    pub fn is_main(&self) -> bool {
+        self.info.rank == 0
+    }
+
+    /// Every rank's `value` on rank 0 (in rank order), None elsewhere. `key` must be unique
+    /// to this call (a step number, say).
+    pub fn gather_json(&self, key: &str, value: &Value) -> Result<Option<Vec<Value>>> {
+        let slot = |r: usize| format!("gather/{key}/{r}");
+        self.store.set(&slot(self.rank()), value.to_string().as_bytes())?;
+        if !self.is_main() {
+            return Ok(None);
+        }
+        let mut all = Vec::with_capacity(self.world_size());
+        for r in 0..self.world_size() {
+            let bytes = self.store.get(&slot(r)).map_err(|e| {
+                err(format!(
+                    "rank {r} never sent its {key} (rank {r} on node {}): {e}",
+                    self.info.node_of(r)
+                ))
+            })?;
+            self.store.delete(&slot(r))?;
+            all.push(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| err(format!("rank {r}'s {key}: {e}")))?,
+            );
+        }
+        Ok(Some(all))
+    }
+
+    /// Rank 0's `value` on every rank (`value` is read on rank 0 only).
+    pub fn share_from_main(&self, key: &str, value: &str) -> Result<String> {
+        let slot = format!("share/{key}");
+        if self.is_main() {
+            self.store.set(&slot, value.as_bytes())?;
+            return Ok(value.to_owned());
+        }
+        let bytes = self.store.get(&slot)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".into())
+}
