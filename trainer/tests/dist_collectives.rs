@@ -145,7 +145,7 @@ fn reducer_averages_gradients_and_skips_accumulation_steps() {
             assert!(max_diff(&got, want) < 1e-5, "step {step}: {got:?} vs {want:?}");
         }
         for p in &params {
-            p.grad().zero_();
+            let _ = p.grad().zero_();
         }
     }
 }
