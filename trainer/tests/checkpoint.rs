@@ -16,6 +16,7 @@ fn state(step: u64) -> TrainState {
         seed: 1,
         nonfinite_skipped: 0,
         imagen_version: "test".into(),
+        weight_fingerprints: vec![7],
     }
 }
 

@@ -20,4 +20,8 @@ pub struct TrainState {
     pub nonfinite_skipped: u64,
     /// The imagen version that wrote it.
     pub imagen_version: String,
+    /// Each rank's weight fingerprint when saved (`imagen_trainer::dist::fingerprint` of the
+    /// model tensors): equal on every rank, or the checkpoint is refused.
+    #[serde(default)]
+    pub weight_fingerprints: Vec<i64>,
 }

@@ -5,6 +5,7 @@ mod data;
 mod embed;
 mod env;
 mod eval;
+mod launch;
 mod model;
 mod sample;
 mod text;
@@ -49,6 +50,8 @@ enum Command {
     Sample(sample::SampleArgs),
     /// Train one stage of the cascade.
     Train(train::TrainArgs),
+    /// Run an imagen command (normally `train`) as several data-parallel workers on this node.
+    Launch(launch::LaunchArgs),
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Model(cmd) => model::run(cmd),
         Command::Text(cmd) => text::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Launch(args) => launch::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(cmd) => eval::run(cmd),
     };

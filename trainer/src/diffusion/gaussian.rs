@@ -4,6 +4,7 @@ use tch::{Kind, Tensor};
 
 use super::augment::{degrade, noise_augment};
 use super::config::DiffusionConfig;
+use super::draws::{DrawShape, TrainingDraws};
 use super::loss::{loss_weight, per_sample_mse};
 use super::objective::{target, x0_and_eps};
 use super::schedule::Schedule;
@@ -91,10 +92,35 @@ impl GaussianDiffusion {
     /// at `aug_level` ([B]). Draws from the global RNG.
     pub fn lowres_condition(&self, x0: &Tensor, lowres_side: i64, aug_level: &Tensor) -> Tensor {
         let b = x0.size()[0];
-        let blur = (self.cfg.blur_aug_prob > 0.0)
-            .then(|| Tensor::rand([b], (Kind::Float, x0.device())).lt(self.cfg.blur_aug_prob));
+        let blur_u =
+            (self.cfg.blur_aug_prob > 0.0).then(|| Tensor::rand([b], (Kind::Float, x0.device())));
+        let noise = x0.randn_like();
+        self.lowres_condition_with(x0, lowres_side, aug_level, blur_u.as_ref(), &noise)
+    }
+
+    /// As [`Self::lowres_condition`], with the blur choices (uniform [B]) and the noise given.
+    fn lowres_condition_with(
+        &self,
+        x0: &Tensor,
+        lowres_side: i64,
+        aug_level: &Tensor,
+        blur_u: Option<&Tensor>,
+        noise: &Tensor,
+    ) -> Tensor {
+        let blur = blur_u.map(|u| u.lt(self.cfg.blur_aug_prob));
         let clean = degrade(x0, lowres_side, blur.as_ref().map(|w| (w, self.cfg.blur_sigma)));
-        noise_augment(&self.aug_schedule, &clean, aug_level, &clean.randn_like())
+        noise_augment(&self.aug_schedule, &clean, aug_level, noise)
+    }
+
+    /// What the training draws look like for a batch shaped like `x0`.
+    pub fn draw_shape(&self, x0: &Tensor, lowres_side: Option<i64>) -> DrawShape {
+        let size = x0.size();
+        DrawShape {
+            channels: size[1],
+            side: size[2],
+            lowres_side,
+            blur: lowres_side.is_some() && self.cfg.blur_aug_prob > 0.0,
+        }
     }
 
     /// Per-sample loss [B] for clean images x0 in [-1, 1] and the times [B] drawn. For SR
@@ -109,22 +135,36 @@ impl GaussianDiffusion {
         mask: &Tensor,
         lowres_side: Option<i64>,
     ) -> (Tensor, Tensor) {
-        let b = x0.size()[0];
-        let opts = (Kind::Float, x0.device());
-        let t = Tensor::rand([b], opts);
-        let noise = x0.randn_like();
-        let x_t = self.q_sample(x0, &t, &noise);
-        let cond_drop = Tensor::rand([b], opts).lt(self.cfg.cond_drop_prob);
-        let (lowres, aug_level) = match lowres_side {
-            Some(side) => {
-                let level = Tensor::rand([b], opts) * self.cfg.noise_aug_max;
-                (Some(self.lowres_condition(x0, side, &level)), Some(level))
+        let shape = self.draw_shape(x0, lowres_side);
+        let draws = TrainingDraws::global(x0.size()[0], shape, x0.device());
+        self.training_loss_with(unet, x0, text, mask, lowres_side, &draws)
+    }
+
+    /// As [`Self::training_loss`], with the step's random numbers given.
+    pub fn training_loss_with(
+        &self,
+        unet: &UNet,
+        x0: &Tensor,
+        text: &Tensor,
+        mask: &Tensor,
+        lowres_side: Option<i64>,
+        draws: &TrainingDraws,
+    ) -> (Tensor, Tensor) {
+        let t = &draws.t;
+        let x_t = self.q_sample(x0, t, &draws.noise);
+        let cond_drop = draws.drop_u.lt(self.cfg.cond_drop_prob);
+        let (lowres, aug_level) = match (lowres_side, &draws.aug_u, &draws.aug_noise) {
+            (Some(side), Some(u), Some(noise)) => {
+                let level = u * self.cfg.noise_aug_max;
+                let cond =
+                    self.lowres_condition_with(x0, side, &level, draws.blur_u.as_ref(), noise);
+                (Some(cond), Some(level))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let pred = unet.forward(
             &x_t,
-            &t,
+            t,
             text,
             mask,
             lowres.as_ref(),
@@ -132,12 +172,12 @@ impl GaussianDiffusion {
             &cond_drop,
             true,
         );
-        let (alpha, sigma) = self.alpha_sigma(&t);
-        let goal = target(self.cfg.objective, x0, &noise, &alpha, &sigma);
-        let snr = self.schedule.log_snr(&t).exp();
+        let (alpha, sigma) = self.alpha_sigma(t);
+        let goal = target(self.cfg.objective, x0, &draws.noise, &alpha, &sigma);
+        let snr = self.schedule.log_snr(t).exp();
         let weight =
             loss_weight(self.cfg.loss_weighting, self.cfg.objective, &snr, self.cfg.min_snr_gamma);
-        (per_sample_mse(&pred.to_kind(Kind::Float), &goal) * weight, t)
+        (per_sample_mse(&pred.to_kind(Kind::Float), &goal) * weight, t.shallow_clone())
     }
 
     /// (x0, eps) implied by a network output at (x_t, t).

@@ -4,6 +4,7 @@
 pub mod augment;
 mod cascade;
 mod config;
+mod draws;
 mod gaussian;
 pub mod loss;
 pub mod objective;
@@ -16,6 +17,7 @@ pub use config::{
     DiffusionConfig, LossWeighting, Objective, SamplerConfig, SamplerKind, ScheduleKind,
     Thresholding,
 };
+pub use draws::{DrawShape, TrainingDraws};
 pub use gaussian::GaussianDiffusion;
 pub use sampler::{guided_prediction, sample_stage};
 pub use schedule::{alpha_sigma_from_log_snr, Schedule};

@@ -200,8 +200,5 @@ impl Dist {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".into())
+    gethostname::gethostname().to_string_lossy().into_owned()
 }

@@ -9,6 +9,7 @@ use super::batch::images_to_tensor;
 use super::device::{resolve_device, use_bf16};
 use super::metrics::StepMetrics;
 use super::model::{param_groups, StageModel};
+use super::replicas::Replicas;
 use super::resume::{check_compatible, Resume};
 use super::run_dir::stage_dir;
 use super::signals::StopFlag;
@@ -17,6 +18,7 @@ use crate::autocast::{Autocast, AutocastDevice};
 use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
 use crate::config::Config;
 use crate::diffusion::augment::random_crop;
+use crate::diffusion::TrainingDraws;
 use crate::error::{Result, TrainerError};
 use crate::logs::{EventWriter, MetricsJsonl};
 use crate::optim::{clip_grad_norm, AdamW, Ema, LrSchedule};
@@ -57,8 +59,16 @@ fn step_seed(seed: u64, step: u64) -> i64 {
     (x >> 1) as i64
 }
 
+/// The seeds of samples `first..first + n` of a step's global batch (numbered across ranks and
+/// micro-batches): a sample's noise and times do not depend on how the batch is split.
+fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
+    (0..n as u64).map(|i| self::step_seed(step_seed as u64, first + i + 1)).collect()
+}
+
 pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
-    let device = resolve_device(&cfg.train.device)?;
+    let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
+    let (rank, world) = (replicas.rank(), replicas.world_size());
+    let main = replicas.is_main();
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
     }
@@ -77,7 +87,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     }
 
     // Resume: weights, EMA, optimizer, step and the data cursor.
-    let resume_from = opts.resume.locate(&dir)?;
+    let resume_from = replicas.resume_point(|| opts.resume.locate(&dir))?;
     let groups = param_groups(&model, cfg);
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, groups);
     let ema = Ema::new(&cfg.train.ema, &model.vs, &model.ema_vs)?;
@@ -89,14 +99,15 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         seed: cfg.run.seed,
         nonfinite_skipped: 0,
         imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
+        weight_fingerprints: Vec::new(),
     };
     let mut cursor: Option<Cursor> = None;
     if let Some(ckpt) = &resume_from {
         check_compatible(&ckpt.config_toml, cfg, opts.stage)?;
         restore(&model, &mut opt, ckpt)?;
         state = ckpt.state.clone();
-        if let Some(c) = state.data_cursors.first() {
-            cursor = Some(serde_json::from_value(c.clone()).map_err(|e| {
+        if let Some(c) = replicas.cursor_of(ckpt)? {
+            cursor = Some(serde_json::from_value(c).map_err(|e| {
                 TrainerError::Checkpoint(format!("{}: data cursor: {e}", ckpt.dir.display()))
             })?);
         }
@@ -107,7 +118,8 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             state.step
         );
     }
-    let mut loader = Loader::new(&data_cfg, stage.data_side(), 0, 1, cursor)?;
+    replicas.attach(&model, cfg)?;
+    let mut loader = Loader::new(&data_cfg, stage.data_side(), rank, world, cursor)?;
 
     let schedule = LrSchedule {
         lr: cfg.train.lr,
@@ -116,22 +128,25 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         total_steps: max_steps,
         min_lr_ratio: cfg.train.min_lr_ratio,
     };
-    let mut events = EventWriter::create(&dir)?;
-    let mut jsonl = MetricsJsonl::open(&dir)?;
-    let bar = if opts.progress {
+    // Rank 0 speaks for the run: logs, progress, checkpoints.
+    let mut events = main.then(|| EventWriter::create(&dir)).transpose()?;
+    let mut jsonl = main.then(|| MetricsJsonl::open(&dir)).transpose()?;
+    let bar = if opts.progress && main {
         crate::progress::bar(Some(max_steps), &format!("stage {}", opts.stage))
     } else {
         indicatif::ProgressBar::hidden()
     };
     bar.set_position(state.step);
     tracing::info!(
-        "training stage {} on {device:?} ({}), {} parameters, batch {}, writing {}",
+        "training stage {} on {device:?} ({}), {} parameters, batch {} x {world} rank(s), writing {}",
         opts.stage,
         if bf16 { "bf16 autocast" } else { "fp32" },
         model.trainable().iter().map(|(_, t)| t.numel()).sum::<usize>(),
         data_cfg.batch_size,
         dir.display()
     );
+    let accum = cfg.train.grad_accum.max(1);
+    let global_batch = (data_cfg.batch_size * world) as u64;
 
     let lowres_side = stage.train_lowres_side();
     // The cache holds the training captions only: held-out and sample prompts would need the
@@ -147,18 +162,24 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     let mut last_loss = None;
     let mut nonfinite_in_row = 0u64;
     let mut last_checkpoint = None;
+    // Every rank tracks the saved step (only rank 0 has the path), so all join each save.
+    let mut saved_at = None;
     let mut interrupted = false;
     let window_start = Instant::now();
     let mut window_clock = window_start;
 
     while state.step < max_steps {
-        if opts.stop.is_raised() {
+        // A single process stops before starting a step; ranks agree on stopping at the end of
+        // a step instead (below), through the all-reduce that carries the loss.
+        if world == 1 && opts.stop.is_raised() {
             interrupted = true;
             break;
         }
-        tch::manual_seed(step_seed(cfg.run.seed, state.step));
+        let seed = step_seed(cfg.run.seed, state.step);
         let mut loss_total = Tensor::zeros([], (Kind::Float, device));
-        for _ in 0..cfg.train.grad_accum.max(1) {
+        for micro in 0..accum {
+            // Crops draw from a per-rank stream; the diffusion draws are per sample.
+            tch::manual_seed(step_seed(seed as u64, rank as u64 + (micro << 32)));
             let wait = Instant::now();
             let batch = loader.next_batch()?;
             window.data_wait_secs += wait.elapsed().as_secs_f64();
@@ -169,27 +190,51 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 x0 = random_crop(&x0, side, align.max(1));
             }
             let (text, mask) = model.text.encode(&batch.captions, &batch.keys)?;
+            let first = micro * global_batch + (rank * data_cfg.batch_size) as u64;
+            let draws = TrainingDraws::per_sample(
+                &sample_seeds(seed, first, batch.len()),
+                model.diffusion.draw_shape(&x0, lowres_side),
+                device,
+            );
             let (losses, t) = {
                 let _autocast = if bf16 {
                     Some(Autocast::enter(AutocastDevice::of(device), Kind::BFloat16)?)
                 } else {
                     None
                 };
-                model.diffusion.training_loss(&model.unet, &x0, &text, &mask, lowres_side)
+                model.diffusion.training_loss_with(
+                    &model.unet,
+                    &x0,
+                    &text,
+                    &mask,
+                    lowres_side,
+                    &draws,
+                )
             };
-            let loss = losses.mean(Kind::Float) / cfg.train.grad_accum.max(1) as f64;
+            let loss = losses.mean(Kind::Float) / accum as f64;
+            if micro + 1 == accum {
+                replicas.before_synced_backward()?;
+            }
             loss.backward();
             loss_total += loss.detach();
             window.add_bucketed(&losses, &t);
             window.samples += batch.len() as u64;
-            state.samples_seen += batch.len() as u64;
+            state.samples_seen += (batch.len() * world) as u64;
         }
         let grad_norm = clip_grad_norm(opt.params(), cfg.train.clip_grad_norm);
-        // One host synchronisation per step: the finiteness check needs the values.
-        let both = Tensor::stack(&[loss_total.to_device(device), grad_norm.to_device(device)], 0);
-        let host = Vec::<f64>::try_from(both.to_kind(Kind::Double).to_device(tch::Device::Cpu))
+        // One host synchronisation per step: the finiteness check needs the values. Averaged
+        // over the ranks (gradients already are), with the stop flag, so every rank takes the
+        // same decisions: skip, stop, or go on.
+        let stop_flag = Tensor::from(f32::from(u8::from(opts.stop.is_raised()))).to_device(device);
+        let figures = Tensor::stack(
+            &[loss_total.to_device(device), grad_norm.to_device(device), stop_flag],
+            0,
+        );
+        replicas.mean(&[&figures])?;
+        let host = Vec::<f64>::try_from(figures.to_kind(Kind::Double).to_device(tch::Device::Cpu))
             .map_err(TrainerError::Torch)?;
         let (loss_value, norm_value) = (host[0], host[1]);
+        let stop_now = host[2] > 0.0;
         let injected = opts.inject_nonfinite_at.contains(&state.step);
         if !loss_value.is_finite() || !norm_value.is_finite() || injected {
             opt.zero_grad();
@@ -210,6 +255,10 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             // The skipped step still consumed its batch; the step counter moves on so that the
             // next step draws fresh noise.
             state.step += 1;
+            if stop_now {
+                interrupted = true;
+                break;
+            }
             continue;
         }
         nonfinite_in_row = 0;
@@ -228,39 +277,47 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             window.elapsed_secs = (now - window_clock).as_secs_f64();
             window_clock = now;
             last_loss = Some(window.mean_loss());
-            log_window(
-                &mut events,
-                &mut jsonl,
-                &bar,
-                &window,
-                state.step,
-                lr,
-                loader.stats().good,
-            )?;
+            window.reduce_over_ranks(device, |t| replicas.sum(t))?;
+            if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
+                log_window(events, jsonl, &bar, &window, state.step, lr, loader.stats().good)?;
+            }
             window = StepMetrics::default();
         }
         let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
-        if due(cfg.train.validate_every) && !cached {
-            if let Some(val) =
-                validation_loss(&model, &data_cfg, cfg.train.validate_batches, device)?
-            {
-                events.scalars(state.step as i64, &[("val/loss", val)])?;
-                jsonl.write(&json!({"step": state.step, "val/loss": val}))?;
-                tracing::info!("step {}: validation loss {val:.5}", state.step);
+        // Validation and sample grids run on rank 0 while the others wait at the next
+        // collective (dist.collective_timeout_secs bounds how long they may).
+        if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
+            if due(cfg.train.validate_every) && !cached {
+                if let Some(val) =
+                    validation_loss(&model, &data_cfg, cfg.train.validate_batches, device)?
+                {
+                    events.scalars(state.step as i64, &[("val/loss", val)])?;
+                    jsonl.write(&json!({"step": state.step, "val/loss": val}))?;
+                    tracing::info!("step {}: validation loss {val:.5}", state.step);
+                }
+            }
+            if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
+                sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
             }
         }
-        if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
-            sample_grid(&model, &cfg.train.sample_prompts, &mut events, state.step)?;
-        }
+        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
         if state.step % every == 0 || state.step == max_steps {
-            last_checkpoint = Some(save(&dir, &model, &opt, &state, &loader, &config_toml, cfg)?);
+            last_checkpoint = ckpt.save(&model, &opt, &state, &loader)?.or(last_checkpoint);
+            saved_at = Some(state.step);
+        }
+        if stop_now {
+            interrupted = true;
+            break;
         }
     }
-    if interrupted && last_checkpoint_step(&last_checkpoint) != Some(state.step) {
+    if interrupted && saved_at != Some(state.step) {
         tracing::info!("stopping on signal at step {}: saving", state.step);
-        last_checkpoint = Some(save(&dir, &model, &opt, &state, &loader, &config_toml, cfg)?);
+        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
+        last_checkpoint = ckpt.save(&model, &opt, &state, &loader)?.or(last_checkpoint);
     }
-    events.flush()?;
+    if let Some(events) = events.as_mut() {
+        events.flush()?;
+    }
     bar.finish_and_clear();
     let stats = loader.stats();
     tracing::info!("data: {} good samples, skipped {:?}", stats.good, stats.skipped);
@@ -302,10 +359,6 @@ fn sample_grid(
     let (grid, w, h) = crate::sample::grid(&rgb, prompts.len(), side, cols);
     events.image(step as i64, "samples/grid", &grid, w as u32, h as u32)?;
     events.flush()
-}
-
-fn last_checkpoint_step(path: &Option<PathBuf>) -> Option<u64> {
-    path.as_ref()?.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
 }
 
 fn log_window(
@@ -350,26 +403,43 @@ fn log_window(
     Ok(())
 }
 
-fn save(
-    dir: &std::path::Path,
-    model: &StageModel,
-    opt: &AdamW,
-    state: &TrainState,
-    loader: &Loader,
-    config_toml: &str,
-    cfg: &Config,
-) -> Result<PathBuf> {
-    let mut state = state.clone();
-    state.data_cursors = vec![serde_json::to_value(loader.cursor()).expect("cursor serialises")];
-    let files = vec![
-        ("model", StageModel::named(&model.vs)),
-        ("ema", StageModel::named(&model.ema_vs)),
-        ("optimizer", opt.state_tensors()),
-    ];
-    let path = checkpoint::save(dir, &state, config_toml, &files)?;
-    let removed = checkpoint::prune(dir, &cfg.train.checkpoint)?;
-    tracing::info!("saved {} (pruned {removed:?})", path.display());
-    Ok(path)
+/// Where and how a step's checkpoint is written: every rank takes part (cursors and weight
+/// fingerprints travel to rank 0), rank 0 writes.
+struct Checkpointing<'a> {
+    dir: &'a std::path::Path,
+    config_toml: &'a str,
+    cfg: &'a Config,
+    replicas: &'a Replicas,
+}
+
+impl Checkpointing<'_> {
+    /// The new checkpoint's directory on rank 0; None on the other ranks.
+    fn save(
+        &self,
+        model: &StageModel,
+        opt: &AdamW,
+        state: &TrainState,
+        loader: &Loader,
+    ) -> Result<Option<PathBuf>> {
+        let cursor = serde_json::to_value(loader.cursor()).expect("cursor serialises");
+        let Some((cursors, prints)) =
+            self.replicas.gather_for_checkpoint(state.step, cursor, model)?
+        else {
+            return Ok(None);
+        };
+        let mut state = state.clone();
+        state.data_cursors = cursors;
+        state.weight_fingerprints = prints;
+        let files = vec![
+            ("model", StageModel::named(&model.vs)),
+            ("ema", StageModel::named(&model.ema_vs)),
+            ("optimizer", opt.state_tensors()),
+        ];
+        let path = checkpoint::save(self.dir, &state, self.config_toml, &files)?;
+        let removed = checkpoint::prune(self.dir, &self.cfg.train.checkpoint)?;
+        tracing::info!("saved {} (pruned {removed:?})", path.display());
+        Ok(Some(path))
+    }
 }
 
 fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint) -> Result<()> {

@@ -57,6 +57,24 @@ impl StepMetrics {
         }
     }
 
+    /// Sums the window's bucket figures and sample count over the ranks through `sum` (an
+    /// in-place all-reduce), so rank 0 logs the whole job's. Every rank calls it at the same step.
+    pub fn reduce_over_ranks(
+        &mut self,
+        device: tch::Device,
+        sum: impl FnOnce(&[&Tensor]) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        let zeros = || Tensor::zeros([LOSS_BUCKETS], (Kind::Float, device));
+        let bucket_sum = self.bucket_sum.take().unwrap_or_else(zeros);
+        let bucket_count = self.bucket_count.take().unwrap_or_else(zeros);
+        let samples = Tensor::from(self.samples as f64).to_device(device);
+        sum(&[&bucket_sum, &bucket_count, &samples])?;
+        self.samples = samples.double_value(&[]) as u64;
+        self.bucket_sum = Some(bucket_sum);
+        self.bucket_count = Some(bucket_count);
+        Ok(())
+    }
+
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.steps.max(1) as f64
     }

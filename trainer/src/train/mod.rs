@@ -5,6 +5,7 @@ mod device;
 mod r#loop;
 mod metrics;
 mod model;
+mod replicas;
 mod resume;
 mod run_dir;
 mod signals;

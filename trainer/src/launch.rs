@@ -1,0 +1,145 @@
+//! `imagen launch`: one worker process per local GPU (or CPU test worker), each told its place
+//! in the job through torchrun's variables; signals are forwarded, and when one worker fails the
+//! others are stopped so that no collective waits forever on a dead peer.
+
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, TrainerError};
+
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    pub nproc_per_node: usize,
+    pub nnodes: usize,
+    pub node_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    /// After a failure or a forwarded signal, how long workers get to exit before SIGKILL.
+    pub grace: Duration,
+    /// The worker program and its arguments (normally this executable and `train ...`).
+    pub program: std::path::PathBuf,
+    pub args: Vec<String>,
+}
+
+const POLL: Duration = Duration::from_millis(50);
+
+fn err(message: String) -> TrainerError {
+    TrainerError::Dist(message)
+}
+
+fn send(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, signal);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Runs the node's workers to completion; returns the exit code the launcher should end with:
+/// 0 when every worker succeeded, else the first failure's code (or 1).
+pub fn launch(opts: &LaunchOptions) -> Result<i32> {
+    if opts.nproc_per_node == 0 || opts.nnodes == 0 || opts.node_rank >= opts.nnodes {
+        return Err(err(format!(
+            "need --nproc-per-node >= 1 and --node-rank < --nnodes (got {}, {} of {})",
+            opts.nproc_per_node, opts.node_rank, opts.nnodes
+        )));
+    }
+    // The last signal received (0 = none), forwarded to every worker.
+    let signal = Arc::new(AtomicUsize::new(0));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+            .map_err(|source| TrainerError::Io { path: "signal handler".into(), source })?;
+    }
+    let world = opts.nproc_per_node * opts.nnodes;
+    let mut workers: Vec<(usize, Child)> = Vec::new();
+    for local in 0..opts.nproc_per_node {
+        let rank = opts.node_rank * opts.nproc_per_node + local;
+        let spawned = Command::new(&opts.program)
+            .args(&opts.args)
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", world.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("LOCAL_WORLD_SIZE", opts.nproc_per_node.to_string())
+            .env("GROUP_RANK", opts.node_rank.to_string())
+            .env("MASTER_ADDR", &opts.master_addr)
+            .env("MASTER_PORT", opts.master_port.to_string())
+            .spawn();
+        match spawned {
+            Ok(child) => workers.push((rank, child)),
+            Err(source) => {
+                for (_, child) in &mut workers {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(TrainerError::Io { path: opts.program.clone(), source });
+            }
+        }
+    }
+    tracing::info!(
+        "launched ranks {}..{} of {world} (node {} of {}), rendezvous at {}:{}",
+        opts.node_rank * opts.nproc_per_node,
+        (opts.node_rank + 1) * opts.nproc_per_node - 1,
+        opts.node_rank,
+        opts.nnodes,
+        opts.master_addr,
+        opts.master_port
+    );
+    let mut forwarded = 0usize;
+    let mut failure: Option<(usize, ExitStatus)> = None;
+    let mut kill_at: Option<Instant> = None;
+    while !workers.is_empty() {
+        let sig = signal.load(Ordering::SeqCst);
+        if sig != 0 && sig != forwarded {
+            tracing::info!("forwarding signal {sig} to {} worker(s)", workers.len());
+            for (_, child) in &workers {
+                send(child, sig as i32);
+            }
+            forwarded = sig;
+        }
+        let mut still = Vec::new();
+        for (rank, mut child) in workers {
+            match child
+                .try_wait()
+                .map_err(|source| TrainerError::Io { path: opts.program.clone(), source })?
+            {
+                Some(status) if !status.success() && failure.is_none() => {
+                    tracing::error!(
+                        "rank {rank} failed ({}); stopping the other workers",
+                        describe(status)
+                    );
+                    failure = Some((rank, status));
+                }
+                Some(_) => {}
+                None => still.push((rank, child)),
+            }
+        }
+        workers = still;
+        if failure.is_some() && kill_at.is_none() {
+            for (_, child) in &workers {
+                send(child, libc::SIGTERM);
+            }
+            kill_at = Some(Instant::now() + opts.grace);
+        }
+        if kill_at.is_some_and(|t| Instant::now() > t) {
+            for (rank, child) in &mut workers {
+                tracing::warn!("rank {rank} did not stop within {:?}: killing it", opts.grace);
+                let _ = child.kill();
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(match failure {
+        None => 0,
+        Some((_, status)) => status.code().filter(|&c| c != 0).unwrap_or(1),
+    })
+}

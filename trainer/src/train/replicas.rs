@@ -1,0 +1,172 @@
+//! The data-parallel side of a run: joining the job, identical start weights, gradient
+//! averaging, reduced figures, and rank 0 speaking for everyone. A single process is a job of
+//! one, with every method a no-op.
+
+use serde_json::{json, Value};
+use tch::{Device, Tensor};
+
+use super::model::StageModel;
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
+use crate::dist::{fingerprint, Dist, GradReducer, WorldInfo};
+use crate::error::{Result, TrainerError};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+pub struct Replicas {
+    dist: Option<Dist>,
+    reducer: Option<GradReducer>,
+}
+
+impl Replicas {
+    /// Joins the job described by the environment (`imagen launch`, torchrun, Slurm), if any.
+    /// Workers on CUDA each take the device of their local rank.
+    pub fn join(cfg: &Config, device: Device) -> Result<(Self, Device)> {
+        let Some(info) = WorldInfo::from_env()? else {
+            return Ok((Self { dist: None, reducer: None }, device));
+        };
+        let device = match device {
+            Device::Cuda(_) => {
+                let count = tch::Cuda::device_count() as usize;
+                if info.local_rank >= count {
+                    return Err(TrainerError::Dist(format!(
+                        "local rank {} needs CUDA device {}, but this node shows {count}",
+                        info.local_rank, info.local_rank
+                    )));
+                }
+                Device::Cuda(info.local_rank)
+            }
+            other => other,
+        };
+        let dist = Dist::init(info, &cfg.dist, device.is_cuda())?;
+        Ok((Self { dist: Some(dist), reducer: None }, device))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, Dist::rank)
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.dist.as_ref().map_or(1, Dist::world_size)
+    }
+
+    /// Rank 0 writes checkpoints, logs and the progress bar.
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// The checkpoint every rank resumes from: rank 0 chooses (`locate`), the others open the
+    /// same directory, so a checkpoint written meanwhile cannot split them.
+    pub fn resume_point(
+        &self,
+        locate: impl FnOnce() -> Result<Option<Checkpoint>>,
+    ) -> Result<Option<Checkpoint>> {
+        let Some(dist) = &self.dist else { return locate() };
+        if dist.is_main() {
+            let found = locate();
+            let shared = match &found {
+                Ok(c) => json!({"path": c.as_ref().map(|c| c.dir.display().to_string())}),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            dist.share_from_main("resume", &shared.to_string())?;
+            return found;
+        }
+        let shared: Value = serde_json::from_str(&dist.share_from_main("resume", "")?)
+            .map_err(|e| TrainerError::Dist(format!("rank 0's resume choice: {e}")))?;
+        if let Some(e) = shared["error"].as_str() {
+            return Err(TrainerError::Dist(format!("rank 0 could not resume: {e}")));
+        }
+        shared["path"].as_str().map(|p| Checkpoint::open(p.as_ref())).transpose()
+    }
+
+    /// Every rank's data cursor from the checkpoint: this rank's, refusing a different world
+    /// size (each rank's position in its own shards cannot be re-dealt exactly).
+    pub fn cursor_of(&self, ckpt: &Checkpoint) -> Result<Option<Value>> {
+        let cursors = &ckpt.state.data_cursors;
+        if cursors.is_empty() {
+            return Ok(None);
+        }
+        if cursors.len() != self.world_size() {
+            return Err(TrainerError::Checkpoint(format!(
+                "{} was written by {} rank(s) and this run has {}: each rank's data position is \
+                 saved on its own, so an exact resume needs the same world size (or start a new \
+                 run directory with --resume never)",
+                ckpt.dir.display(),
+                cursors.len(),
+                self.world_size()
+            )));
+        }
+        Ok(Some(cursors[self.rank()].clone()))
+    }
+
+    /// Rank 0's weights (and moving average) on every rank, and DDP's gradient reducer hooked
+    /// on the trained parameters.
+    pub fn attach(&mut self, model: &StageModel, cfg: &Config) -> Result<()> {
+        let Some(dist) = &self.dist else { return Ok(()) };
+        let bucket = (cfg.dist.bucket_mb * MIB) as usize;
+        let vars: Vec<Tensor> = StageModel::named(&model.vs)
+            .into_iter()
+            .chain(StageModel::named(&model.ema_vs))
+            .map(|(_, t)| t)
+            .collect();
+        tch::no_grad(|| dist.pg.broadcast(&vars.iter().collect::<Vec<_>>(), 0, bucket))?;
+        let params: Vec<Tensor> = model.trainable().into_iter().map(|(_, t)| t).collect();
+        let first = (cfg.dist.first_bucket_mb * MIB) as usize;
+        let reducer = GradReducer::new(&dist.pg, &params, bucket, first)?;
+        tracing::info!(
+            "gradients all-reduced in {} bucket(s) of up to {} MiB",
+            reducer.buckets,
+            cfg.dist.bucket_mb
+        );
+        self.reducer = Some(reducer);
+        Ok(())
+    }
+
+    /// Call before the backward pass whose gradients are averaged (a step's last micro-batch).
+    pub fn before_synced_backward(&self) -> Result<()> {
+        self.reducer.as_ref().map_or(Ok(()), GradReducer::prepare_for_backward)
+    }
+
+    /// Averages each tensor over the ranks, in place.
+    pub fn mean(&self, tensors: &[&Tensor]) -> Result<()> {
+        match &self.dist {
+            Some(dist) => tch::no_grad(|| dist.pg.all_reduce(tensors, true)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sums each tensor over the ranks, in place.
+    pub fn sum(&self, tensors: &[&Tensor]) -> Result<()> {
+        match &self.dist {
+            Some(dist) => tch::no_grad(|| dist.pg.all_reduce(tensors, false)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every rank's data cursor and weight fingerprint at `step`, on rank 0. Refuses to go on
+    /// when the ranks' weights differ: a checkpoint of one rank would not be the run's.
+    pub fn gather_for_checkpoint(
+        &self,
+        step: u64,
+        cursor: Value,
+        model: &StageModel,
+    ) -> Result<Option<(Vec<Value>, Vec<i64>)>> {
+        let mine = fingerprint(&StageModel::named(&model.vs));
+        let Some(dist) = &self.dist else { return Ok(Some((vec![cursor], vec![mine]))) };
+        let all = dist.gather_json(
+            &format!("checkpoint-{step}"),
+            &json!({"cursor": cursor, "fingerprint": mine}),
+        )?;
+        let Some(all) = all else { return Ok(None) };
+        let cursors: Vec<Value> = all.iter().map(|v| v["cursor"].clone()).collect();
+        let prints: Vec<i64> = all.iter().map(|v| v["fingerprint"].as_i64().unwrap_or(0)).collect();
+        if let Some(r) = prints.iter().position(|&p| p != prints[0]) {
+            return Err(TrainerError::Dist(format!(
+                "at step {step} rank {r}'s weights differ from rank 0's (fingerprints {} vs {}): \
+                 the replicas diverged, so no checkpoint is written",
+                prints[r], prints[0]
+            )));
+        }
+        Ok(Some((cursors, prints)))
+    }
+}

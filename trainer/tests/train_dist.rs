@@ -1,0 +1,210 @@
+//! Data-parallel training through the real binary and `imagen launch`, two workers on loopback
+//! with the CPU backend: ranks hold bitwise-identical weights, two ranks of batch B train like
+//! one rank of batch 2B, a dead worker stops the job, and a stopped two-rank run resumes exactly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use imagen_data::synth::{synthesize, SynthFormat, SynthOptions};
+use imagen_trainer::checkpoint::{load_tensors, Checkpoint};
+use imagen_trainer::dist::fingerprint;
+
+/// The e2e world, trained on two one-sample shards holding the same sample: whatever the
+/// split over ranks, every batch is that sample, so runs differ only in how they are split.
+fn same_sample_world() -> (common::World, PathBuf) {
+    let w = common::world();
+    let data = w.path().join("same");
+    let opts = SynthOptions {
+        side: 16,
+        count: 2,
+        shards: 2,
+        heldout: 0,
+        format: SynthFormat::Parquet,
+        ..SynthOptions::default()
+    };
+    let out = synthesize(&data, &opts).unwrap();
+    std::fs::copy(&out.train[0], &out.train[1]).unwrap();
+    let mut cfg = w.config.clone();
+    cfg.data.shards = out.train.iter().map(|p| p.display().to_string()).collect();
+    cfg.data.heldout_shards = Vec::new();
+    cfg.train.validate_every = 0;
+    cfg.train.sample_every = 0;
+    cfg.dist.collective_timeout_secs = 60;
+    cfg.dist.rendezvous_timeout_secs = 60;
+    let path = w.path().join("dist.toml");
+    std::fs::write(&path, cfg.to_toml()).unwrap();
+    (w, path)
+}
+
+fn train_args(config: &Path, run: &Path, steps: u64, batch: usize) -> Vec<String> {
+    [
+        "--log-level",
+        "warn",
+        "train",
+        "--config",
+        &config.display().to_string(),
+        "--run-dir",
+        &run.display().to_string(),
+        "--max-steps",
+        &steps.to_string(),
+        "--set",
+        &format!("data.batch_size={batch}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn single(config: &Path, run: &Path, steps: u64, batch: usize) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagen"));
+    cmd.args(train_args(config, run, steps, batch));
+    cmd
+}
+
+fn launch(config: &Path, run: &Path, steps: u64, batch: usize) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagen"));
+    cmd.args(["--log-level", "warn", "launch", "--nproc-per-node", "2", "--grace-secs", "5", "--"])
+        .args(train_args(config, run, steps, batch));
+    cmd
+}
+
+fn checkpoint(run: &Path, step: u64) -> PathBuf {
+    run.join("stage-0").join(format!("step-{step:09}"))
+}
+
+fn wait_for(path: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "exited before {}", path.display());
+        assert!(start.elapsed() < Duration::from_secs(300), "timed out on {}", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn max_weight_diff(a: &Path, b: &Path) -> f64 {
+    let sorted = |p: &Path| {
+        let mut t = load_tensors(&p.join("model.safetensors")).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|((na, ta), (nb, tb))| {
+            assert_eq!(na, nb);
+            (ta - tb).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_ranks_hold_identical_weights_and_train_like_one_rank_with_twice_the_batch() {
+    let (w, config) = same_sample_world();
+    let steps = 8;
+    let one = w.run_dir("one-rank");
+    assert!(single(&config, &one, steps, 4).status().unwrap().success());
+    let two = w.run_dir("two-ranks");
+    assert!(launch(&config, &two, steps, 2).status().unwrap().success());
+
+    // Rank 0 wrote the checkpoint after checking that both ranks' weights are bitwise equal,
+    // and the fingerprint is that of the saved weights.
+    let ckpt = Checkpoint::open(&checkpoint(&two, steps)).unwrap();
+    assert_eq!(ckpt.state.data_cursors.len(), 2);
+    let prints = &ckpt.state.weight_fingerprints;
+    assert_eq!(prints.len(), 2);
+    assert_eq!(prints[0], prints[1]);
+    let mut saved = ckpt.tensors("model").unwrap();
+    saved.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(prints[0], fingerprint(&saved));
+    assert_eq!(ckpt.state.samples_seen, steps * 4);
+
+    // The same samples and per-sample noise, averaged over two ranks instead of one batch:
+    // equal up to float summation order. The weights moved far more than that.
+    let diff = max_weight_diff(&checkpoint(&one, steps), &checkpoint(&two, steps));
+    let moved = max_weight_diff(&checkpoint(&one, steps), &checkpoint(&one, 4));
+    eprintln!("2 ranks x 2 vs 1 rank x 4: weights differ by {diff}, moved {moved} in 4 steps");
+    assert!(diff < 1e-4, "2 ranks x 2 vs 1 rank x 4: weights differ by {diff}");
+    assert!(moved > 100.0 * diff, "weights moved {moved}, differ {diff}");
+    let a = common::logged_losses(&one.join("stage-0"));
+    let b = common::logged_losses(&two.join("stage-0"));
+    assert_eq!(a.len(), b.len());
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "step {s}: loss {x} vs {y}");
+    }
+}
+
+/// The worker processes the launcher started.
+fn workers_of(launcher: &Child) -> Vec<u32> {
+    let path = format!("/proc/{0}/task/{0}/children", launcher.id());
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_worker_stops_the_other_and_the_launcher_fails() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("killed");
+    let mut launcher = launch(&config, &run, 100_000, 2).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut launcher);
+    let workers = workers_of(&launcher);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // SAFETY: kill(2) on a process this test's launcher started.
+    unsafe { libc::kill(workers[1] as i32, libc::SIGKILL) };
+    let status = wait_exit(&mut launcher, Duration::from_secs(60));
+    assert!(!status.success(), "the launcher must fail when a worker dies");
+    for pid in workers {
+        let alive = Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "worker {pid} still runs");
+    }
+}
+
+#[test]
+fn a_two_rank_run_stopped_by_sigterm_resumes_exactly() {
+    let (w, config) = same_sample_world();
+    let steps = 12;
+    let straight = w.run_dir("straight");
+    assert!(launch(&config, &straight, steps, 2).status().unwrap().success());
+
+    let stopped = w.run_dir("stopped");
+    let mut launcher = launch(&config, &stopped, steps, 2).spawn().unwrap();
+    wait_for(&checkpoint(&stopped, 4).join("state.json"), &mut launcher);
+    // SAFETY: kill(2) on the launcher this test started; it forwards SIGTERM to its workers.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut launcher, Duration::from_secs(120));
+    assert!(status.success(), "workers finish the step, save and exit 0: {status}");
+    assert!(!checkpoint(&stopped, steps).exists(), "the run finished before the signal");
+    assert!(launch(&config, &stopped, steps, 2).status().unwrap().success());
+    for stem in ["model", "ema", "optimizer"] {
+        let file = format!("{stem}.safetensors");
+        let a = std::fs::read(checkpoint(&straight, steps).join(&file)).unwrap();
+        let b = std::fs::read(checkpoint(&stopped, steps).join(&file)).unwrap();
+        assert!(a == b, "{file} differs after a two-rank resume");
+    }
+
+    // A different world size is refused, naming both sizes.
+    let out = single(&config, &stopped, steps + 4, 4).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("written by 2 rank(s) and this run has 1"), "{err}");
+}
