@@ -208,3 +208,26 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_exactly() {
     assert!(!out.status.success());
     assert!(err.contains("written by 2 rank(s) and this run has 1"), "{err}");
 }
+
+#[test]
+fn a_fine_tuned_encoder_is_averaged_with_the_unet_over_accumulation_steps() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("finetune");
+    let mut cmd = launch(&config, &run, 4, 2);
+    cmd.args([
+        "--set",
+        "text.mode=finetune",
+        "--set",
+        "text.finetune_lr=1e-3",
+        "--set",
+        "train.grad_accum=2",
+    ]);
+    assert!(cmd.status().unwrap().success());
+    let ckpt = Checkpoint::open(&checkpoint(&run, 4)).unwrap();
+    let prints = &ckpt.state.weight_fingerprints;
+    assert!(prints.len() == 2 && prints[0] == prints[1], "{prints:?}");
+    // 4 steps x 2 micro-batches x 2 ranks x batch 2.
+    assert_eq!(ckpt.state.samples_seen, 32);
+    let t5 = ckpt.tensors("model").unwrap().into_iter().filter(|(n, _)| n.starts_with("t5."));
+    assert!(t5.count() > 0, "the encoder is part of the trained (and reduced) weights");
+}
