@@ -94,6 +94,12 @@ pub struct Autocast {
 }
 
 impl Autocast {
+    /// A bf16 region on `device` when `enabled` (the training step's mixed precision), else
+    /// nothing: hold the result for the region's extent.
+    pub fn bf16_if(enabled: bool, device: Device) -> Result<Option<Self>> {
+        enabled.then(|| Self::enter(AutocastDevice::of(device), Kind::BFloat16)).transpose()
+    }
+
     pub fn enter(device: AutocastDevice, kind: Kind) -> Result<Self> {
         let previous_enabled = autocast_enabled(device)?;
         let previous_kind = autocast_dtype(device)?;

@@ -2,6 +2,7 @@
 //! distributed training, checkpoints, sampling and logging, on libtorch through tch.
 
 pub mod autocast;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod diffusion;

@@ -1,5 +1,6 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
+mod bench;
 mod config;
 mod data;
 mod embed;
@@ -33,6 +34,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Benchmark a stage's training step (samples/s, phases, memory, MFU).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Inspect configurations.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -64,6 +68,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     imagen_trainer::logging::init(&cli.log_level);
     let result = match cli.command {
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),

@@ -14,7 +14,7 @@ use super::resume::{check_compatible, Resume};
 use super::run_dir::stage_dir;
 use super::signals::StopFlag;
 use super::validate::validation_loss;
-use crate::autocast::{Autocast, AutocastDevice};
+use crate::autocast::Autocast;
 use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
 use crate::config::Config;
 use crate::diffusion::augment::random_crop;
@@ -197,11 +197,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 device,
             );
             let (losses, t) = {
-                let _autocast = if bf16 {
-                    Some(Autocast::enter(AutocastDevice::of(device), Kind::BFloat16)?)
-                } else {
-                    None
-                };
+                let _autocast = Autocast::bf16_if(bf16, device)?;
                 model.diffusion.training_loss_with(
                     &model.unet,
                     &x0,
