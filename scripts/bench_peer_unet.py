@@ -73,6 +73,9 @@ def peer_unet(stage, text_len, extras):
         max_text_len=text_len,
         lowres_cond=u.get("lowres_cond", False),
         memory_efficient=True,  # the Efficient U-Net of Imagen's appendix B, as ours
+        # Ours gives the middle blocks the lowest level's attention.
+        attend_at_middle=as_list(u["layer_attns"], levels)[-1]
+        or as_list(u["layer_cross_attns"], levels)[-1],
         **extras,
     )
 
@@ -82,7 +85,6 @@ def peer_unet(stage, text_len, extras):
 EXTRAS = {
     "use_global_context_attn": [False, True],
     "init_cross_embed": [False, True],
-    "attend_at_middle": [False, True],
     "final_resnet_block": [False, True],
     "ff_mult": [1.0, 2.0],
     "attn_pool_text": [True, False],
