@@ -37,6 +37,7 @@ fn main() {
         "native/nccl.cpp",
         "native/error.cpp",
         "native/cuda_memory.cpp",
+        "native/fused_adamw.cpp",
     ];
     for file in sources.iter().chain(["native/imagen_native.h", "native/error.h"].iter()) {
         println!("cargo:rerun-if-changed={file}");

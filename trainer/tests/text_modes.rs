@@ -217,8 +217,8 @@ fn demo_encoder_is_reproducible_and_loads_as_a_model_folder() {
         assert_eq!(sha256_files(&[a.join(f)]).unwrap(), sha256_files(&[b.join(f)]).unwrap(), "{f}");
     }
     // Word level: one token per word plus EOS, so the 11-word captions take 12 tokens.
-    let tokenizer = imagen_trainer::t5::T5Tokenizer::from_file(&a.join("tokenizer.json"), 64, 0)
-        .unwrap();
+    let tokenizer =
+        imagen_trainer::t5::T5Tokenizer::from_file(&a.join("tokenizer.json"), 64, 0).unwrap();
     let tokens = tokenizer.tokenize(&caps[..1]).unwrap();
     assert_eq!(tokens.ids[0].len(), 12, "{:?}", tokens.ids);
     assert_eq!(*tokens.ids[0].last().unwrap(), 1, "ends with </s>");
