@@ -38,6 +38,7 @@ fn main() {
         "native/error.cpp",
         "native/cuda_memory.cpp",
         "native/process_group.cpp",
+        "native/fused_adamw.cpp",
     ];
     for file in
         sources.iter().chain(["native/imagen_native.h", "native/error.h", "native/store.h"].iter())

@@ -12,7 +12,7 @@ pub enum TextCommand {
     /// Encode the prompts of a file (one per line) with a T5 folder; writes `embeddings`
     /// (n x max_length x d_model, f32) and `mask` (n x max_length, int64) to a safetensors file.
     Encode(EncodeArgs),
-    /// Write the DEMO-ONLY encoder: a Unigram tokenizer trained on the captions and a tiny
+    /// Write the DEMO-ONLY encoder: a word-level tokenizer trained on the captions and a tiny
     /// random-weight T5 v1.1 (fixed seed), in Hugging Face layout.
     MakeDemo(MakeDemoArgs),
 }

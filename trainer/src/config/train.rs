@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::RetentionConfig;
-use crate::optim::{AdamWConfig, EmaConfig, ScheduleKind};
+use crate::optim::{AdamWConfig, EmaConfig, OptimizerKernel, ScheduleKind};
 
 /// Numeric precision of the U-Net's forward and backward passes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +56,10 @@ pub struct TrainConfig {
     pub sample_prompts: Vec<String>,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,
+    /// AdamW's implementation: "auto" (libtorch's fused kernel where it has one for the device,
+    /// else the per-parameter loop), "fused" or "loop". Both give the same update and the same
+    /// checkpointed state. Default: "auto".
+    pub optimizer_kernel: OptimizerKernel,
     /// The exponential moving average of the weights.
     pub ema: EmaConfig,
     /// When to save checkpoints and which to keep.
@@ -81,6 +85,7 @@ impl Default for TrainConfig {
             sample_every: 0,
             sample_prompts: Vec::new(),
             optimizer: AdamWConfig::default(),
+            optimizer_kernel: OptimizerKernel::Auto,
             ema: EmaConfig::default(),
             checkpoint: RetentionConfig::default(),
         }

@@ -1,6 +1,7 @@
 //! Safe access to the C++ shim in `trainer/native/`: the libtorch features tch does not bind.
 
 mod ffi;
+mod fused_adamw;
 
 use std::ffi::{c_char, CStr};
 
@@ -18,6 +19,7 @@ pub(crate) fn check(what: &str, err: *mut c_char) -> Result<()> {
 }
 
 pub(crate) use ffi::*;
+pub use fused_adamw::{fused_adamw_available, fused_adamw_step, FusedAdamWStep};
 
 /// Whether the shim was compiled with c10d's ProcessGroupNCCL, and the NCCL header version.
 pub fn nccl_build_info() -> Result<(bool, i64)> {

@@ -1,13 +1,17 @@
 //! AdamW (Loshchilov & Hutter 2019) with its state held as named tensors, so that checkpoints
 //! save and restore it exactly. The update matches `torch.optim.AdamW` (non-amsgrad): decoupled
-//! weight decay, then bias-corrected first and second moments.
+//! weight decay, then bias-corrected first and second moments. The update runs either as a loop
+//! of ATen ops per parameter or as libtorch's fused kernel (`train.optimizer_kernel`); both keep
+//! the same state, so checkpoints do not depend on the kernel.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use tch::{no_grad, Kind, Tensor};
 
+use super::kernel::OptimizerKernel;
 use crate::error::{Result, TrainerError};
+use crate::native::{fused_adamw_step, FusedAdamWStep};
 
 /// AdamW hyper-parameters (the learning rate comes from the schedule at each step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +56,8 @@ pub struct AdamW {
     slots: Vec<Slot>,
     /// Number of updates applied so far (PyTorch's per-parameter `step`, shared here).
     steps: i64,
+    /// Whether updates run through libtorch's `_fused_adamw_`.
+    fused: bool,
 }
 
 impl AdamW {
@@ -79,7 +85,19 @@ impl AdamW {
                 });
             }
         }
-        Self { cfg: cfg.clone(), slots, steps: 0 }
+        Self { cfg: cfg.clone(), slots, steps: 0, fused: false }
+    }
+
+    /// Chooses the update's implementation for the parameters' device (the loop until called).
+    pub fn set_kernel(&mut self, kernel: OptimizerKernel) -> Result<()> {
+        let device = self.slots.first().map_or(tch::Device::Cpu, |s| s.param.device());
+        self.fused = kernel.use_fused(device)?;
+        Ok(())
+    }
+
+    /// Whether updates run through the fused kernel.
+    pub fn is_fused(&self) -> bool {
+        self.fused
     }
 
     pub fn steps(&self) -> i64 {
@@ -92,8 +110,17 @@ impl AdamW {
     }
 
     /// Applies one update with learning rate `lr` to every parameter that has a gradient.
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> Result<()> {
         self.steps += 1;
+        if self.fused {
+            self.step_fused(lr)
+        } else {
+            self.step_loop(lr);
+            Ok(())
+        }
+    }
+
+    fn step_loop(&mut self, lr: f64) {
         let t = self.steps as f64;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bias1 = 1.0 - b1.powf(t);
@@ -116,6 +143,37 @@ impl AdamW {
                 let _ = slot.param.g_sub_(&update);
             }
         });
+    }
+
+    /// One kernel call per run of consecutive parameters that share a learning-rate scale and a
+    /// weight decay (the kernel takes one of each).
+    fn step_fused(&mut self, lr: f64) -> Result<()> {
+        let with_grad: Vec<(&Slot, Tensor)> =
+            self.slots.iter().map(|s| (s, s.param.grad())).filter(|(_, g)| g.defined()).collect();
+        for run in with_grad
+            .chunk_by(|(a, _), (b, _)| a.lr_scale == b.lr_scale && a.weight_decay == b.weight_decay)
+        {
+            let hp = FusedAdamWStep {
+                step: self.steps,
+                lr: lr * run[0].0.lr_scale,
+                beta1: self.cfg.beta1,
+                beta2: self.cfg.beta2,
+                weight_decay: run[0].0.weight_decay,
+                eps: self.cfg.eps,
+            };
+            let handles = |f: fn(&Slot) -> &Tensor| -> Vec<Tensor> {
+                run.iter().map(|(s, _)| f(s).shallow_clone()).collect()
+            };
+            let grads: Vec<Tensor> = run.iter().map(|(_, g)| g.shallow_clone()).collect();
+            fused_adamw_step(
+                &handles(|s| &s.param),
+                &grads,
+                &handles(|s| &s.exp_avg),
+                &handles(|s| &s.exp_avg_sq),
+                &hp,
+            )?;
+        }
+        Ok(())
     }
 
     pub fn zero_grad(&mut self) {

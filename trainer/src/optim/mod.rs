@@ -4,9 +4,11 @@
 pub mod adamw;
 pub mod clip;
 pub mod ema;
+pub mod kernel;
 pub mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::clip_grad_norm;
 pub use ema::{Ema, EmaConfig};
+pub use kernel::OptimizerKernel;
 pub use schedule::{LrSchedule, ScheduleKind};

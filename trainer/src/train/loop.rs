@@ -90,6 +90,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     let resume_from = replicas.resume_point(|| opts.resume.locate(&dir))?;
     let groups = param_groups(&model, cfg);
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, groups);
+    opt.set_kernel(cfg.train.optimizer_kernel)?;
     let ema = Ema::new(&cfg.train.ema, &model.vs, &model.ema_vs)?;
     let mut state = TrainState {
         version: STATE_VERSION,
@@ -259,7 +260,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         }
         nonfinite_in_row = 0;
         let lr = schedule.at(state.step);
-        opt.step(lr);
+        opt.step(lr)?;
         opt.zero_grad();
         state.step += 1;
         ema.update(state.step);
