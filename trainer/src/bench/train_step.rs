@@ -46,6 +46,8 @@ pub struct BenchReport {
     pub config_stage: usize,
     pub device: String,
     pub precision: String,
+    /// Whether AdamW ran libtorch's fused kernel.
+    pub fused_adamw: bool,
     pub batch: usize,
     pub steps: usize,
     pub params: i64,
@@ -111,6 +113,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let group =
         ParamGroup { params, lr_scale: 1.0, weight_decay: cfg.train.optimizer.weight_decay };
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, vec![group]);
+    opt.set_kernel(cfg.train.optimizer_kernel)?;
     let ema = Ema::new(&cfg.train.ema, &vs, &ema_vs)?;
 
     let b = opts.batch as i64;
@@ -142,7 +145,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         let t3 = Instant::now();
         // As in `imagen train`: clip, step, zero; no host synchronisation inside.
         let _norm = clip_grad_norm(opt.params(), cfg.train.clip_grad_norm);
-        opt.step(cfg.train.lr);
+        opt.step(cfg.train.lr)?;
         opt.zero_grad();
         sync(device);
         let t4 = Instant::now();
@@ -171,6 +174,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         config_stage: opts.stage,
         device: format!("{device:?}"),
         precision: if bf16 { "bf16 autocast" } else { "fp32" }.into(),
+        fused_adamw: opt.is_fused(),
         batch: opts.batch,
         steps: opts.steps,
         params: summary.total_params,
