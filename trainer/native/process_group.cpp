@@ -141,13 +141,22 @@ class StoreBackend final : public c10d::Backend {
   }
 
   // Every rank counts itself done after reading; the last one removes the keys that `publishers`
-  // wrote, so the store never grows with the number of steps.
+  // wrote, so the store never grows with the number of steps. Rank 0 hosts the store, so it
+  // leaves a collective only once every rank has read: a rank 0 that returned from the last
+  // collective and exited would otherwise take the store away from a rank still reading.
   void finish(const std::string& call, const std::vector<int>& publishers) {
-    if (store_->add(call + "/done", 1) == getSize()) {
+    bool last = store_->add(call + "/done", 1) == getSize();
+    if (last) {
       for (int q : publishers) {
         store_->deleteKey(call + "/" + std::to_string(q));
       }
       store_->deleteKey(call + "/done");
+      if (getRank() != 0) {
+        store_->set(call + "/released", std::vector<uint8_t>{1});
+      }
+    } else if (getRank() == 0) {
+      store_->get(call + "/released");
+      store_->deleteKey(call + "/released");
     }
   }
 
