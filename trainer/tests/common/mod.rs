@@ -157,3 +157,18 @@ pub fn logged(stage_dir: &Path, tag: &str) -> Vec<(u64, f64)> {
 pub fn logged_losses(stage_dir: &Path) -> Vec<(u64, f64)> {
     logged(stage_dir, "train/loss")
 }
+
+/// What TensorBoard's own EventAccumulator reads from a stage directory
+/// (scripts/read_tensorboard.py): `{"scalars": {tag: [[step, value], ...]}, "images": ...}`.
+pub fn read_tensorboard(stage_dir: &Path) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join(".venv-tools/bin/python");
+    assert!(python.exists(), "run scripts/python_env.sh (make test does)");
+    let read = std::process::Command::new(python)
+        .arg(root.join("scripts/read_tensorboard.py"))
+        .arg(stage_dir)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    serde_json::from_slice(&read.stdout).unwrap()
+}
