@@ -7,6 +7,7 @@ pub mod config;
 pub mod diffusion;
 pub mod dist;
 pub mod error;
+pub mod evaluate;
 pub mod logging;
 pub mod logs;
 pub mod native;

@@ -5,6 +5,7 @@ mod data;
 mod embed;
 mod env;
 mod eval;
+mod eval_run;
 mod model;
 mod sample;
 mod text;
@@ -52,7 +53,7 @@ enum Command {
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
-    /// Evaluate generated images (FID).
+    /// Evaluate checkpoints and generated images (FID, conditioning accuracy, reports).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
 }

@@ -1,0 +1,67 @@
+//! Mean and spread of a metric over the evaluation samples.
+
+use serde::{Deserialize, Serialize};
+
+/// z of a two-sided 95% normal interval.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// A metric's mean over `n` samples, its sample standard deviation (n - 1) and the 95% normal
+/// confidence interval of the mean, `mean ± 1.96 std / sqrt(n)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: usize,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub mean: f64,
+    /// NaN (JSON null) for fewer than two samples, as are the interval's ends.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub std: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub ci95_low: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub ci95_high: f64,
+}
+
+/// serde_json writes NaN as null; read it back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+impl Summary {
+    /// Summary of per-sample values; NaN spread for fewer than two values.
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = if n < 2 {
+            f64::NAN
+        } else {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        };
+        let half = Z95 * std / (n as f64).sqrt();
+        Self { n, mean, std, ci95_low: mean - half, ci95_high: mean + half }
+    }
+
+    /// Summary of 0/1 outcomes (a rate).
+    pub fn of_bools(values: &[bool]) -> Self {
+        Self::of(&values.iter().map(|b| f64::from(u8::from(*b))).collect::<Vec<_>>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_closed_form() {
+        // 2, 4, 4, 4, 5, 5, 7, 9: mean 5, sum of squares 32, sample std sqrt(32 / 7).
+        let s = Summary::of(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(s.n, 8);
+        assert_eq!(s.mean, 5.0);
+        assert!((s.std - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+        let half = 1.959963984540054 * s.std / 8f64.sqrt();
+        assert!((s.ci95_high - 5.0 - half).abs() < 1e-12);
+        assert!((5.0 - s.ci95_low - half).abs() < 1e-12);
+        let r = Summary::of_bools(&[true, false, true, true]);
+        assert_eq!(r.mean, 0.75);
+        assert!(Summary::of(&[1.0]).std.is_nan());
+    }
+}
