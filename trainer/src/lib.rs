@@ -1,6 +1,7 @@
 //! imagen-trainer: the `imagen` binary's library. Text encoder, U-Nets, diffusion, training loop,
 //! distributed training, checkpoints, sampling and logging, on libtorch through tch.
 
+pub mod ablate;
 pub mod autocast;
 pub mod checkpoint;
 pub mod config;

@@ -9,25 +9,9 @@ use imagen_trainer::text::prompts::read_prompts;
 
 use super::config::ConfigArgs;
 
+/// What to measure and with which weights (shared by `eval run` and `ablate t5`).
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
-    /// Run directory (overrides `<run.dir>/<run.name>`) holding `stage-<N>/` checkpoints; the
-    /// newest checkpoint of each stage is evaluated.
-    #[arg(long, conflicts_with = "checkpoint")]
-    run_dir: Option<PathBuf>,
-    /// A step directory (`<run>/stage-<N>/step-<S>`) to evaluate instead of the newest: stage N
-    /// comes from it, earlier stages from the newest checkpoints of its run, and sampling stops
-    /// at stage N.
-    #[arg(long, value_name = "STEP_DIR")]
-    checkpoint: Option<PathBuf>,
-    /// Prompts, one per line; one sample each.
-    #[arg(long)]
-    prompts: PathBuf,
-    /// Output folder: samples/, report.json, report.md.
-    #[arg(long)]
-    out: PathBuf,
+pub struct MetricArgs {
     /// Comma-separated metrics: conditioning, clip, fid, val-loss.
     #[arg(long, value_delimiter = ',', default_value = "conditioning,val-loss")]
     metrics: Vec<Metric>,
@@ -49,6 +33,44 @@ pub struct RunArgs {
     /// Seed of the sampling noise.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+}
+
+impl MetricArgs {
+    /// Evaluation options for `prompts`, writing to `out`.
+    pub fn options(&self, run_dir: PathBuf, prompts: Vec<String>, out: PathBuf) -> EvalOptions {
+        let mut opts = EvalOptions::new(run_dir, prompts, out);
+        opts.metrics = self.metrics.clone();
+        opts.seed = self.seed;
+        opts.clip = self.clip.clone();
+        opts.inception = self.inception.clone();
+        opts.reference = self.reference.clone();
+        opts.fid_dims = self.fid_dims;
+        opts.val_batches = self.val_batches;
+        opts
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Run directory (overrides `<run.dir>/<run.name>`) holding `stage-<N>/` checkpoints; the
+    /// newest checkpoint of each stage is evaluated.
+    #[arg(long, conflicts_with = "checkpoint")]
+    run_dir: Option<PathBuf>,
+    /// A step directory (`<run>/stage-<N>/step-<S>`) to evaluate instead of the newest: stage N
+    /// comes from it, earlier stages from the newest checkpoints of its run, and sampling stops
+    /// at stage N.
+    #[arg(long, value_name = "STEP_DIR")]
+    checkpoint: Option<PathBuf>,
+    /// Prompts, one per line; one sample each.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Output folder: samples/, report.json, report.md.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    metrics: MetricArgs,
     /// Last stage to sample (0 is the base); default: every stage of the config.
     #[arg(long)]
     stop_at_stage: Option<usize>,
@@ -61,16 +83,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let cfg = args.config.load()?;
     let prompts = read_prompts(&args.prompts)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| cfg.run.run_dir());
-    let mut opts = EvalOptions::new(run_dir, prompts, args.out.clone());
+    let mut opts = args.metrics.options(run_dir, prompts, args.out.clone());
     opts.checkpoint = args.checkpoint;
     opts.stop_at_stage = args.stop_at_stage;
-    opts.metrics = args.metrics;
-    opts.seed = args.seed;
-    opts.clip = args.clip;
-    opts.inception = args.inception;
-    opts.reference = args.reference;
-    opts.fid_dims = args.fid_dims;
-    opts.val_batches = args.val_batches;
     let report = evaluate(&cfg, &opts)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

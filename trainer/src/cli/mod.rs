@@ -1,5 +1,6 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
+mod ablate;
 mod config;
 mod data;
 mod embed;
@@ -53,6 +54,9 @@ enum Command {
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
+    /// Ablations: `t5` trains a frozen and a fine-tuned text encoder arm and compares them.
+    #[command(subcommand)]
+    Ablate(ablate::AblateCommand),
     /// Evaluate checkpoints and generated images (FID, conditioning accuracy, reports).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Ablate(cmd) => ablate::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
