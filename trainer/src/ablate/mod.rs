@@ -1,5 +1,6 @@
 //! `imagen ablate t5`: frozen against fine-tuned T5 on the same config, seed, data order and
-//! budget (Imagen §2.1 freezes T5 and publishes no fine-tuning ablation), with loss curves and samples side by side.
+//! budget (Imagen §2.1 freezes T5 and publishes no fine-tuning ablation), with loss curves and
+//! samples side by side.
 
 mod canvas;
 mod plot;

@@ -159,7 +159,8 @@ impl EvalReport {
         if let Some(c) = &self.conditioning {
             let _ = writeln!(
                 s,
-                "\nConditioning accuracy: {} prompts scored, {} not synthetic-scene captions (not scored).",
+                "\nConditioning accuracy: {} prompts scored, {} not synthetic-scene captions \
+                 (not scored).",
                 c.scored, c.unparsed
             );
         }
@@ -175,7 +176,8 @@ impl EvalReport {
             );
         }
         if let Some(v) = &self.val_loss {
-            s.push_str("\nValidation loss by timestep bucket (EMA weights):\n\n| t | samples | loss |\n|---|---|---|\n");
+            s.push_str("\nValidation loss by timestep bucket (EMA weights):\n\n");
+            s.push_str("| t | samples | loss |\n|---|---|---|\n");
             for (i, (b, n)) in v.buckets.iter().zip(&v.bucket_counts).enumerate() {
                 let _ = writeln!(
                     s,
@@ -197,8 +199,9 @@ impl EvalReport {
 
 /// How the spread columns are computed; quoted under every metrics table.
 pub const SPREAD_NOTE: &str = "\nmean ± std over the samples (sample standard deviation); 95% CI \
-of the mean by the normal approximation, mean ± 1.96 std / sqrt(n). FID is one number for the \
-whole set.\n";
+of the mean: Wilson score interval for the conditioning rates, mean ± 1.96 std / sqrt(n) \
+otherwise. Validation-loss samples are held-out images at fixed timesteps and noise (batches x \
+batch size, repeating the held-out set when it is smaller). FID is one number for the whole set.\n";
 
 /// A markdown table with one column group per labelled set of rows (one set per arm).
 pub fn metrics_table(columns: &[(&str, Vec<Row>)]) -> String {

@@ -147,6 +147,9 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
 pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     check_options(opts)?;
     let device = resolve_device(&cfg.train.device)?;
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
+    }
     let stages = load_stages(cfg, opts, device)?;
     let outputs = sample_cascade(&stages, &opts.prompts, opts.seed)?;
     let images = outputs.last().expect("at least one stage");

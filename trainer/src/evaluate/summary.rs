@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 /// z of a two-sided 95% normal interval.
 const Z95: f64 = 1.959_963_984_540_054;
 
-/// A metric's mean over `n` samples, its sample standard deviation (n - 1) and the 95% normal
-/// confidence interval of the mean, `mean ± 1.96 std / sqrt(n)`.
+/// A metric's mean over `n` samples, its sample standard deviation (n - 1) and a 95% confidence
+/// interval of the mean: normal, `mean ± 1.96 std / sqrt(n)`, or Wilson's for rates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
@@ -40,9 +40,16 @@ impl Summary {
         Self { n, mean, std, ci95_low: mean - half, ci95_high: mean + half }
     }
 
-    /// Summary of 0/1 outcomes (a rate).
+    /// Summary of 0/1 outcomes (a rate): mean and std as [`Summary::of`], but the Wilson score
+    /// interval (Wilson 1927), which stays inside [0, 1] and is not empty at a rate of 0 or 1.
     pub fn of_bools(values: &[bool]) -> Self {
-        Self::of(&values.iter().map(|b| f64::from(u8::from(*b))).collect::<Vec<_>>())
+        let mut s = Self::of(&values.iter().map(|b| f64::from(u8::from(*b))).collect::<Vec<_>>());
+        let (n, p, z2) = (s.n as f64, s.mean, Z95 * Z95);
+        let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+        let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+        s.ci95_low = centre - half;
+        s.ci95_high = centre + half;
+        s
     }
 }
 
@@ -62,6 +69,10 @@ mod tests {
         assert!((5.0 - s.ci95_low - half).abs() < 1e-12);
         let r = Summary::of_bools(&[true, false, true, true]);
         assert_eq!(r.mean, 0.75);
+        // Wilson interval of 3 in 4: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n).
+        assert!((r.ci95_low - 0.3006418).abs() < 1e-6 && (r.ci95_high - 0.9544127).abs() < 1e-6);
+        let none = Summary::of_bools(&[false; 10]);
+        assert!(none.ci95_low.abs() < 1e-12 && (none.ci95_high - 0.277533).abs() < 1e-6);
         assert!(Summary::of(&[1.0]).std.is_nan());
     }
 }
