@@ -146,6 +146,9 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
 /// `<out>/report.md`. Returns the report.
 pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     check_options(opts)?;
+    if opts.metrics.contains(&Metric::ValLoss) && cfg.data.heldout().is_none() {
+        return Err(invalid("the val-loss metric needs data.heldout_shards in the config".into()));
+    }
     let device = resolve_device(&cfg.train.device)?;
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
