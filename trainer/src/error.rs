@@ -48,6 +48,10 @@ pub enum TrainerError {
 
     #[error(transparent)]
     Data(#[from] imagen_data::DataError),
+
+    /// A metric could not be computed (weights, images, statistics).
+    #[error(transparent)]
+    Eval(#[from] imagen_eval::EvalError),
 }
 
 pub type Result<T, E = TrainerError> = std::result::Result<T, E>;

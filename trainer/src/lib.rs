@@ -1,6 +1,7 @@
 //! imagen-trainer: the `imagen` binary's library. Text encoder, U-Nets, diffusion, training loop,
 //! distributed training, checkpoints, sampling and logging, on libtorch through tch.
 
+pub mod ablate;
 pub mod autocast;
 pub mod bench;
 pub mod checkpoint;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod diffusion;
 pub mod dist;
 pub mod error;
+pub mod evaluate;
 pub mod launch;
 pub mod logging;
 pub mod logs;

@@ -32,6 +32,17 @@ pub fn load_stage(
             dir.display()
         ))
     })?;
+    load_stage_from(cfg, &ckpt, index, device)
+}
+
+/// Loads stage `index` of the cascade from the EMA weights of `ckpt` (one of that stage's step
+/// directories).
+pub fn load_stage_from(
+    cfg: &Config,
+    ckpt: &Checkpoint,
+    index: usize,
+    device: Device,
+) -> Result<LoadedStage> {
     crate::train::check_compatible(&ckpt.config_toml, cfg, index)?;
     // New prompts are not in the embedding cache: sampling runs the same frozen encoder online.
     let mut cfg = cfg.clone();
@@ -39,8 +50,8 @@ pub fn load_stage(
         cfg.text.mode = TextMode::FrozenOnline;
     }
     let model = StageModel::new(&cfg, index, device)?;
-    load_ema(&model, &ckpt)?;
-    Ok(LoadedStage { model, checkpoint: ckpt.dir })
+    load_ema(&model, ckpt)?;
+    Ok(LoadedStage { model, checkpoint: ckpt.dir.clone() })
 }
 
 fn load_ema(model: &StageModel, ckpt: &Checkpoint) -> Result<()> {

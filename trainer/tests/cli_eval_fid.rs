@@ -4,35 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tch::{Device, Kind, Tensor};
+mod common;
+use common::write_fid_weights as write_weights;
 
 fn images(set: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/tests/fixtures/fid/images").join(set)
-}
-
-/// Blocks 0 and 1 of pytorch-fid's state dict, random convolutions, default batch norms.
-fn write_weights(path: &Path) {
-    tch::manual_seed(7);
-    let convs: [(&str, [i64; 4]); 5] = [
-        ("blocks.0.0", [32, 3, 3, 3]),
-        ("blocks.0.1", [32, 32, 3, 3]),
-        ("blocks.0.2", [64, 32, 3, 3]),
-        ("blocks.1.0", [80, 64, 1, 1]),
-        ("blocks.1.1", [192, 80, 3, 3]),
-    ];
-    let mut tensors = Vec::new();
-    for (name, shape) in convs {
-        let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-        let opts = (Kind::Float, Device::Cpu);
-        tensors.push((format!("{name}.conv.weight"), Tensor::randn(shape, opts) / fan_in.sqrt()));
-        let c = shape[0];
-        tensors.push((format!("{name}.bn.weight"), Tensor::ones([c], opts)));
-        tensors.push((format!("{name}.bn.bias"), Tensor::zeros([c], opts)));
-        tensors.push((format!("{name}.bn.running_mean"), Tensor::zeros([c], opts)));
-        tensors.push((format!("{name}.bn.running_var"), Tensor::ones([c], opts)));
-        tensors.push((format!("{name}.bn.num_batches_tracked"), Tensor::from(0i64)));
-    }
-    Tensor::write_safetensors(&tensors, path).unwrap();
 }
 
 fn imagen(args: &[&str]) -> Output {

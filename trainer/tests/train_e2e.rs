@@ -121,16 +121,7 @@ fn tensorboard_reads_the_training_logs() {
     let _serial = common::serial();
     let w = common::world();
     let out = train(&w.config, options(&w.run_dir("tb"), 0, 3)).unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let python = root.join(".venv-tools/bin/python");
-    assert!(python.exists(), "run scripts/python_env.sh (make test does)");
-    let read = std::process::Command::new(python)
-        .arg(root.join("scripts/read_tensorboard.py"))
-        .arg(&out.stage_dir)
-        .output()
-        .unwrap();
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
-    let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let seen = common::read_tensorboard(&out.stage_dir);
     for tag in ["train/loss", "train/lr", "train/grad_norm", "perf/samples_per_sec"] {
         assert_eq!(seen["scalars"][tag].as_array().map(Vec::len), Some(3), "{tag}: {seen}");
     }
@@ -155,7 +146,43 @@ fn validation_loss_and_sample_grids_are_logged() {
     let model = imagen_trainer::train::StageModel::new(&cfg, 0, tch::Device::Cpu).unwrap();
     let a = imagen_trainer::train::validation_loss(&model, &cfg.data, 2, tch::Device::Cpu).unwrap();
     let b = imagen_trainer::train::validation_loss(&model, &cfg.data, 2, tch::Device::Cpu).unwrap();
-    assert_eq!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // Bit-identical overall, per bucket (an empty bucket is NaN) and per sample.
+    let bits = |v: &imagen_trainer::train::ValidationLoss| {
+        let all = [vec![v.mean], v.buckets.clone(), v.per_sample.clone()].concat();
+        (all.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), v.bucket_counts.clone())
+    };
+    assert_eq!(bits(&a), bits(&b));
+    assert_eq!(a.buckets.len(), 4);
+    assert_eq!(a.per_sample.len(), 8, "2 batches of 4");
+    assert_eq!(a.bucket_counts.iter().sum::<u64>(), 8);
+    // The buckets partition the samples: their count-weighted mean is the overall loss.
+    let weighted: f64 = a
+        .buckets
+        .iter()
+        .zip(&a.bucket_counts)
+        .filter(|(_, c)| **c > 0)
+        .map(|(m, c)| m * *c as f64)
+        .sum::<f64>()
+        / 8.0;
+    assert!((weighted - a.mean).abs() < 1e-6 * a.mean, "{weighted} vs {}", a.mean);
+    // Each logged bucket is in metrics.jsonl at both validation steps, and TensorBoard reads
+    // the same values from the event file.
+    let logged_buckets: Vec<Vec<(u64, f64)>> =
+        (0..4).map(|i| common::logged(&out.stage_dir, &format!("val/loss_t{i}"))).collect();
+    assert!(logged_buckets.iter().any(|b| b.len() == 2), "{logged_buckets:?}");
+    let seen = common::read_tensorboard(&out.stage_dir);
+    let tb = &seen["scalars"]["val/loss"];
+    assert_eq!(tb.as_array().map(Vec::len), Some(2), "{seen}");
+    for (i, bucket) in logged_buckets.iter().enumerate() {
+        let tb = seen["scalars"][format!("val/loss_t{i}")].as_array().cloned().unwrap_or_default();
+        assert_eq!(tb.len(), bucket.len(), "val/loss_t{i}: {seen}");
+        for (e, (step, value)) in tb.iter().zip(bucket) {
+            assert_eq!(e[0].as_u64(), Some(*step));
+            // TensorBoard keeps f32.
+            assert!((e[1].as_f64().unwrap() - value).abs() <= 1e-6 * value.abs());
+        }
+    }
     let events = std::fs::read_dir(&out.stage_dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -16,6 +16,9 @@ pub enum EvalCommand {
     /// Per-attribute accuracy (colour, shape, size, position) of samples for synthetic-scene
     /// captions, scored by a deterministic detector.
     Conditioning(ConditioningArgs),
+    /// Sample a trained cascade (EMA weights) for a prompt file, compute metrics
+    /// (conditioning, clip, fid, val-loss) and write report.json and report.md.
+    Run(super::eval_run::RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +72,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::Fid(args) => fid(args),
         EvalCommand::Conditioning(args) => conditioning(args),
+        EvalCommand::Run(args) => super::eval_run::run(args),
     }
 }
 

@@ -1,11 +1,13 @@
 //! Subcommands, grouped by what a user does. Only commands that work are listed.
 
+mod ablate;
 mod bench;
 mod config;
 mod data;
 mod embed;
 mod env;
 mod eval;
+mod eval_run;
 mod launch;
 mod model;
 mod sample;
@@ -59,7 +61,10 @@ enum Command {
     /// T5 text encoder tools: encode prompts, make the demo encoder.
     #[command(subcommand)]
     Text(text::TextCommand),
-    /// Evaluate generated images (FID).
+    /// Ablations: `t5` trains a frozen and a fine-tuned text encoder arm and compares them.
+    #[command(subcommand)]
+    Ablate(ablate::AblateCommand),
+    /// Evaluate checkpoints and generated images (FID, conditioning accuracy, reports).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
 }
@@ -79,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Launch(args) => launch::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Ablate(cmd) => ablate::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

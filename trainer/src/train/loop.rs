@@ -7,13 +7,13 @@ use tch::{Kind, Tensor};
 
 use super::batch::images_to_tensor;
 use super::device::{resolve_device, use_bf16};
-use super::metrics::StepMetrics;
+use super::metrics::{bucket_tag, StepMetrics};
 use super::model::{param_groups, StageModel};
 use super::replicas::Replicas;
 use super::resume::{check_compatible, Resume};
 use super::run_dir::stage_dir;
 use super::signals::StopFlag;
-use super::validate::validation_loss;
+use super::validate::log_validation;
 use crate::autocast::Autocast;
 use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
 use crate::config::Config;
@@ -285,13 +285,8 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         // collective (dist.collective_timeout_secs bounds how long they may).
         if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
             if due(cfg.train.validate_every) && !cached {
-                if let Some(val) =
-                    validation_loss(&model, &data_cfg, cfg.train.validate_batches, device)?
-                {
-                    events.scalars(state.step as i64, &[("val/loss", val)])?;
-                    jsonl.write(&json!({"step": state.step, "val/loss": val}))?;
-                    tracing::info!("step {}: validation loss {val:.5}", state.step);
-                }
+                let batches = cfg.train.validate_batches;
+                log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
             }
             if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
                 sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
@@ -379,7 +374,7 @@ fn log_window(
     ];
     for (i, b) in buckets.iter().enumerate() {
         if b.is_finite() {
-            scalars.push((format!("train/loss_t{i}"), *b));
+            scalars.push((bucket_tag("train", i), *b));
         }
     }
     if let Some(mem) = crate::native::cuda_memory_allocated_gb() {

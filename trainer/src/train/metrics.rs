@@ -3,11 +3,68 @@ use tch::{Kind, Tensor};
 /// Timestep buckets of the bucketed loss: t in [0, 0.25), [0.25, 0.5), [0.5, 0.75), [0.75, 1].
 pub const LOSS_BUCKETS: i64 = 4;
 
+/// The log tag of bucket `i` under `prefix` ("train" -> `train/loss_t0`), shared by the
+/// training and the validation loss so that both read alike in TensorBoard.
+pub fn bucket_tag(prefix: &str, i: usize) -> String {
+    format!("{prefix}/loss_t{i}")
+}
+
+/// Per-sample losses summed by timestep bucket, on the device: adding costs no host
+/// synchronisation until the sums are read.
+#[derive(Default)]
+pub struct BucketedLoss {
+    sum: Option<Tensor>,
+    count: Option<Tensor>,
+}
+
+impl BucketedLoss {
+    /// Adds per-sample losses [B] at times t [B] in [0, 1].
+    pub fn add(&mut self, losses: &Tensor, t: &Tensor) {
+        let losses = losses.detach().to_kind(Kind::Float);
+        let index = (t.detach().to_kind(Kind::Float) * LOSS_BUCKETS as f64)
+            .floor()
+            .clamp(0.0, (LOSS_BUCKETS - 1) as f64)
+            .to_kind(Kind::Int64);
+        let zeros = || Tensor::zeros([LOSS_BUCKETS], (Kind::Float, losses.device()));
+        let sum = self.sum.take().unwrap_or_else(zeros);
+        let count = self.count.take().unwrap_or_else(zeros);
+        self.sum = Some(sum.index_add(0, &index, &losses));
+        self.count = Some(count.index_add(0, &index, &losses.ones_like()));
+    }
+
+    /// The (sum, count) tensors, zeros where nothing was added yet (every rank must hand the
+    /// same tensors to a collective), for reducing in place.
+    pub fn tensors(&mut self, device: tch::Device) -> (&Tensor, &Tensor) {
+        let zeros = || Tensor::zeros([LOSS_BUCKETS], (Kind::Float, device));
+        let sum = self.sum.get_or_insert_with(zeros);
+        let count = self.count.get_or_insert_with(zeros);
+        (sum, count)
+    }
+
+    fn host(t: &Option<Tensor>) -> Vec<f64> {
+        t.as_ref()
+            .map(|t| Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu)))
+            .and_then(|v| v.ok())
+            .unwrap_or_default()
+    }
+
+    /// Mean loss of each bucket (NaN where a bucket saw no sample; empty before any `add`).
+    pub fn means(&self) -> Vec<f64> {
+        let (sum, count) = (Self::host(&self.sum), Self::host(&self.count));
+        sum.iter().zip(&count).map(|(s, c)| s / c).collect()
+    }
+
+    /// Samples per bucket (empty before any `add`).
+    pub fn counts(&self) -> Vec<u64> {
+        Self::host(&self.count).iter().map(|c| *c as u64).collect()
+    }
+}
+
 /// Training figures accumulated over one logging window. Per-sample losses are summed on the
 /// device, so the window costs no host synchronisation until it is read.
+#[derive(Default)]
 pub struct StepMetrics {
-    bucket_sum: Option<Tensor>,
-    bucket_count: Option<Tensor>,
+    buckets: BucketedLoss,
     pub loss_sum: f64,
     pub steps: u64,
     pub samples: u64,
@@ -16,45 +73,15 @@ pub struct StepMetrics {
     pub last_grad_norm: f64,
 }
 
-impl Default for StepMetrics {
-    fn default() -> Self {
-        Self {
-            bucket_sum: None,
-            bucket_count: None,
-            loss_sum: 0.0,
-            steps: 0,
-            samples: 0,
-            data_wait_secs: 0.0,
-            elapsed_secs: 0.0,
-            last_grad_norm: 0.0,
-        }
-    }
-}
-
 impl StepMetrics {
     /// Adds per-sample losses [B] at times t [B] to the buckets.
     pub fn add_bucketed(&mut self, losses: &Tensor, t: &Tensor) {
-        let losses = losses.detach().to_kind(Kind::Float);
-        let index = (t.detach() * LOSS_BUCKETS as f64)
-            .floor()
-            .clamp(0.0, (LOSS_BUCKETS - 1) as f64)
-            .to_kind(Kind::Int64);
-        let zeros = || Tensor::zeros([LOSS_BUCKETS], (Kind::Float, losses.device()));
-        let sum = self.bucket_sum.take().unwrap_or_else(zeros);
-        let count = self.bucket_count.take().unwrap_or_else(zeros);
-        self.bucket_sum = Some(sum.index_add(0, &index, &losses));
-        self.bucket_count = Some(count.index_add(0, &index, &losses.ones_like()));
+        self.buckets.add(losses, t);
     }
 
     /// Mean loss of each timestep bucket (NaN where a bucket saw no sample).
     pub fn bucket_means(&self) -> Vec<f64> {
-        match (&self.bucket_sum, &self.bucket_count) {
-            (Some(sum), Some(count)) => {
-                let means = (sum / count).to_device(tch::Device::Cpu);
-                Vec::<f64>::try_from(means.to_kind(Kind::Double)).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        }
+        self.buckets.means()
     }
 
     /// Sums the window's bucket figures and sample count over the ranks through `sum` (an
@@ -64,18 +91,30 @@ impl StepMetrics {
         device: tch::Device,
         sum: impl FnOnce(&[&Tensor]) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
-        let zeros = || Tensor::zeros([LOSS_BUCKETS], (Kind::Float, device));
-        let bucket_sum = self.bucket_sum.take().unwrap_or_else(zeros);
-        let bucket_count = self.bucket_count.take().unwrap_or_else(zeros);
         let samples = Tensor::from(self.samples as f64).to_device(device);
-        sum(&[&bucket_sum, &bucket_count, &samples])?;
+        let (bucket_sum, bucket_count) = self.buckets.tensors(device);
+        sum(&[bucket_sum, bucket_count, &samples])?;
         self.samples = samples.double_value(&[]) as u64;
-        self.bucket_sum = Some(bucket_sum);
-        self.bucket_count = Some(bucket_count);
         Ok(())
     }
 
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.steps.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_split_time_in_quarters() {
+        let mut b = BucketedLoss::default();
+        let t = Tensor::from_slice(&[0.0f32, 0.24, 0.25, 0.6, 0.99, 1.0]);
+        let l = Tensor::from_slice(&[1.0f32, 3.0, 5.0, 7.0, 9.0, 11.0]);
+        b.add(&l, &t);
+        assert_eq!(b.counts(), vec![2, 1, 1, 2]);
+        assert_eq!(b.means(), vec![2.0, 5.0, 7.0, 10.0]);
+        assert_eq!(bucket_tag("val", 3), "val/loss_t3");
     }
 }

@@ -13,10 +13,10 @@ mod validate;
 
 pub use batch::images_to_tensor;
 pub use device::{resolve_device, use_bf16};
-pub use metrics::StepMetrics;
+pub use metrics::{bucket_tag, BucketedLoss, StepMetrics, LOSS_BUCKETS};
 pub use model::{param_groups, StageModel};
 pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
 pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
 pub use signals::StopFlag;
-pub use validate::validation_loss;
+pub use validate::{log_validation, validation_loss, validation_loss_of, ValidationLoss, Weights};

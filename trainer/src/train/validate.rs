@@ -1,32 +1,87 @@
 use imagen_data::{DataConfig, Loader};
-use tch::{Device, Kind, Tensor};
+use serde_json::json;
+use tch::{Device, Kind};
 
 use super::batch::images_to_tensor;
+use super::metrics::{bucket_tag, BucketedLoss};
 use super::model::StageModel;
 use crate::diffusion::augment::random_crop;
-use crate::error::Result;
+use crate::error::{Result, TrainerError};
+use crate::logs::{EventWriter, MetricsJsonl};
+use crate::text::TextConditioner;
+use crate::unet::UNet;
 
 /// Fixed seed of the validation draws: the same timesteps, noise and condition dropout every
 /// time, so that successive validation losses differ only by the weights.
 const VALIDATION_SEED: i64 = 0x5EED;
 
-/// Mean loss of the trained weights over the first `batches` held-out batches, at fixed timesteps
+/// Which weights of a stage a validation pass measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The weights the optimizer trains (what the training loop logs).
+    Trained,
+    /// Their moving average (what sampling and `imagen eval` use).
+    Ema,
+}
+
+/// The validation loss of one pass: overall, per timestep bucket, and per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationLoss {
+    /// Mean over every held-out sample of the pass.
+    pub mean: f64,
+    /// Mean per timestep quarter (`LOSS_BUCKETS`; NaN for a bucket no sample fell in).
+    pub buckets: Vec<f64>,
+    /// Samples per bucket; `mean` is the count-weighted mean of `buckets`.
+    pub bucket_counts: Vec<u64>,
+    /// Each sample's loss, in batch order (the spread of the mean).
+    pub per_sample: Vec<f64>,
+}
+
+impl ValidationLoss {
+    /// `val/loss` and `val/loss_t0..3` (buckets with samples only).
+    pub fn scalars(&self) -> Vec<(String, f64)> {
+        let mut out = vec![("val/loss".to_owned(), self.mean)];
+        for (i, b) in self.buckets.iter().enumerate() {
+            if b.is_finite() {
+                out.push((bucket_tag("val", i), *b));
+            }
+        }
+        out
+    }
+}
+
+/// Loss of the trained weights over the first `batches` held-out batches, at fixed timesteps
 /// and noise. A fresh loader from the start of the held-out shards each time, so the batches are
-/// the same too.
+/// the same too. `None` when the config has no held-out shards.
 pub fn validation_loss(
     model: &StageModel,
     data: &DataConfig,
     batches: u64,
     device: Device,
-) -> Result<Option<f64>> {
+) -> Result<Option<ValidationLoss>> {
+    validation_loss_of(model, Weights::Trained, data, batches, device)
+}
+
+/// [`validation_loss`] of the chosen weights.
+pub fn validation_loss_of(
+    model: &StageModel,
+    weights: Weights,
+    data: &DataConfig,
+    batches: u64,
+    device: Device,
+) -> Result<Option<ValidationLoss>> {
     let Some(heldout) = data.heldout() else {
         return Ok(None);
+    };
+    let (unet, text): (&UNet, &TextConditioner) = match weights {
+        Weights::Trained => (&model.unet, &model.text),
+        Weights::Ema => (&model.ema_unet, model.ema_text()),
     };
     let stage = &model.cfg;
     let mut loader = Loader::new(&heldout, stage.data_side(), 0, 1, None)?;
     tch::manual_seed(VALIDATION_SEED);
-    let mut total = 0.0;
-    let mut count = 0u64;
+    let mut buckets = BucketedLoss::default();
+    let mut per_sample = Vec::new();
     for _ in 0..batches.max(1) {
         let batch = loader.next_batch()?;
         let mut x0 = images_to_tensor(&batch.pixels, batch.len(), batch.side, device);
@@ -34,19 +89,47 @@ pub fn validation_loss(
             let align = stage.unet.image_side / stage.unet.lowres_side.max(1);
             x0 = random_crop(&x0, side, align.max(1));
         }
-        let loss = tch::no_grad(|| -> Result<Tensor> {
-            let (text, mask) = model.text.encode(&batch.captions, &batch.keys)?;
-            let (losses, _) = model.diffusion.training_loss(
-                &model.unet,
-                &x0,
-                &text,
-                &mask,
-                stage.train_lowres_side(),
-            );
-            Ok(losses.mean(Kind::Float))
+        let (losses, t) = tch::no_grad(|| -> Result<_> {
+            let (emb, mask) = text.encode(&batch.captions, &batch.keys)?;
+            Ok(model.diffusion.training_loss(unet, &x0, &emb, &mask, stage.train_lowres_side()))
         })?;
-        total += loss.double_value(&[]);
-        count += 1;
+        buckets.add(&losses, &t);
+        let host = losses.to_kind(Kind::Double).to_device(Device::Cpu);
+        per_sample.extend(Vec::<f64>::try_from(host).map_err(TrainerError::Torch)?);
     }
-    Ok(Some(total / count as f64))
+    let mean = per_sample.iter().sum::<f64>() / per_sample.len().max(1) as f64;
+    Ok(Some(ValidationLoss {
+        mean,
+        buckets: buckets.means(),
+        bucket_counts: buckets.counts(),
+        per_sample,
+    }))
+}
+
+/// The training loop's periodic validation: measures the trained weights and logs `val/loss`
+/// and its buckets to TensorBoard and metrics.jsonl at `step`.
+pub fn log_validation(
+    model: &StageModel,
+    data: &DataConfig,
+    batches: u64,
+    device: Device,
+    step: u64,
+    events: &mut EventWriter,
+    jsonl: &mut MetricsJsonl,
+) -> Result<()> {
+    let Some(val) = validation_loss(model, data, batches, device)? else {
+        return Ok(());
+    };
+    let scalars = val.scalars();
+    let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    events.scalars(step as i64, &refs)?;
+    events.flush()?;
+    let mut record = serde_json::Map::new();
+    record.insert("step".into(), json!(step));
+    for (k, v) in &scalars {
+        record.insert(k.clone(), json!(v));
+    }
+    jsonl.write(&serde_json::Value::Object(record))?;
+    tracing::info!("step {step}: validation loss {:.5}", val.mean);
+    Ok(())
 }

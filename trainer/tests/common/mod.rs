@@ -157,3 +157,44 @@ pub fn logged(stage_dir: &Path, tag: &str) -> Vec<(u64, f64)> {
 pub fn logged_losses(stage_dir: &Path) -> Vec<(u64, f64)> {
     logged(stage_dir, "train/loss")
 }
+
+/// What TensorBoard's own EventAccumulator reads from a stage directory
+/// (scripts/read_tensorboard.py): `{"scalars": {tag: [[step, value], ...]}, "images": ...}`.
+pub fn read_tensorboard(stage_dir: &Path) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join(".venv-tools/bin/python");
+    assert!(python.exists(), "run scripts/python_env.sh (make test does)");
+    let read = std::process::Command::new(python)
+        .arg(root.join("scripts/read_tensorboard.py"))
+        .arg(stage_dir)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    serde_json::from_slice(&read.stdout).unwrap()
+}
+
+/// Blocks 0 and 1 of pytorch-fid's state dict, random convolutions, default batch norms.
+pub fn write_fid_weights(path: &Path) {
+    tch::manual_seed(7);
+    let convs: [(&str, [i64; 4]); 5] = [
+        ("blocks.0.0", [32, 3, 3, 3]),
+        ("blocks.0.1", [32, 32, 3, 3]),
+        ("blocks.0.2", [64, 32, 3, 3]),
+        ("blocks.1.0", [80, 64, 1, 1]),
+        ("blocks.1.1", [192, 80, 3, 3]),
+    ];
+    let mut tensors = Vec::new();
+    for (name, shape) in convs {
+        let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
+        let opts = (tch::Kind::Float, tch::Device::Cpu);
+        tensors
+            .push((format!("{name}.conv.weight"), tch::Tensor::randn(shape, opts) / fan_in.sqrt()));
+        let c = shape[0];
+        tensors.push((format!("{name}.bn.weight"), tch::Tensor::ones([c], opts)));
+        tensors.push((format!("{name}.bn.bias"), tch::Tensor::zeros([c], opts)));
+        tensors.push((format!("{name}.bn.running_mean"), tch::Tensor::zeros([c], opts)));
+        tensors.push((format!("{name}.bn.running_var"), tch::Tensor::ones([c], opts)));
+        tensors.push((format!("{name}.bn.num_batches_tracked"), tch::Tensor::from(0i64)));
+    }
+    tch::Tensor::write_safetensors(&tensors, path).unwrap();
+}
