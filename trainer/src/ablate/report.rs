@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainerError};
-use crate::evaluate::{metrics_table, EvalReport, SPREAD_NOTE};
+use crate::error::Result;
+use crate::evaluate::{metrics_table, write_report, EvalReport, SPREAD_NOTE};
 
 /// One arm: how it was trained and what its evaluation measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,15 +39,7 @@ pub struct AblationReport {
 
 impl AblationReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| TrainerError::Io { path, source }
-        };
-        let json = dir.join("report.json");
-        let text = serde_json::to_string_pretty(self).expect("report serialises");
-        std::fs::write(&json, text + "\n").map_err(io(&json))?;
-        let md = dir.join("report.md");
-        std::fs::write(&md, self.markdown()).map_err(io(&md))
+        write_report(dir, self, &self.markdown())
     }
 
     pub fn markdown(&self) -> String {

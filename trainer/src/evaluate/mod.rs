@@ -9,8 +9,8 @@ mod summary;
 
 pub use metric::Metric;
 pub use report::{
-    metrics_table, ClipReport, ConditioningReport, EvalReport, FidReport, Row, StageCheckpoint,
-    ValLossReport, SPREAD_NOTE,
+    metrics_table, write_report, ClipReport, ConditioningReport, EvalReport, FidReport, Row,
+    StageCheckpoint, ValLossReport, SPREAD_NOTE,
 };
 pub use run::{conditioning, evaluate, EvalOptions};
 pub use summary::Summary;

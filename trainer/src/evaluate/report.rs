@@ -94,6 +94,16 @@ pub struct Row {
     pub value: Option<f64>,
 }
 
+/// `report.json` (the value, pretty-printed) and `report.md` in `dir`: the pair every report of
+/// `imagen eval run` and `imagen ablate` leaves.
+pub fn write_report(dir: &Path, value: &impl Serialize, markdown: &str) -> Result<()> {
+    let json = dir.join("report.json");
+    let text = serde_json::to_string_pretty(value).expect("report serialises");
+    std::fs::write(&json, text + "\n").map_err(io(&json))?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, markdown).map_err(io(&md))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
     move |source| TrainerError::Io { path: path.to_owned(), source }
 }
@@ -133,11 +143,7 @@ impl EvalReport {
     /// Writes `report.json` and `report.md` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let json = dir.join("report.json");
-        let text = serde_json::to_string_pretty(self).expect("report serialises");
-        std::fs::write(&json, text + "\n").map_err(io(&json))?;
-        let md = dir.join("report.md");
-        std::fs::write(&md, self.markdown()).map_err(io(&md))
+        write_report(dir, self, &self.markdown())
     }
 
     /// The markdown report.
