@@ -5,10 +5,13 @@ same shard of 256-512 px JPEGs, one core each. Prints per-core images/s and the 
 Usage:
   scripts/python_env.sh data
   cargo build --release --bin imagen
-  .venv-data/bin/python scripts/bench_data.py --imagen target/release/imagen [--count 256]
+  .venv-data/bin/python scripts/bench_data.py --imagen target/release/imagen [--count 256] [--runs 5]
 The shard is written once (pyarrow, img2dataset's schema) to --shard (default
 /tmp/imagen-bench/bench.parquet). Both sides read the JPEG bytes into memory first and time the
-median of --passes passes, so the figures are decode work only.
+median of --passes passes, so the figures are decode work only. The four measurements of a side
+alternate --runs times (imagen, imagen full decode, Pillow, Pillow + draft, then again), so a
+burst of load on a shared machine falls on both; the table gives the median rate of each column
+over the runs and the median and range of the per-run ratios.
 """
 
 import argparse
@@ -96,6 +99,8 @@ def main():
     ap.add_argument("--count", type=int, default=256)
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--sizes", default="64,256")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="also print every run's rates as JSON")
     args = ap.parse_args()
     if not os.path.exists(args.shard):
         make_shard(args.shard, args.count)
@@ -105,19 +110,34 @@ def main():
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        ours = imagen_rate(args.imagen, args.shard, size, args.count, args.passes, True)
-        ours_full = imagen_rate(args.imagen, args.shard, size, args.count, args.passes, False)
-        plain = pillow_rate(images, size, False, args.passes)
-        draft = pillow_rate(images, size, True, args.passes)
-        rows.append((size, ours, ours_full, plain, draft))
-    print(f"{len(images)} JPEGs of 256-512 px, one core, median of {args.passes} passes")
+        runs = []
+        for _ in range(args.runs):
+            runs.append((
+                imagen_rate(args.imagen, args.shard, size, args.count, args.passes, True),
+                imagen_rate(args.imagen, args.shard, size, args.count, args.passes, False),
+                pillow_rate(images, size, False, args.passes),
+                pillow_rate(images, size, True, args.passes),
+            ))
+        rows.append((size, runs))
+    print(f"{len(images)} JPEGs of 256-512 px, one core, median of {args.passes} passes per run, "
+          f"{args.runs} alternating runs")
     print("| side | imagen (DCT scaling) | imagen (full decode) | Pillow | Pillow + draft "
-          "| vs Pillow | vs Pillow + draft |")
+          "| vs Pillow (range) | vs Pillow + draft (range) |")
     print("|---|---|---|---|---|---|---|")
-    for size, ours, ours_full, plain, draft in rows:
-        print(f"| {size} | {ours:.0f}/s | {ours_full:.0f}/s | {plain:.0f}/s | {draft:.0f}/s "
-              f"| {ours / plain:.2f}x | {ours / draft:.2f}x |")
+    for size, runs in rows:
+        ours, full, plain, draft = (statistics.median(col) for col in zip(*runs))
+        vs_plain = [r[0] / r[2] for r in runs]
+        vs_draft = [r[0] / r[3] for r in runs]
+        print(f"| {size} | {ours:.0f}/s | {full:.0f}/s | {plain:.0f}/s | {draft:.0f}/s "
+              f"| {ratio(vs_plain)} | {ratio(vs_draft)} |")
+    if args.json:
+        print(json.dumps([{"side": size, "runs": [dict(zip(
+            ["imagen", "imagen_full_decode", "pillow", "pillow_draft"], r)) for r in runs]}
+            for size, runs in rows]))
 
+
+def ratio(values):
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,10 @@
 //! one, so every batch is full. Epochs are nominal: every rank yields exactly `epoch_batches`
 //! batches per epoch (configured, or derived from the shards' sample counts), while the sample
 //! stream under it rolls over passes independently, so no rank can run dry before another.
+//!
+//! With a text cache ([`Loader::with_text_cache`]), the same thread also looks each batch's
+//! captions up in the T5 embedding cache and widens them to f32, so a `frozen-cached` training
+//! step finds its text conditioning ready in [`Batch::text`].
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DataConfig, FormatChoice};
 use crate::decode::{decode_into, ImageLimits, Transform};
+use crate::embed_cache::{EmbedCache, TextBatch};
 use crate::error::{DataError, Result};
 use crate::reader::{count_samples, ShardReader};
 use crate::shards::{expand_shards, stats_marker, ShardFormat};
@@ -47,6 +52,8 @@ pub struct Batch {
     pub captions: Vec<String>,
     pub keys: Vec<String>,
     pub epoch: u64,
+    /// The captions' cached embeddings, when the loader was given a text cache.
+    pub text: Option<TextBatch>,
 }
 
 impl Batch {
@@ -127,12 +134,37 @@ fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
 }
 
 impl Loader {
+    /// Batches of rank `rank` of `world` at `side` pixels, from `cursor` or the start.
     pub fn new(
         cfg: &DataConfig,
         side: u32,
         rank: usize,
         world: usize,
         cursor: Option<Cursor>,
+    ) -> Result<Loader> {
+        Self::start(cfg, side, rank, world, cursor, None)
+    }
+
+    /// As [`Loader::new`], with every batch's cached text embeddings in [`Batch::text`]; a sample
+    /// missing from the cache stops the loader with an error naming it.
+    pub fn with_text_cache(
+        cfg: &DataConfig,
+        side: u32,
+        rank: usize,
+        world: usize,
+        cursor: Option<Cursor>,
+        cache: Arc<EmbedCache>,
+    ) -> Result<Loader> {
+        Self::start(cfg, side, rank, world, cursor, Some(cache))
+    }
+
+    fn start(
+        cfg: &DataConfig,
+        side: u32,
+        rank: usize,
+        world: usize,
+        cursor: Option<Cursor>,
+        text_cache: Option<Arc<EmbedCache>>,
     ) -> Result<Loader> {
         if world == 0 || rank >= world {
             return Err(DataError::Invalid(format!("rank {rank} is not in a world of {world}")));
@@ -220,6 +252,12 @@ impl Loader {
                         &mut warner,
                         &mut good_pass,
                     )
+                    .and_then(|mut batch| {
+                        if let Some(cache) = &text_cache {
+                            batch.text = Some(cache.lookup_batch(&batch.keys, &batch.captions)?);
+                        }
+                        Ok(batch)
+                    })
                     .map(|mut batch| {
                         batch.epoch = cursor.batches / epoch_batches;
                         cursor.batches += 1;
@@ -352,5 +390,5 @@ fn make_batch(
             }
         }
     }
-    Ok(Batch { pixels, side, captions, keys, epoch: 0 })
+    Ok(Batch { pixels, side, captions, keys, epoch: 0, text: None })
 }

@@ -123,3 +123,86 @@ fn heldout_config_reads_the_heldout_split() {
     let keys: Vec<String> = take(&mut loader, 3).iter().flat_map(|b| b.keys.clone()).collect();
     assert!(keys.iter().all(|k| k.parse::<u64>().unwrap() >= imagen_data::synth::HELDOUT_BASE));
 }
+
+/// A cache of every sample the first `n` batches hold except `skip`: sample i's embeddings are
+/// `1 + i % 3` tokens of width 2 with values `[i, token]`.
+fn write_text_cache(
+    dir: &std::path::Path,
+    batches: &[Batch],
+    skip: Option<&str>,
+) -> (imagen_data::embed_cache::EncoderIdentity, std::collections::HashMap<String, Vec<f32>>) {
+    use imagen_data::embed_cache::*;
+    let id = EncoderIdentity {
+        weights_sha256: "w".repeat(64),
+        tokenizer_sha256: "t".repeat(64),
+        max_length: 8,
+        dtype: CacheDtype::F32,
+        d_model: 2,
+    };
+    Manifest::create_or_check(dir, &Manifest::new(id.clone(), "test".into())).unwrap();
+    let mut writer = ShardWriter::new(dir, "00000", &id).unwrap();
+    let mut expected = std::collections::HashMap::new();
+    let samples = batches.iter().flat_map(|b| b.keys.iter().zip(&b.captions));
+    for (i, (key, caption)) in samples.enumerate() {
+        let values: Vec<f32> =
+            (0..1 + i % 3).flat_map(|t| [i as f32, t as f32]).collect::<Vec<_>>();
+        if skip != Some(key.as_str()) {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            writer.push(cache_key(key, caption), &bytes).unwrap();
+        }
+        expected.insert(key.clone(), values);
+    }
+    writer.finish().unwrap();
+    (id, expected)
+}
+
+#[test]
+fn a_text_cache_puts_each_batch_s_padded_embeddings_in_the_batch() {
+    use imagen_data::embed_cache::EmbedCache;
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let cfg = config(dir.path(), "parquet");
+    let plain = take(&mut Loader::new(&cfg, 16, 0, 1, None).unwrap(), 5);
+    let cache_dir = dir.path().join("cache");
+    let (id, expected) = write_text_cache(&cache_dir, &plain, None);
+    let cache = std::sync::Arc::new(EmbedCache::open(&cache_dir, &id).unwrap());
+    let mut loader = Loader::with_text_cache(&cfg, 16, 0, 1, None, cache).unwrap();
+    for want in &plain {
+        let got = loader.next_batch().unwrap();
+        assert_eq!((&got.pixels, &got.keys), (&want.pixels, &want.keys), "same images and order");
+        let text = got.text.as_ref().expect("the loader attached the cached embeddings");
+        let longest = got.keys.iter().map(|k| expected[k].len() / 2).max().unwrap();
+        assert_eq!((text.len, text.d_model), (longest, 2));
+        assert_eq!(text.values.len(), got.len() * longest * 2);
+        for (i, key) in got.keys.iter().enumerate() {
+            let row = &expected[key];
+            let tokens = row.len() / 2;
+            let at = i * longest * 2;
+            assert_eq!(&text.values[at..at + row.len()], &row[..], "{key}");
+            assert!(text.values[at + row.len()..at + longest * 2].iter().all(|&v| v == 0.0));
+            let mask = &text.mask[i * longest..(i + 1) * longest];
+            assert_eq!(mask.iter().filter(|&&m| m).count(), tokens, "{key}");
+            assert!(mask[..tokens].iter().all(|&m| m));
+        }
+    }
+    assert!(Loader::new(&cfg, 16, 0, 1, None).unwrap().next_batch().unwrap().text.is_none());
+}
+
+#[test]
+fn a_sample_missing_from_the_text_cache_stops_the_loader_naming_it() {
+    use imagen_data::embed_cache::EmbedCache;
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let cfg = config(dir.path(), "wds");
+    let plain = take(&mut Loader::new(&cfg, 16, 0, 1, None).unwrap(), 2);
+    let missing = plain[1].keys[3].clone();
+    let cache_dir = dir.path().join("cache");
+    let (id, _) = write_text_cache(&cache_dir, &plain, Some(&missing));
+    let cache = std::sync::Arc::new(EmbedCache::open(&cache_dir, &id).unwrap());
+    let mut loader = Loader::with_text_cache(&cfg, 16, 0, 1, None, cache).unwrap();
+    assert!(loader.next_batch().unwrap().text.is_some());
+    let err = loader.next_batch().unwrap_err().to_string();
+    assert!(err.contains(&missing) && err.contains("cache"), "{err}");
+    assert!(err.contains(&cache_dir.display().to_string()), "{err}");
+    assert!(loader.next_batch().is_err(), "the loader stays stopped");
+}

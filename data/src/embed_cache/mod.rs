@@ -21,7 +21,7 @@ mod writer;
 
 pub use key::cache_key;
 pub use manifest::{CacheDtype, EncoderIdentity, Manifest, MANIFEST_FILE};
-pub use reader::{CachedEmbedding, EmbedCache};
+pub use reader::{CachedEmbedding, EmbedCache, TextBatch};
 pub use writer::{shard_path, ShardWriter};
 
 #[cfg(test)]

@@ -21,17 +21,24 @@ pub struct CachedEmbedding<'a> {
 impl CachedEmbedding<'_> {
     /// The values as f32 (bf16 widened exactly).
     pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.tokens * self.d_model];
+        self.widen_into(&mut out);
+        out
+    }
+
+    /// Writes the values as f32 into `out` (`tokens x d_model` long).
+    pub fn widen_into(&self, out: &mut [f32]) {
         match self.dtype {
-            CacheDtype::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            CacheDtype::Bf16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
+            CacheDtype::F32 => {
+                for (o, b) in out.iter_mut().zip(self.bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            CacheDtype::Bf16 => {
+                for (o, b) in out.iter_mut().zip(self.bytes.chunks_exact(2)) {
+                    *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+                }
+            }
         }
     }
 }
@@ -44,10 +51,25 @@ struct Shard {
     offsets: Vec<i64>,
 }
 
+/// A batch's cached embeddings, padded to its longest caption: what the text conditioner turns
+/// into tensors. Built on the loader thread (see `Loader::with_text_cache`) so the training step
+/// does not wait on the lookup and the widening of bf16.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextBatch {
+    /// `batch x len x d_model` f32, zero at padded positions.
+    pub values: Vec<f32>,
+    /// `batch x len`, true at real tokens.
+    pub mask: Vec<bool>,
+    /// Tokens of the longest caption (at least 1).
+    pub len: usize,
+    pub d_model: usize,
+}
+
 /// A cache directory opened for random access by key: every shard memory-mapped, one hash map
 /// from cache key to (shard, row).
 #[derive(Debug)]
 pub struct EmbedCache {
+    dir: PathBuf,
     identity: EncoderIdentity,
     shards: Vec<Shard>,
     index: HashMap<String, (u32, u32)>,
@@ -78,7 +100,7 @@ impl EmbedCache {
             }
             shards.push(shard);
         }
-        Ok(Self { identity: expected.clone(), shards, index })
+        Ok(Self { dir: dir.to_owned(), identity: expected.clone(), shards, index })
     }
 
     /// Number of cached captions.
@@ -92,6 +114,36 @@ impl EmbedCache {
 
     pub fn identity(&self) -> &EncoderIdentity {
         &self.identity
+    }
+
+    /// The padded embeddings of a batch of (`keys[i]`, `captions[i]`); a sample that is not cached
+    /// is an error naming it and the cache.
+    pub fn lookup_batch(&self, keys: &[String], captions: &[String]) -> Result<TextBatch> {
+        let miss = |message: String| DataError::EmbedCache { path: self.dir.clone(), message };
+        if keys.len() != captions.len() {
+            return Err(miss(format!("{} keys for {} captions", keys.len(), captions.len())));
+        }
+        let found = keys
+            .iter()
+            .zip(captions)
+            .map(|(k, c)| {
+                self.get(k, c).ok_or_else(|| {
+                    miss(format!(
+                        "sample {k:?} (caption {c:?}) is not in the embedding cache; re-run \
+                         `imagen embed`"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let d = self.identity.d_model;
+        let len = found.iter().map(|e| e.tokens).max().unwrap_or(0).max(1);
+        let mut values = vec![0f32; found.len() * len * d];
+        let mut mask = vec![false; found.len() * len];
+        for (i, e) in found.iter().enumerate() {
+            e.widen_into(&mut values[i * len * d..(i * len + e.tokens) * d]);
+            mask[i * len..i * len + e.tokens].fill(true);
+        }
+        Ok(TextBatch { values, mask, len, d_model: d })
     }
 
     /// The embeddings of sample `key` with caption `caption`, if cached.

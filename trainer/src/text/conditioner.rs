@@ -1,10 +1,11 @@
 //! The text conditioning the trainer and the U-Net consume: `(embeddings, mask)` per batch,
 //! whatever the mode (frozen-cached, frozen-online, finetune).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use imagen_data::embed_cache::EmbedCache;
+use imagen_data::embed_cache::{EmbedCache, TextBatch};
+use imagen_data::Batch;
 use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{TextConfig, TextDtype, TextMode};
@@ -20,7 +21,7 @@ pub const TEXT_ENCODER_GROUP: usize = 1;
 #[derive(Debug)]
 enum Source {
     Online { encoder: Box<T5Encoder>, tokenizer: Box<T5Tokenizer> },
-    Cached { cache: EmbedCache, dir: PathBuf },
+    Cached { cache: Arc<EmbedCache> },
 }
 
 /// Turns captions (or sample keys, with the cache) into T5 token embeddings and a mask.
@@ -48,8 +49,7 @@ impl TextConditioner {
                     TrainerError::Text("text.mode = \"frozen-cached\" needs text.cache_dir (written by `imagen embed`)".into())
                 })?;
                 let identity = encoder_identity(cfg, &t5)?;
-                let cache = EmbedCache::open(&dir, &identity)?;
-                Source::Cached { cache, dir }
+                Source::Cached { cache: Arc::new(EmbedCache::open(&dir, &identity)?) }
             }
             TextMode::FrozenOnline | TextMode::Finetune => {
                 let encoder = if cfg.mode == TextMode::Finetune {
@@ -131,48 +131,34 @@ impl TextConditioner {
                 let mask = out.mask.to_kind(Kind::Bool);
                 Ok((out.hidden.to_kind(Kind::Float) * mask.unsqueeze(-1), mask))
             }
-            Source::Cached { cache, dir } => self.lookup(cache, dir, captions, keys),
+            Source::Cached { cache } => Ok(self.to_tensors(&cache.lookup_batch(keys, captions)?)),
         }
     }
 
-    fn lookup(
-        &self,
-        cache: &EmbedCache,
-        dir: &std::path::Path,
-        captions: &[String],
-        keys: &[String],
-    ) -> Result<(Tensor, Tensor)> {
-        if keys.len() != captions.len() {
-            return Err(TrainerError::Text(format!(
-                "{} keys for {} captions",
-                keys.len(),
-                captions.len()
-            )));
+    /// A loaded batch's conditioning: the embeddings the loader already looked up when it was
+    /// given [`TextConditioner::cache`], else as [`TextConditioner::encode`].
+    pub fn encode_batch(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        match (&batch.text, &self.source) {
+            (Some(text), Source::Cached { .. }) => Ok(self.to_tensors(text)),
+            _ => self.encode(&batch.captions, &batch.keys),
         }
-        let found = keys
-            .iter()
-            .zip(captions)
-            .map(|(k, c)| {
-                cache.get(k, c).ok_or_else(|| {
-                    TrainerError::Text(format!(
-                        "sample {k:?} (caption {c:?}) is not in the embedding cache {}; re-run `imagen embed`",
-                        dir.display()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (b, d) = (found.len(), self.d_model as usize);
-        let len = found.iter().map(|e| e.tokens).max().unwrap_or(0).max(1);
-        let mut values = vec![0f32; b * len * d];
-        let mut mask = vec![false; b * len];
-        for (i, e) in found.iter().enumerate() {
-            values[i * len * d..(i * len + e.tokens) * d].copy_from_slice(&e.to_f32());
-            mask[i * len..i * len + e.tokens].fill(true);
+    }
+
+    /// The embedding cache ("frozen-cached" mode), for the data loader to look batches up in.
+    pub fn cache(&self) -> Option<Arc<EmbedCache>> {
+        match &self.source {
+            Source::Cached { cache } => Some(cache.clone()),
+            Source::Online { .. } => None,
         }
-        let shape = [b as i64, len as i64];
-        Ok((
-            Tensor::from_slice(&values).view([shape[0], shape[1], d as i64]).to_device(self.device),
-            Tensor::from_slice(&mask).view(shape).to_device(self.device),
-        ))
+    }
+
+    fn to_tensors(&self, text: &TextBatch) -> (Tensor, Tensor) {
+        let shape = [(text.mask.len() / text.len) as i64, text.len as i64];
+        (
+            Tensor::from_slice(&text.values)
+                .view([shape[0], shape[1], text.d_model as i64])
+                .to_device(self.device),
+            Tensor::from_slice(&text.mask).view(shape).to_device(self.device),
+        )
     }
 }

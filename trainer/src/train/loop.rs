@@ -120,7 +120,11 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         );
     }
     replicas.attach(&model, cfg)?;
-    let mut loader = Loader::new(&data_cfg, stage.data_side(), rank, world, cursor)?;
+    let side = stage.data_side();
+    let mut loader = match model.text.cache() {
+        Some(cache) => Loader::with_text_cache(&data_cfg, side, rank, world, cursor, cache)?,
+        None => Loader::new(&data_cfg, side, rank, world, cursor)?,
+    };
 
     let schedule = LrSchedule {
         lr: cfg.train.lr,
@@ -190,7 +194,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 let align = stage.unet.image_side / stage.unet.lowres_side.max(1);
                 x0 = random_crop(&x0, side, align.max(1));
             }
-            let (text, mask) = model.text.encode(&batch.captions, &batch.keys)?;
+            let (text, mask) = model.text.encode_batch(&batch)?;
             let first = micro * global_batch + (rank * data_cfg.batch_size) as u64;
             let draws = TrainingDraws::per_sample(
                 &sample_seeds(seed, first, batch.len()),
