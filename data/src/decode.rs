@@ -2,10 +2,11 @@
 //! target is much smaller, as Pillow's `draft` does), antialiased resize of the crop square, and an
 //! optional horizontal flip.
 //!
-//! JPEG decoders, chosen by measurement (BENCHMARKS.md, "Data pipeline"): `jpeg-decoder` when a
-//! DCT scale of 1/2 or smaller applies (it implements libjpeg's reduced IDCTs), `zune-jpeg` at full
+//! JPEG decoders, chosen by measurement (BENCHMARKS.md, "Data pipeline"): libjpeg-turbo's (through
+//! `mozjpeg`, see `jpeg_scaled`) when a DCT scale of 1/2 or smaller applies, `zune-jpeg` at full
 //! scale (its SIMD IDCT and colour conversion are faster). `turbojpeg` was not used: its -sys crate
-//! needs either a system libturbojpeg or cmake + nasm, which a fresh machine lacks.
+//! needs either a system libturbojpeg or cmake + nasm, which a fresh machine lacks; `mozjpeg`
+//! builds the same decoder from vendored C with the C compiler alone.
 
 use std::cell::RefCell;
 use std::io::Cursor;
@@ -14,6 +15,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use serde::{Deserialize, Serialize};
 
+use crate::jpeg_scaled::{self, LibjpegError, Scaled};
 use crate::stats::SkipReason;
 
 /// Where the square crop sits along the image's longer axis.
@@ -86,8 +88,13 @@ fn sniff(bytes: &[u8]) -> Option<Kind> {
 /// Decodes `bytes` and writes `side*side*3` RGB bytes into `out`.
 pub fn decode_into(bytes: &[u8], t: &Transform, out: &mut [u8]) -> Result<(), DecodeFailure> {
     // A decoder that panics on malformed input costs one counted sample, not the run.
-    let decoded = std::panic::catch_unwind(|| decode_rgb(bytes, t))
-        .unwrap_or_else(|_| Err(fail(SkipReason::CorruptImage, "decoder panicked")));
+    let decoded = std::panic::catch_unwind(|| decode_rgb(bytes, t)).unwrap_or_else(|payload| {
+        let detail = match payload.downcast::<LibjpegError>() {
+            Ok(e) => format!("libjpeg: {}", e.0),
+            Err(_) => "decoder panicked".to_string(),
+        };
+        Err(fail(SkipReason::CorruptImage, detail))
+    });
     let (w, h, rgb) = decoded?;
     resize_crop(rgb, w, h, t, out)?;
     if t.flip {
@@ -104,7 +111,7 @@ pub fn decode_into(bytes: &[u8], t: &Transform, out: &mut [u8]) -> Result<(), De
     Ok(())
 }
 
-fn check_size(w: u32, h: u32, limits: &ImageLimits) -> Result<(), DecodeFailure> {
+pub(crate) fn check_size(w: u32, h: u32, limits: &ImageLimits) -> Result<(), DecodeFailure> {
     if w.min(h) < limits.min_side {
         return Err(fail(SkipReason::ImageTooSmall, format!("{w}x{h}")));
     }
@@ -138,23 +145,19 @@ pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), De
 
 fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), DecodeFailure> {
     let corrupt = |e: &dyn std::fmt::Display| fail(SkipReason::CorruptImage, e);
-    let mut dec = jpeg_decoder::Decoder::new(bytes);
-    dec.read_info().map_err(|e| corrupt(&e))?;
-    let info = dec.info().ok_or_else(|| corrupt(&"no frame header"))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    check_size(w, h, &t.limits)?;
-    let short = w.min(h);
-    if t.dct_scaling && short >= 2 * t.side {
-        // Ask for the shorter axis only: the decoder picks the smallest scale whose output is at
-        // least this large on one axis, so the other axis must not qualify.
-        let want = t.side.min(u16::MAX as u32) as u16;
-        let (rw, rh) = if w <= h { (want, u16::MAX) } else { (u16::MAX, want) };
-        let (sw, sh) = dec.scale(rw, rh).map_err(|e| corrupt(&e))?;
-        let pixels = dec.decode().map_err(|e| corrupt(&e))?;
-        let format = dec.info().map(|i| i.pixel_format).ok_or_else(|| corrupt(&"no info"))?;
-        let rgb = to_rgb(pixels, format, sw as usize * sh as usize);
-        return Ok((sw as u32, sh as u32, rgb));
-    }
+    let (w, h) = if t.dct_scaling {
+        match jpeg_scaled::decode(bytes, t.side, |w, h| check_size(w, h, &t.limits))? {
+            Scaled::Decoded(w, h, rgb) => return Ok((w, h, rgb)),
+            Scaled::Full(w, h) => (w, h),
+        }
+    } else {
+        let mut dec =
+            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes));
+        dec.decode_headers().map_err(|e| corrupt(&e))?;
+        let (w, h) = dec.dimensions().ok_or_else(|| corrupt(&"no frame header"))?;
+        check_size(w as u32, h as u32, &t.limits)?;
+        (w as u32, h as u32)
+    };
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
@@ -168,23 +171,6 @@ fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), Decod
         return Err(corrupt(&"decoded size does not match the header"));
     }
     Ok((w, h, pixels))
-}
-
-fn to_rgb(pixels: Vec<u8>, format: jpeg_decoder::PixelFormat, n: usize) -> Vec<u8> {
-    use jpeg_decoder::PixelFormat::*;
-    match format {
-        RGB24 => pixels,
-        L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        L16 => pixels.chunks_exact(2).flat_map(|v| [v[0], v[0], v[0]]).collect(),
-        CMYK32 => pixels
-            .chunks_exact(4)
-            .take(n)
-            .flat_map(|p| {
-                let k = p[3] as u32;
-                [p[0], p[1], p[2]].map(|c| (c as u32 * k / 255) as u8)
-            })
-            .collect(),
-    }
 }
 
 thread_local! {

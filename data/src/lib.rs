@@ -14,6 +14,7 @@ pub mod embed_cache;
 pub mod error;
 mod filter;
 pub mod inspect;
+mod jpeg_scaled;
 pub mod loader;
 pub mod reader;
 pub mod shards;
