@@ -144,28 +144,25 @@ pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), De
 }
 
 fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), DecodeFailure> {
-    let corrupt = |e: &dyn std::fmt::Display| fail(SkipReason::CorruptImage, e);
-    let (w, h) = if t.dct_scaling {
-        match jpeg_scaled::decode(bytes, t.side, |w, h| check_size(w, h, &t.limits))? {
-            Scaled::Decoded(w, h, rgb) => return Ok((w, h, rgb)),
-            Scaled::Full(w, h) => (w, h),
-        }
-    } else {
-        let mut dec =
-            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(bytes));
-        dec.decode_headers().map_err(|e| corrupt(&e))?;
-        let (w, h) = dec.dimensions().ok_or_else(|| corrupt(&"no frame header"))?;
-        check_size(w as u32, h as u32, &t.limits)?;
-        (w as u32, h as u32)
-    };
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
+    let check = |w: u32, h: u32| check_size(w, h, &t.limits);
+    if t.dct_scaling {
+        if let Scaled::Decoded(w, h, rgb) = jpeg_scaled::decode(bytes, t.side, check)? {
+            return Ok((w, h, rgb));
+        }
+    }
+    let corrupt = |e: &dyn std::fmt::Display| fail(SkipReason::CorruptImage, e);
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_max_width(u16::MAX as usize)
         .set_max_height(u16::MAX as usize);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    dec.decode_headers().map_err(|e| corrupt(&e))?;
+    let (w, h) = dec.dimensions().ok_or_else(|| corrupt(&"no frame header"))?;
+    let (w, h) = (w as u32, h as u32);
+    check(w, h)?;
     let pixels = dec.decode().map_err(|e| corrupt(&e))?;
     if pixels.len() != w as usize * h as usize * 3 {
         return Err(corrupt(&"decoded size does not match the header"));

@@ -67,9 +67,9 @@ fn error_manager() -> jpeg_error_mgr {
 pub enum Scaled {
     /// Decoded at a reduced scale: (width, height, packed RGB).
     Decoded(u32, u32, Vec<u8>),
-    /// The header's (width, height): the image is not at least twice `side`, or its colour space
-    /// (CMYK, YCCK) is left to the full-scale decoder.
-    Full(u32, u32),
+    /// Left to the full-scale decoder: the image is not at least twice `side`, or its colour
+    /// space is CMYK or YCCK.
+    Full,
 }
 
 /// Decodes at the smallest of 1/8, 1/4 and 1/2 of the size whose shorter side still covers
@@ -91,14 +91,14 @@ pub fn decode(
     let short = w.min(h) as u64;
     let Some(numerator) = [1u8, 2, 4].into_iter().find(|&n| short * n as u64 >= 8 * side as u64)
     else {
-        return Ok(Scaled::Full(w, h));
+        return Ok(Scaled::Full);
     };
     let rgb_source = matches!(
         dec.color_space(),
         ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB | ColorSpace::JCS_GRAYSCALE
     );
     if !rgb_source {
-        return Ok(Scaled::Full(w, h));
+        return Ok(Scaled::Full);
     }
     dec.scale(numerator);
     let mut started = dec.rgb().map_err(corrupt)?;
