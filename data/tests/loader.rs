@@ -156,17 +156,30 @@ fn write_text_cache(
     (id, expected)
 }
 
+/// A synthetic dataset in `dir`, the first `n` batches of a plain loader, and a loader over the
+/// same stream with a text cache of those batches' samples (less sample `skip` = (batch, index)).
+fn cached_loader(
+    dir: &std::path::Path,
+    container: &str,
+    n: usize,
+    skip: Option<(usize, usize)>,
+) -> (Vec<Batch>, Loader, std::collections::HashMap<String, Vec<f32>>) {
+    use imagen_data::embed_cache::EmbedCache;
+    synth_dataset(dir, 16);
+    let cfg = config(dir, container);
+    let plain = take(&mut Loader::new(&cfg, 16, 0, 1, None).unwrap(), n);
+    let skip = skip.map(|(b, i)| plain[b].keys[i].clone());
+    let cache_dir = dir.join("cache");
+    let (id, expected) = write_text_cache(&cache_dir, &plain, skip.as_deref());
+    let cache = std::sync::Arc::new(EmbedCache::open(&cache_dir, &id).unwrap());
+    let loader = Loader::with_text_cache(&cfg, 16, 0, 1, None, cache).unwrap();
+    (plain, loader, expected)
+}
+
 #[test]
 fn a_text_cache_puts_each_batch_s_padded_embeddings_in_the_batch() {
-    use imagen_data::embed_cache::EmbedCache;
     let dir = tempfile::tempdir().unwrap();
-    synth_dataset(dir.path(), 16);
-    let cfg = config(dir.path(), "parquet");
-    let plain = take(&mut Loader::new(&cfg, 16, 0, 1, None).unwrap(), 5);
-    let cache_dir = dir.path().join("cache");
-    let (id, expected) = write_text_cache(&cache_dir, &plain, None);
-    let cache = std::sync::Arc::new(EmbedCache::open(&cache_dir, &id).unwrap());
-    let mut loader = Loader::with_text_cache(&cfg, 16, 0, 1, None, cache).unwrap();
+    let (plain, mut loader, expected) = cached_loader(dir.path(), "parquet", 5, None);
     for want in &plain {
         let got = loader.next_batch().unwrap();
         assert_eq!((&got.pixels, &got.keys), (&want.pixels, &want.keys), "same images and order");
@@ -185,21 +198,16 @@ fn a_text_cache_puts_each_batch_s_padded_embeddings_in_the_batch() {
             assert!(mask[..tokens].iter().all(|&m| m));
         }
     }
+    let cfg = config(dir.path(), "parquet");
     assert!(Loader::new(&cfg, 16, 0, 1, None).unwrap().next_batch().unwrap().text.is_none());
 }
 
 #[test]
 fn a_sample_missing_from_the_text_cache_stops_the_loader_naming_it() {
-    use imagen_data::embed_cache::EmbedCache;
     let dir = tempfile::tempdir().unwrap();
-    synth_dataset(dir.path(), 16);
-    let cfg = config(dir.path(), "wds");
-    let plain = take(&mut Loader::new(&cfg, 16, 0, 1, None).unwrap(), 2);
+    let (plain, mut loader, _) = cached_loader(dir.path(), "wds", 2, Some((1, 3)));
     let missing = plain[1].keys[3].clone();
     let cache_dir = dir.path().join("cache");
-    let (id, _) = write_text_cache(&cache_dir, &plain, Some(&missing));
-    let cache = std::sync::Arc::new(EmbedCache::open(&cache_dir, &id).unwrap());
-    let mut loader = Loader::with_text_cache(&cfg, 16, 0, 1, None, cache).unwrap();
     assert!(loader.next_batch().unwrap().text.is_some());
     let err = loader.next_batch().unwrap_err().to_string();
     assert!(err.contains(&missing) && err.contains("cache"), "{err}");
