@@ -269,6 +269,11 @@ def main():
     if gap > 0.05:
         sys.exit(f"no peer configuration within 5% of {summary['total_params']} parameters "
                  f"(closest {peer_params}, {gap:.1%}); adjust the config")
+    if flops_gap > 0.10:
+        print(f"warning: the peer's forward pass is {peer_flops / 1e9:.3f} GFLOP/sample against "
+              f"our {summary['flops_per_sample_fwd'] / 1e9:.3f}: the ratio is not at matched "
+              f"work (mapping {mapping!r}; 'shifted' needs our first level to be one block "
+              f"without attention)", file=sys.stderr)
 
     our_rates, peer_rates, our_mem, peer_mem = [], [], [], []
     for _ in range(args.runs):
