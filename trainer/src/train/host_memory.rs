@@ -34,9 +34,34 @@ pub fn keep_freed_host_memory() -> bool {
 mod tests {
     use super::*;
 
+    /// Minor page faults of the calling thread so far.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn thread_minor_faults() -> i64 {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid out-pointer for getrusage.
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) }, 0);
+        usage.ru_minflt
+    }
+
+    /// Allocates, writes every page of and frees `bytes`; returns the page faults it took.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn faults_of_a_step(bytes: usize) -> i64 {
+        let before = thread_minor_faults();
+        let buffer = std::hint::black_box(vec![1u8; bytes]);
+        drop(buffer);
+        thread_minor_faults() - before
+    }
+
+    /// Without the settings glibc's second step faults all 4096 pages in again.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn glibc_accepts_the_thresholds() {
+    fn a_freed_activation_is_reused_without_page_faults() {
         assert!(keep_freed_host_memory());
+        let bytes = 16 << 20; // 4096 pages, below the mmap threshold
+        let pages = (bytes / 4096) as i64;
+        let first = faults_of_a_step(bytes);
+        let second = faults_of_a_step(bytes);
+        assert!(first > pages / 2, "the first step faults its pages in ({first})");
+        assert!(second < pages / 10, "the second step reuses them ({second} faults)");
     }
 }
