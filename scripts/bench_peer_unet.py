@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Training throughput of imagen-rs's U-Net against lucidrains' imagen-pytorch Unet, side by side.
 
-Both U-Nets are built from one imagen config stage (same levels, blocks per level, attention
-placement, heads, text length and width, batch, precision, device); the peer's optional extras
-are chosen, among switches that leave that topology alone, to bring its parameter count within
-5% of ours. Each side runs the same training step on synthetic batches: v-objective diffusion
+Both U-Nets are built from one imagen config stage (same sides, channels, blocks and attention
+per resolution, heads, text length and width, batch, precision, device). imagen-pytorch's
+Efficient U-Net downsamples before its first level where ours does not, so when our first level
+is a single block without attention the peer gets it as its full-resolution init and final
+resnet blocks (see `peer_unet`); the peer's optional extras are then chosen, among switches that
+leave that topology alone, to bring its parameter count within 5% of ours and its forward FLOPs
+(torch's FlopCounterMode) nearest ours (`model summary`); both counts are printed. Each side
+runs the same training step on synthetic batches: v-objective diffusion
 loss under the cosine schedule, backward, global-norm clipping, AdamW, and an EMA update; the
 median step time after warm-up gives samples/s. Runs alternate (ours, peer, ours, peer, ...) in
 this one script and the ratio of medians is printed.
@@ -54,18 +58,43 @@ def as_list(value, levels):
     return list(value) if isinstance(value, list) else [value] * levels
 
 
-def peer_unet(stage, text_len, extras):
+def level0_is_one_plain_block(u, levels):
+    """Whether our first level is a single residual block without attention (bench-cpu's shape),
+    the case the peer can express as its full-resolution init and final resnet blocks."""
+    return (levels > 1 and as_list(u["num_resnet_blocks"], levels)[0] == 1
+            and not as_list(u["layer_attns"], levels)[0]
+            and not as_list(u["layer_cross_attns"], levels)[0])
+
+
+def peer_unet(stage, text_len, extras, mapping):
+    """The peer's Efficient U-Net for our stage.
+
+    Its `memory_efficient` U-Net downsamples at the start of EVERY level, the first included,
+    where ours keeps the first level at full resolution; mapping level i to level i ("same")
+    therefore runs each of the peer's levels at half our side, a quarter of our FLOPs. With
+    "shifted", our full-resolution first level (one block, no attention) becomes the peer's
+    `init_resnet_block` and `final_resnet_block`, and our levels 1.. its levels 0..: the same
+    sides, channels, blocks and attention per resolution as ours.
+    """
     from imagen_pytorch import Unet
 
     u = stage["unet"]
     levels = len(u["dim_mults"])
+    mults = list(u["dim_mults"])
+    blocks = as_list(u["num_resnet_blocks"], levels)
+    attns = as_list(u["layer_attns"], levels)
+    cross = as_list(u["layer_cross_attns"], levels)
+    shape = {}
+    if mapping == "shifted":
+        mults, blocks, attns, cross = mults[1:], blocks[1:], attns[1:], cross[1:]
+        shape = {"init_dim": u["dim"] * u["dim_mults"][0], "final_resnet_block": True}
     return Unet(
         dim=u["dim"],
-        dim_mults=tuple(u["dim_mults"]),
+        dim_mults=tuple(mults),
         # imagen-pytorch counts the blocks after each level's first (init) block.
-        num_resnet_blocks=tuple(max(n - 1, 0) for n in as_list(u["num_resnet_blocks"], levels)),
-        layer_attns=tuple(as_list(u["layer_attns"], levels)),
-        layer_cross_attns=tuple(as_list(u["layer_cross_attns"], levels)),
+        num_resnet_blocks=tuple(max(n - 1, 0) for n in blocks),
+        layer_attns=tuple(attns),
+        layer_cross_attns=tuple(cross),
         attn_heads=u["attn_heads"],
         attn_dim_head=u["attn_dim_head"],
         text_embed_dim=u["text_embed_dim"],
@@ -74,33 +103,72 @@ def peer_unet(stage, text_len, extras):
         lowres_cond=u.get("lowres_cond", False),
         memory_efficient=True,  # the Efficient U-Net of Imagen's appendix B, as ours
         # Ours gives the middle blocks the lowest level's attention.
-        attend_at_middle=as_list(u["layer_attns"], levels)[-1]
-        or as_list(u["layer_cross_attns"], levels)[-1],
+        attend_at_middle=attns[-1] or cross[-1],
+        # Ours: a 3x3 input conv, and nearest-neighbour 2x + 3x3 conv to upsample.
+        init_conv_kernel_size=3,
+        pixel_shuffle_upsample=False,
+        **shape,
         **extras,
     )
 
 
-# Switches of the peer that add or remove parts without changing levels, blocks or where
-# attention sits; the closest parameter count wins.
+# Switches of the peer that add or remove parts without changing levels, blocks, sides or
+# where attention sits (its cross-embed stem is left out: ours is a plain 3x3 conv); among the
+# combinations within 5% of our parameters, the one whose forward FLOPs are nearest ours wins.
 EXTRAS = {
     "use_global_context_attn": [False, True],
-    "init_cross_embed": [False, True],
     "final_resnet_block": [False, True],
     "ff_mult": [1.0, 2.0],
     "attn_pool_text": [True, False],
 }
 
 
-def matched_peer(stage, text_len, ours_params):
-    best = None
+def forward_flops(unet, stage, text_len):
+    """FLOPs of one sample's forward pass as torch's FlopCounterMode counts them (convolutions,
+    matmuls, attention: what our `model summary` counts too)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    u = stage["unet"]
+    side = u["image_side"]
+    kwargs = {}
+    if u.get("lowres_cond", False):
+        kwargs = {"lowres_cond_img": torch.zeros(1, 3, side, side),
+                  "lowres_noise_times": torch.zeros(1)}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(torch.zeros(1, 3, side, side), torch.zeros(1),
+             text_embeds=torch.zeros(1, text_len, u["text_embed_dim"]),
+             text_mask=torch.ones(1, text_len, dtype=torch.bool), **kwargs)
+    return counter.get_total_flops()
+
+
+def matched_peer(stage, text_len, ours_params, ours_flops, mapping="auto"):
+    """(params gap, flops gap, mapping, extras, params, flops) of the closest peer: within 5%
+    of our parameters where possible, then nearest our forward FLOPs."""
+    u = stage["unet"]
+    mappings = ["same"]
+    if level0_is_one_plain_block(u, len(u["dim_mults"])):
+        mappings.append("shifted")
+    if mapping != "auto":
+        if mapping not in mappings:
+            sys.exit(f"mapping {mapping!r} does not fit this config's first level")
+        mappings = [mapping]
     keys = list(EXTRAS)
-    for values in itertools.product(*(EXTRAS[k] for k in keys)):
-        extras = dict(zip(keys, values))
-        n = sum(p.numel() for p in peer_unet(stage, text_len, extras).parameters())
-        gap = abs(n - ours_params) / ours_params
-        if best is None or gap < best[0]:
-            best = (gap, extras, n)
-    return best
+    candidates = []
+    for mapping in mappings:
+        for values in itertools.product(*(EXTRAS[k] for k in keys)):
+            extras = dict(zip(keys, values))
+            if mapping == "shifted":
+                if not extras["final_resnet_block"]:
+                    continue
+                del extras["final_resnet_block"]  # it stands for our first up level
+            n = sum(p.numel() for p in peer_unet(stage, text_len, extras, mapping).parameters())
+            candidates.append([abs(n - ours_params) / ours_params, None, mapping, extras, n, None])
+    within = [c for c in candidates if c[0] <= 0.05] or [min(candidates, key=lambda c: c[0])]
+    for c in within:
+        c[5] = forward_flops(peer_unet(stage, text_len, c[3], c[2]), stage, text_len)
+        c[1] = abs(c[5] - ours_flops) / ours_flops
+    return tuple(min(within, key=lambda c: (c[1], c[0])))
 
 
 def cosine_alpha_sigma(t):
@@ -181,6 +249,9 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mapping", choices=["auto", "same", "shifted"], default="auto",
+                   help="how our levels map onto the peer's (see peer_unet); auto: the "
+                        "closest in FLOPs")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
@@ -193,10 +264,16 @@ def main():
     text_len = cfg["text"]["max_length"]
     summary = json.loads(imagen_json(args, "model", "summary", "--stage", str(args.stage),
                                      "--json"))
-    gap, extras, peer_params = matched_peer(stage, text_len, summary["total_params"])
+    gap, flops_gap, mapping, extras, peer_params, peer_flops = matched_peer(
+        stage, text_len, summary["total_params"], summary["flops_per_sample_fwd"], args.mapping)
     if gap > 0.05:
         sys.exit(f"no peer configuration within 5% of {summary['total_params']} parameters "
                  f"(closest {peer_params}, {gap:.1%}); adjust the config")
+    if flops_gap > 0.10:
+        print(f"warning: the peer's forward pass is {peer_flops / 1e9:.3f} GFLOP/sample against "
+              f"our {summary['flops_per_sample_fwd'] / 1e9:.3f}: the ratio is not at matched "
+              f"work (mapping {mapping!r}; 'shifted' needs our first level to be one block "
+              f"without attention)", file=sys.stderr)
 
     our_rates, peer_rates, our_mem, peer_mem = [], [], [], []
     for _ in range(args.runs):
@@ -204,14 +281,15 @@ def main():
         our_rates.append(r["samples_per_sec"])
         our_mem.append(r["peak_memory_bytes"])
         torch.manual_seed(0)
-        step, mem = peer_steps(peer_unet(stage, text_len, extras), stage, args, text_len)
+        step, mem = peer_steps(peer_unet(stage, text_len, extras, mapping), stage, args, text_len)
         peer_rates.append(args.batch / step)
         peer_mem.append(mem)
     result = {
         "config": args.config, "stage": args.stage, "batch": args.batch, "device": args.device,
         "precision": args.precision, "threads": args.threads, "runs": args.runs,
         "params_ours": summary["total_params"], "params_peer": peer_params,
-        "peer_extras": extras,
+        "peer_mapping": mapping, "peer_extras": extras,
+        "flops_fwd_ours": summary["flops_per_sample_fwd"], "flops_fwd_peer": peer_flops,
         "samples_per_sec_ours": statistics.median(our_rates),
         "samples_per_sec_peer": statistics.median(peer_rates),
         "samples_per_sec_ours_runs": our_rates, "samples_per_sec_peer_runs": peer_rates,
@@ -222,7 +300,9 @@ def main():
         print(json.dumps(result, indent=2))
         return
     print(f"params: ours {result['params_ours']:,}, imagen-pytorch {peer_params:,} "
-          f"({gap:.1%} apart; peer extras {extras})")
+          f"({gap:.1%} apart; peer mapping {mapping!r}, extras {extras})")
+    print(f"forward GFLOP/sample: ours {summary['flops_per_sample_fwd'] / 1e9:.3f}, "
+          f"imagen-pytorch {peer_flops / 1e9:.3f} ({flops_gap:.1%} apart)")
     print(f"samples/s (median of {args.runs} runs x {args.steps} steps): ours "
           f"{result['samples_per_sec_ours']:.2f} {our_rates}, imagen-pytorch "
           f"{result['samples_per_sec_peer']:.2f} {peer_rates}")

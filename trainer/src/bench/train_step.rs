@@ -15,7 +15,7 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{resolve_device, use_bf16};
+use crate::train::{keep_freed_host_memory, resolve_device, use_bf16};
 use crate::unet::{summarize, UNet};
 
 #[derive(Debug, Clone)]
@@ -96,6 +96,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
     }
+    keep_freed_host_memory();
     let bf16 = use_bf16(cfg.train.precision, device);
     let stage = cfg.stage(opts.stage)?.clone();
     let unet_cfg = &stage.unet;

@@ -2,6 +2,7 @@
 
 mod batch;
 mod device;
+mod host_memory;
 mod r#loop;
 mod metrics;
 mod model;
@@ -13,6 +14,7 @@ mod validate;
 
 pub use batch::images_to_tensor;
 pub use device::{resolve_device, use_bf16};
+pub use host_memory::keep_freed_host_memory;
 pub use metrics::{bucket_tag, BucketedLoss, StepMetrics, LOSS_BUCKETS};
 pub use model::{param_groups, StageModel};
 pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
