@@ -34,7 +34,6 @@ fn main() {
     let sources = [
         "native/autocast.cpp",
         "native/store.cpp",
-        "native/nccl.cpp",
         "native/error.cpp",
         "native/cuda_memory.cpp",
         "native/process_group.cpp",

@@ -280,3 +280,22 @@ void imagen_reducer_free(imagen_reducer* reducer) {
 }
 
 }  // extern "C"
+
+// NCCL as compiled in: this file includes ProcessGroupNCCL.hpp, which proves on every machine, GPU
+// or not, that the CUDA and NCCL include dirs are complete.
+extern "C" {
+
+bool imagen_nccl_compiled(void) {
+#ifdef USE_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+char* imagen_nccl_version(int64_t* version) {
+  // NCCL_VERSION_CODE is the version of the headers this shim was compiled against.
+  return imagen_guard([&] { *version = NCCL_VERSION_CODE; });
+}
+
+}  // extern "C"
