@@ -39,7 +39,7 @@ echo "== T5 embedding cache of the training captions"
 echo "== stage 0: text -> 32x32"
 "$bin" train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-1500}"
 echo "== stage 1: 32 -> 64"
-"$bin" train "${common[@]}" --stage 1 --max-steps "${DEMO_SR_STEPS:-600}"
+"$bin" train "${common[@]}" --stage 1 --max-steps "${DEMO_SR_STEPS:-1000}"
 echo "== samples for held-out captions"
 "$bin" sample --config "$config" --run-dir "$demo/run" --prompts "$demo/heldout_prompts.txt" \
   --out "$demo/samples" --seed 0
