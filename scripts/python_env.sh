@@ -2,7 +2,8 @@
 # Python environments for the scripts in scripts/. Each sees the torch of .venv (through a .pth
 # file, so torch is not installed twice) and installs one scripts/requirements-<area>.txt:
 #   scripts/python_env.sh          .venv-tools: what the tests read our output with
-#                                  (TensorBoard's reader, Python's safetensors); `make test` runs it
+#                                  (TensorBoard's reader, Python's safetensors, pyarrow);
+#                                  `make test` runs it
 #   scripts/python_env.sh AREA     .venv-AREA: the reference tools of a fixture generator or peer
 #                                  benchmark (data, text, eval), e.g. `scripts/python_env.sh text`
 # Idempotent: an environment whose requirements did not change is left alone.

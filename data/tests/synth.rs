@@ -130,3 +130,60 @@ fn a_sample_is_a_pure_function_of_seed_and_index() {
     assert_eq!(pq, tar);
     assert_eq!(pq[0], "0000000120");
 }
+
+/// The synthetic parquet shards are written with parquet's own writer: pyarrow, which writes
+/// img2dataset's shards, must read them back with img2dataset's column types and our values.
+#[test]
+fn pyarrow_reads_the_synthetic_parquet_with_img2dataset_types() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 32);
+    let shard = dir.path().join("parquet/train/00001.parquet");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = root.join(".venv-tools/bin/python");
+    assert!(python.exists(), "run scripts/python_env.sh (make test does)");
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+f = pq.ParquetFile(sys.argv[1])
+t = f.read()
+print(json.dumps({
+    "types": {field.name: str(field.type) for field in t.schema},
+    "row_groups": f.metadata.num_row_groups,
+    "compression": f.metadata.row_group(0).column(0).compression,
+    "rows": t.select(["key", "caption", "status", "width", "error_message"]).to_pylist(),
+    "jpg": [list(b[:3]) for b in t.column("jpg").to_pylist()],
+}))
+"#;
+    let out = std::process::Command::new(python).args(["-c", script]).arg(&shard).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let types = &read["types"];
+    for (column, want) in [
+        ("key", "string"),
+        ("caption", "string"),
+        ("status", "string"),
+        ("error_message", "string"),
+        ("jpg", "binary"),
+        ("width", "int64"),
+        ("original_height", "int64"),
+    ] {
+        assert_eq!(types[column], want, "{column} in {types}");
+    }
+    assert_eq!(read["row_groups"], 3);
+    assert_eq!(read["compression"], "SNAPPY");
+    let rows = read["rows"].as_array().unwrap();
+    let (keys, _) = read_all(&shard);
+    assert_eq!(rows.len(), keys.len());
+    for (row, key) in rows.iter().zip(&keys) {
+        assert_eq!(row["key"], key.as_str());
+        let scene = Scene::at(11, key.parse().unwrap());
+        assert_eq!(row["caption"], scene.caption());
+        assert_eq!(row["status"], "success");
+        assert_eq!(row["width"], 32);
+        assert!(row["error_message"].is_null());
+    }
+    // Every image is a JPEG (SOI marker, then a marker segment).
+    for jpg in read["jpg"].as_array().unwrap() {
+        assert_eq!(jpg, &serde_json::json!([0xFF, 0xD8, 0xFF]));
+    }
+}

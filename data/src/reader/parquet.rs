@@ -1,26 +1,23 @@
 //! img2dataset parquet shards, streamed one row group at a time with column projection: only the
-//! key, caption, status, image and filter columns are read, `BATCH_ROWS` rows at a time.
+//! key, caption, status, image and filter columns are decoded, `BATCH_ROWS` values at a time.
+//!
+//! This reads through parquet's own record API rather than arrow: the columns are flat, a row at a
+//! time is what the shuffle buffer wants, and the arrow crates were a fifth of a cold build.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
-};
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
-};
-use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::FileMetaData;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::reader::{ReaderIter, TreeBuilder};
+use parquet::record::Field;
+use parquet::schema::types::{SchemaDescPtr, SchemaDescriptor, Type};
 
 use super::{RawSample, SampleMeta, Unit, META_COLUMNS};
 use crate::stats::SkipReason;
 
-/// Rows decoded per arrow batch: bounds memory to a few dozen compressed images.
+/// Values decoded per column read: bounds memory to a few dozen compressed images.
 const BATCH_ROWS: usize = 32;
 /// Image columns img2dataset may write, in order of preference.
 const IMAGE_COLUMNS: [&str; 4] = ["jpg", "png", "webp", "image"];
@@ -39,13 +36,11 @@ enum State {
 }
 
 struct OpenShard {
-    file: File,
-    meta: ArrowReaderMetadata,
-    mask: ProjectionMask,
+    reader: SerializedFileReader<File>,
+    /// The wanted top-level columns only.
+    projection: SchemaDescPtr,
     next_row_group: usize,
-    reader: Option<ParquetRecordBatchReader>,
-    batch: Option<RecordBatch>,
-    row: usize,
+    rows: Option<ReaderIter>,
     rows_seen: u64,
 }
 
@@ -64,48 +59,42 @@ impl ParquetShard {
         if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
             return Err((SkipReason::EmptyShard, "zero-byte file".into()));
         }
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-            .map_err(|e| unreadable(e.to_string()))?;
-        let schema = meta.schema().clone();
+        let reader = SerializedFileReader::new(file).map_err(|e| unreadable(e.to_string()))?;
         let wanted = |name: &str| {
             ["key", "caption", "status"].contains(&name)
                 || IMAGE_COLUMNS.contains(&name)
                 || META_COLUMNS.contains(&name)
         };
-        let roots: Vec<usize> = schema
-            .fields()
+        let root = reader.metadata().file_metadata().schema_descr().root_schema();
+        let fields: Vec<_> = root
+            .get_fields()
             .iter()
-            .enumerate()
-            .filter(|(_, f)| wanted(f.name()))
-            .map(|(i, _)| i)
+            .filter(|f| f.is_primitive() && wanted(f.name()))
+            .cloned()
             .collect();
-        let mask = ProjectionMask::roots(meta.parquet_schema(), roots);
-        Ok(OpenShard {
-            file,
-            meta,
-            mask,
-            next_row_group: 0,
-            reader: None,
-            batch: None,
-            row: 0,
-            rows_seen: 0,
-        })
+        let projection = Type::group_type_builder(root.name())
+            .with_fields(fields)
+            .build()
+            .map_err(|e| unreadable(e.to_string()))?;
+        let projection = Arc::new(SchemaDescriptor::new(Arc::new(projection)));
+        Ok(OpenShard { reader, projection, next_row_group: 0, rows: None, rows_seen: 0 })
+    }
+
+    /// The shard's footer, or None when it cannot be read.
+    fn footer(path: &Path) -> Option<FileMetaData> {
+        let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
+        Some(reader.metadata().file_metadata().clone())
     }
 
     /// The shard's column names, or None when its footer cannot be read.
     pub fn column_names(path: &Path) -> Option<Vec<String>> {
-        let file = File::open(path).ok()?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).ok()?;
-        Some(meta.schema().fields().iter().map(|f| f.name().clone()).collect())
+        let root = Self::footer(path)?.schema_descr().root_schema().clone();
+        Some(root.get_fields().iter().map(|f| f.name().to_string()).collect())
     }
 
     /// Number of rows according to the footer (0 when unreadable).
     pub fn footer_rows(path: &Path) -> u64 {
-        File::open(path)
-            .ok()
-            .and_then(|f| ArrowReaderMetadata::load(&f, ArrowReaderOptions::new()).ok())
-            .map(|m| m.metadata().file_metadata().num_rows().max(0) as u64)
-            .unwrap_or(0)
+        Self::footer(path).map(|m| m.num_rows().max(0) as u64).unwrap_or(0)
     }
 
     fn step(&mut self) -> Option<Unit> {
@@ -121,44 +110,32 @@ impl ParquetShard {
             State::Open(open) => open,
         };
         loop {
-            if let Some(batch) = &open.batch {
-                if open.row < batch.num_rows() {
-                    let unit = row_unit(batch, open.row, &self.path);
-                    open.row += 1;
-                    open.rows_seen += 1;
-                    return Some(unit);
-                }
-                open.batch = None;
-            }
-            if let Some(reader) = &mut open.reader {
-                match reader.next() {
-                    Some(Ok(batch)) => {
-                        open.batch = Some(batch);
-                        open.row = 0;
+            if let Some(rows) = &mut open.rows {
+                match rows.next() {
+                    Some(Ok(row)) => {
+                        open.rows_seen += 1;
+                        return Some(row_unit(row.into_columns(), open.rows_seen - 1, &self.path));
                     }
                     Some(Err(e)) => {
-                        open.reader = None;
+                        // The record reader cannot resynchronise inside a row group.
+                        open.rows = None;
                         let detail = format!("row group {}: {e}", open.next_row_group - 1);
                         return Some(Unit::skip(SkipReason::DamagedRowGroup, None, detail));
                     }
-                    None => open.reader = None,
+                    None => open.rows = None,
                 }
                 continue;
             }
-            let groups = open.meta.metadata().num_row_groups();
-            if open.next_row_group < groups {
+            if open.next_row_group < open.reader.num_row_groups() {
                 let group = open.next_row_group;
                 open.next_row_group += 1;
-                let built = open.file.try_clone().map_err(|e| e.to_string()).and_then(|file| {
-                    ParquetRecordBatchReaderBuilder::new_with_metadata(file, open.meta.clone())
-                        .with_row_groups(vec![group])
-                        .with_projection(open.mask.clone())
+                let built = open.reader.get_row_group(group).and_then(|g| {
+                    TreeBuilder::new()
                         .with_batch_size(BATCH_ROWS)
-                        .build()
-                        .map_err(|e| e.to_string())
+                        .as_iter(open.projection.clone(), g.as_ref())
                 });
                 match built {
-                    Ok(reader) => open.reader = Some(reader),
+                    Ok(rows) => open.rows = Some(rows),
                     Err(e) => {
                         let detail = format!("row group {group}: {e}");
                         return Some(Unit::skip(SkipReason::DamagedRowGroup, None, detail));
@@ -191,66 +168,61 @@ impl Iterator for ParquetShard {
     }
 }
 
-fn row_unit(batch: &RecordBatch, row: usize, path: &Path) -> Unit {
-    let col = |name: &str| batch.column_by_name(name).map(|c| c.as_ref());
-    let key = col("key")
-        .and_then(|c| string_at(c, row))
-        .unwrap_or_else(|| format!("{}#{row}", path.display()));
-    if let Some(status) = col("status").and_then(|c| string_at(c, row)) {
+/// One projected row (`row` counts rows of the shard, for a key when the key column is missing).
+fn row_unit(columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
+    let mut columns = columns;
+    let mut take = |name: &str| {
+        let i = columns.iter().position(|(n, _)| n == name)?;
+        Some(std::mem::replace(&mut columns[i].1, Field::Null))
+    };
+    let key = take("key").and_then(string).unwrap_or_else(|| format!("{}#{row}", path.display()));
+    if let Some(status) = take("status").and_then(string) {
         if status != "success" {
             return Unit::skip(SkipReason::NotSuccess, Some(key), format!("status {status}"));
         }
     }
-    let image = IMAGE_COLUMNS.iter().find_map(|name| col(name).and_then(|c| bytes_at(c, row)));
+    let image = IMAGE_COLUMNS.iter().find_map(|name| take(name).and_then(bytes));
     let Some(image) = image else {
         return Unit::skip(SkipReason::MissingImage, Some(key), "image column is null or absent");
     };
-    let Some(caption) = col("caption").and_then(|c| string_at(c, row)) else {
+    let Some(caption) = take("caption").and_then(string) else {
         return Unit::skip(SkipReason::MissingCaption, Some(key), "caption is null or absent");
     };
-    let meta = SampleMeta::from_fields(|name: &str| col(name).and_then(|c| number_at(c, row)));
+    let meta = SampleMeta::from_fields(|name: &str| {
+        columns.iter().find(|(n, _)| n == name).and_then(|(_, f)| number(f))
+    });
     Unit::Sample(RawSample { key, caption, image, meta })
 }
 
-fn string_at(col: &dyn Array, row: usize) -> Option<String> {
-    if col.is_null(row) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Utf8 => Some(col.as_string::<i32>().value(row).to_string()),
-        DataType::LargeUtf8 => Some(col.as_string::<i64>().value(row).to_string()),
-        DataType::Utf8View => Some(col.as_string_view().value(row).to_string()),
+/// A string column's value (a binary column without the UTF-8 annotation is accepted when valid).
+fn string(field: Field) -> Option<String> {
+    match field {
+        Field::Str(s) => Some(s),
+        Field::Bytes(b) => String::from_utf8(b.data().to_vec()).ok(),
         _ => None,
     }
 }
 
-fn bytes_at(col: &dyn Array, row: usize) -> Option<Vec<u8>> {
-    if col.is_null(row) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Binary => Some(col.as_binary::<i32>().value(row).to_vec()),
-        DataType::LargeBinary => Some(col.as_binary::<i64>().value(row).to_vec()),
-        DataType::BinaryView => Some(col.as_binary_view().value(row).to_vec()),
+fn bytes(field: Field) -> Option<Vec<u8>> {
+    match field {
+        Field::Bytes(b) => Some(b.data().to_vec()),
         _ => None,
     }
 }
 
-fn number_at(col: &dyn Array, row: usize) -> Option<f64> {
-    if col.is_null(row) {
-        return None;
-    }
-    Some(match col.data_type() {
-        DataType::Float64 => col.as_primitive::<Float64Type>().value(row),
-        DataType::Float32 => col.as_primitive::<Float32Type>().value(row) as f64,
-        DataType::Int64 => col.as_primitive::<Int64Type>().value(row) as f64,
-        DataType::Int32 => col.as_primitive::<Int32Type>().value(row) as f64,
-        DataType::Int16 => col.as_primitive::<Int16Type>().value(row) as f64,
-        DataType::Int8 => col.as_primitive::<Int8Type>().value(row) as f64,
-        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(row) as f64,
-        DataType::UInt32 => col.as_primitive::<UInt32Type>().value(row) as f64,
-        DataType::UInt16 => col.as_primitive::<UInt16Type>().value(row) as f64,
-        DataType::UInt8 => col.as_primitive::<UInt8Type>().value(row) as f64,
+fn number(field: &Field) -> Option<f64> {
+    Some(match *field {
+        Field::Double(v) => v,
+        Field::Float(v) => v as f64,
+        Field::Float16(v) => f32::from(v) as f64,
+        Field::Long(v) => v as f64,
+        Field::Int(v) => v as f64,
+        Field::Short(v) => v as f64,
+        Field::Byte(v) => v as f64,
+        Field::ULong(v) => v as f64,
+        Field::UInt(v) => v as f64,
+        Field::UShort(v) => v as f64,
+        Field::UByte(v) => v as f64,
         _ => return None,
     })
 }

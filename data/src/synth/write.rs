@@ -2,14 +2,16 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::column::writer::ColumnWriter;
+use parquet::data_type::ByteArray;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
 use sha2::{Digest, Sha256};
 
 use super::{ImageEncoding, Scene, SynthOptions};
@@ -83,60 +85,104 @@ fn ext(opts: &SynthOptions) -> &'static str {
     }
 }
 
-/// Writes `NNNNN.parquet` with img2dataset's columns (image column named by its encoding).
+/// A parquet column of the synthetic shards: its name, and each sample's value.
+enum Column<'a> {
+    Text(&'static str, Vec<String>),
+    /// A nullable string column that is null in every row (`error_message` of a success).
+    Null(&'static str),
+    Binary(&'static str, Vec<&'a [u8]>),
+    Int64(&'static str, Vec<i64>),
+}
+
+impl Column<'_> {
+    /// The column in parquet's schema language, as pyarrow writes it for `string`, `binary`
+    /// and `int64` arrays.
+    fn schema(&self) -> String {
+        match self {
+            Column::Text(n, _) => format!("REQUIRED BYTE_ARRAY {n} (STRING);"),
+            Column::Null(n) => format!("OPTIONAL BYTE_ARRAY {n} (STRING);"),
+            Column::Binary(n, _) => format!("REQUIRED BYTE_ARRAY {n};"),
+            Column::Int64(n, _) => format!("REQUIRED INT64 {n};"),
+        }
+    }
+
+    /// Writes rows `rows` of this column into the row group's next column chunk.
+    fn write(&self, out: &mut ColumnWriter<'_>, rows: Range<usize>) -> parquet::errors::Result<()> {
+        let bytes =
+            |v: &[&[u8]]| -> Vec<ByteArray> { v.iter().map(|b| b.to_vec().into()).collect() };
+        match (self, out) {
+            (Column::Text(_, v), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                let v: Vec<&[u8]> = v[rows].iter().map(|s| s.as_bytes()).collect();
+                w.write_batch(&bytes(&v), None, None)?;
+            }
+            (Column::Null(_), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&[], Some(&vec![0; rows.len()]), None)?;
+            }
+            (Column::Binary(_, v), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&bytes(&v[rows]), None, None)?;
+            }
+            (Column::Int64(_, v), ColumnWriter::Int64ColumnWriter(w)) => {
+                w.write_batch(&v[rows], None, None)?;
+            }
+            _ => unreachable!("the column writers follow the schema made from the same columns"),
+        }
+        Ok(())
+    }
+}
+
+/// Writes `NNNNN.parquet` with img2dataset's columns (image column named by its encoding), in
+/// row groups of `opts.row_group_rows`.
 pub fn parquet_shard(
     dir: &Path,
     shard: u64,
     samples: &[SynthSample],
     opts: &SynthOptions,
 ) -> Result<PathBuf> {
-    let strings = |f: &dyn Fn(&SynthSample) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(samples.iter().map(f)))
+    let text = |name, f: &dyn Fn(&SynthSample) -> String| {
+        Column::Text(name, samples.iter().map(f).collect())
     };
-    let ints = || -> ArrayRef { Arc::new(Int64Array::from(vec![opts.side as i64; samples.len()])) };
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        ("key", strings(&|s| s.key.clone())),
-        (ext(opts), Arc::new(BinaryArray::from_iter_values(samples.iter().map(|s| &s.image)))),
-        ("url", strings(&|s| s.url())),
-        ("caption", strings(&|s| s.caption.clone())),
-        ("colour", strings(&|s| s.scene.colour.clone())),
-        ("shape", strings(&|s| s.scene.shape.clone())),
-        ("size", strings(&|s| s.scene.size.clone())),
-        ("position", strings(&|s| s.scene.position.clone())),
-        ("background", strings(&|s| s.scene.background.clone())),
-        ("error_message", Arc::new(StringArray::from(vec![None::<&str>; samples.len()]))),
-        ("status", strings(&|_| "success".into())),
-        ("width", ints()),
-        ("height", ints()),
-        ("original_width", ints()),
-        ("original_height", ints()),
-        ("exif", strings(&|_| "{}".into())),
-        ("sha256", strings(&|s| s.sha256())),
+    let side = || vec![opts.side as i64; samples.len()];
+    let columns = [
+        text("key", &|s| s.key.clone()),
+        Column::Binary(ext(opts), samples.iter().map(|s| &s.image[..]).collect()),
+        text("url", &|s| s.url()),
+        text("caption", &|s| s.caption.clone()),
+        text("colour", &|s| s.scene.colour.clone()),
+        text("shape", &|s| s.scene.shape.clone()),
+        text("size", &|s| s.scene.size.clone()),
+        text("position", &|s| s.scene.position.clone()),
+        text("background", &|s| s.scene.background.clone()),
+        Column::Null("error_message"),
+        text("status", &|_| "success".into()),
+        Column::Int64("width", side()),
+        Column::Int64("height", side()),
+        Column::Int64("original_width", side()),
+        Column::Int64("original_height", side()),
+        text("exif", &|_| "{}".into()),
+        text("sha256", &|s| s.sha256()),
     ];
-    let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|(name, a)| {
-                let nullable = *name == "error_message";
-                Field::new(*name, a.data_type().clone(), nullable)
-            })
-            .collect::<Vec<_>>(),
-    ));
-    debug_assert!(schema.fields().iter().any(|f| f.data_type() == &DataType::Binary));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())
-        .map_err(|e| DataError::Invalid(format!("building parquet batch: {e}")))?;
     let path = dir.join(format!("{shard:05}.parquet"));
-    let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
-        .build();
     let fail = |e: parquet::errors::ParquetError| DataError::Parquet {
         path: path.clone(),
         message: e.to_string(),
     };
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(fail)?;
-    writer.write(&batch).map_err(fail)?;
+    let message: String = columns.iter().map(Column::schema).collect();
+    let schema = parse_message_type(&format!("message schema {{ {message} }}")).map_err(fail)?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
+    let mut writer =
+        SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).map_err(fail)?;
+    let group_rows = opts.row_group_rows.max(1);
+    for start in (0..samples.len()).step_by(group_rows) {
+        let rows = start..(start + group_rows).min(samples.len());
+        let mut group = writer.next_row_group().map_err(fail)?;
+        for column in &columns {
+            let mut out = group.next_column().map_err(fail)?.expect("one writer per column");
+            column.write(out.untyped(), rows.clone()).map_err(fail)?;
+            out.close().map_err(fail)?;
+        }
+        group.close().map_err(fail)?;
+    }
     writer.close().map_err(fail)?;
     write_stats(dir, shard, samples.len())?;
     Ok(path)
