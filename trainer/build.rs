@@ -31,17 +31,20 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    let sources = [
+    // native/shim.cpp includes the others, so that libtorch's headers are parsed once.
+    let inputs = [
+        "native/shim.cpp",
         "native/autocast.cpp",
         "native/store.cpp",
         "native/error.cpp",
         "native/cuda_memory.cpp",
         "native/process_group.cpp",
         "native/fused_adamw.cpp",
+        "native/imagen_native.h",
+        "native/error.h",
+        "native/store.h",
     ];
-    for file in
-        sources.iter().chain(["native/imagen_native.h", "native/error.h", "native/store.h"].iter())
-    {
+    for file in inputs {
         println!("cargo:rerun-if-changed={file}");
     }
     let mut build = cc::Build::new();
@@ -56,7 +59,7 @@ fn main() {
         .define("USE_C10D_NCCL", None)
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-deprecated-declarations")
-        .files(sources)
+        .file("native/shim.cpp")
         .compile("imagen_native");
 
     println!("cargo:rustc-link-search=native={}", torch_lib.display());

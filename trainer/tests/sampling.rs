@@ -2,8 +2,8 @@
 //! overfits a handful of synthetic images.
 
 use imagen_trainer::diffusion::{
-    guided_prediction, sample_cascade, sample_stage, DiffusionConfig, GaussianDiffusion, Objective,
-    SamplerConfig, SamplerKind, Stage, Thresholding,
+    guidance_at, guided_prediction, sample_cascade, sample_stage, DiffusionConfig,
+    GaussianDiffusion, Objective, SamplerConfig, SamplerKind, Stage, Thresholding,
 };
 use imagen_trainer::unet::{UNet, UNetConfig};
 use tch::nn::{self, OptimizerConfig};
@@ -77,6 +77,46 @@ fn guidance_mixes_conditional_and_unconditional_predictions() {
     let plain = guided_prediction(&unet, &x, &t, &text, &mask, None, None, 1.0);
     assert!((plain - &cond).abs().max().double_value(&[]) < 1e-6);
     assert!((cond - uncond).abs().max().double_value(&[]) > 1e-4);
+}
+
+#[test]
+fn guidance_applies_only_inside_its_log_snr_interval() {
+    let _rng = exclusive();
+    let cfg = toy_unet(8, false, 16);
+    tch::manual_seed(0);
+    let (_vs, unet) = random_unet(&cfg);
+    let diffusion = GaussianDiffusion::new(&DiffusionConfig::default(), 8).unwrap();
+    let (text, mask) = captions(2);
+    let guided = SamplerConfig {
+        kind: SamplerKind::Ddim,
+        steps: 4,
+        guidance_scale: 3.0,
+        ..Default::default()
+    };
+    let sample = |sampler: &SamplerConfig| {
+        tch::manual_seed(3);
+        sample_stage(&unet, &diffusion, sampler, &text, &mask, None)
+    };
+    let max_diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    // The steps sit at t = 1, 0.75, 0.5, 0.25: an interval holding every log-SNR changes nothing,
+    // one holding none is sampling without guidance, one holding some is neither.
+    let log_snr: Vec<f64> =
+        [1.0, 0.75, 0.5, 0.25].iter().map(|&t| diffusion.schedule().log_snr_at(t)).collect();
+    let every =
+        SamplerConfig { guidance_min_logsnr: -30.0, guidance_max_logsnr: 30.0, ..guided.clone() };
+    let none =
+        SamplerConfig { guidance_min_logsnr: 25.0, guidance_max_logsnr: 30.0, ..guided.clone() };
+    let unguided = SamplerConfig { guidance_scale: 1.0, ..guided.clone() };
+    let late_free =
+        SamplerConfig { guidance_max_logsnr: (log_snr[1] + log_snr[2]) / 2.0, ..guided.clone() };
+    assert_eq!(guidance_at(&late_free, log_snr[1]), 3.0);
+    assert_eq!(guidance_at(&late_free, log_snr[2]), 1.0);
+    let reference = sample(&guided);
+    assert_eq!(max_diff(&sample(&every), &reference), 0.0);
+    assert_eq!(max_diff(&sample(&none), &sample(&unguided)), 0.0);
+    let partial = sample(&late_free);
+    assert!(max_diff(&partial, &reference) > 1e-4);
+    assert!(max_diff(&partial, &sample(&unguided)) > 1e-4);
 }
 
 #[test]

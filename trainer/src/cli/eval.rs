@@ -79,7 +79,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
 /// Per-attribute accuracy of a sample folder written by `imagen sample` for synthetic-scene
 /// captions (`NNNN.png` and `prompts.txt`).
 fn conditioning(args: ConditioningArgs) -> Result<()> {
-    use imagen_eval::conditioning::{score, ConditioningAccuracy, SceneAttributes};
+    use imagen_eval::conditioning::{detect, score, ConditioningAccuracy, SceneAttributes};
     let prompts_path = args.samples.join("prompts.txt");
     let prompts = std::fs::read_to_string(&prompts_path)
         .with_context(|| format!("{}: written by `imagen sample`", prompts_path.display()))?;
@@ -92,7 +92,23 @@ fn conditioning(args: ConditioningArgs) -> Result<()> {
         };
         let path = args.samples.join(format!("{i:04}.png"));
         let image = image::open(&path).with_context(|| format!("{}", path.display()))?.to_rgb8();
-        acc.add(score(&image, &expected));
+        let matched = score(&image, &expected);
+        acc.add(matched);
+        if args.details {
+            let seen = match detect(&image) {
+                Some(d) => format!(
+                    "{} {} {} {} (iou {:.2})",
+                    d.size.word(),
+                    d.colour.word(),
+                    d.shape.word(),
+                    d.position.word(),
+                    d.iou
+                ),
+                None => "no shape".into(),
+            };
+            let verdict = if matched.all() { "ok  " } else { "MISS" };
+            println!("{verdict} {i:04}.png  asked: {prompt}  saw: {seen}");
+        }
     }
     if acc.samples == 0 {
         bail!(
@@ -124,6 +140,9 @@ pub struct ConditioningArgs {
     /// Print the rates as JSON.
     #[arg(long)]
     json: bool,
+    /// Also print, per sample, what the caption asked for and what the scorer saw.
+    #[arg(long)]
+    details: bool,
 }
 
 fn fid(args: FidArgs) -> Result<()> {

@@ -76,6 +76,14 @@ pub struct SamplerConfig {
     /// Fixed noise augmentation level of the low-res condition at sampling, SR stages only
     /// (Imagen: 0.1-0.3 looks best). Default: 0.2.
     pub aug_level: f64,
+    /// Guidance applies only at steps whose log-SNR lies in [`guidance_min_logsnr`,
+    /// `guidance_max_logsnr`]; other steps take the conditional prediction alone, in one pass
+    /// (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"): guiding the last,
+    /// nearly clean steps only amplifies the difference of two near-equal predictions, which
+    /// shows as grain. Default: -inf and inf (every step).
+    pub guidance_min_logsnr: f64,
+    /// Upper end of that interval. Default: inf.
+    pub guidance_max_logsnr: f64,
 }
 
 impl Default for SamplerConfig {
@@ -87,6 +95,8 @@ impl Default for SamplerConfig {
             thresholding: Thresholding::Dynamic,
             dynamic_percentile: 99.5,
             aug_level: 0.2,
+            guidance_min_logsnr: f64::NEG_INFINITY,
+            guidance_max_logsnr: f64::INFINITY,
         }
     }
 }
@@ -166,6 +176,12 @@ impl DiffusionConfig {
         }
         if !(0.0..=100.0).contains(&self.sampler.dynamic_percentile) {
             return Err(bad("sampler.dynamic_percentile must lie in [0, 100]".into()));
+        }
+        if self.sampler.guidance_min_logsnr > self.sampler.guidance_max_logsnr {
+            return Err(bad(format!(
+                "sampler.guidance_min_logsnr {} must not exceed sampler.guidance_max_logsnr {}",
+                self.sampler.guidance_min_logsnr, self.sampler.guidance_max_logsnr
+            )));
         }
         if self.min_snr_gamma <= 0.0 || self.blur_sigma <= 0.0 {
             return Err(bad("min_snr_gamma and blur_sigma must be positive".into()));

@@ -49,6 +49,17 @@ pub fn guided_prediction(
     &halves[1] + (&halves[0] - &halves[1]) * guidance_scale
 }
 
+/// The guidance scale of a step at `log_snr`: the configured scale inside the sampler's guidance
+/// interval, 1 (no guidance) outside it.
+pub fn guidance_at(sampler: &SamplerConfig, log_snr: f64) -> f64 {
+    let inside = (sampler.guidance_min_logsnr..=sampler.guidance_max_logsnr).contains(&log_snr);
+    if inside {
+        sampler.guidance_scale
+    } else {
+        1.0
+    }
+}
+
 /// Samples one stage for the captions (text [B, L, D], mask [B, L]). For an SR stage,
 /// `prev` is the previous stage's output ([B, C, h, w] in [-1, 1]); it is resized to this
 /// stage's side and noise-augmented at the sampler's fixed `aug_level`. Draws from the
@@ -92,7 +103,7 @@ pub fn sample_stage(
                 mask,
                 lowres.as_ref(),
                 aug_level.as_ref(),
-                sampler.guidance_scale,
+                guidance_at(sampler, diffusion.schedule().log_snr_at(t_now)),
             )
             .to_kind(Kind::Float);
             let (raw_x0, _) = diffusion.x0_and_eps(&pred, &x, &t);
