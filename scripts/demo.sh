@@ -15,7 +15,7 @@ threads=${DEMO_THREADS:-$(nproc)}
 # the spinning starves training (measured on 2 busy cores: 30 steps in 225 s spinning, 21 s
 # passive).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-common=(--config "$config" --set "train.threads=$threads" --run-dir "$demo/run")
+common=(--config "$config" --run-dir "$demo/run")
 
 captions() { # shard dir -> one caption per line
   "$bin" data inspect "$1" --json --no-decode --examples 1000000 |
@@ -36,10 +36,27 @@ fi
 echo "== T5 embedding cache of the training captions"
 "$bin" embed --config "$config"
 
-echo "== stage 0: text -> 32x32"
-"$bin" train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-1500}"
-echo "== stage 1: 32 -> 64"
-"$bin" train "${common[@]}" --stage 1 --max-steps "${DEMO_SR_STEPS:-1000}"
+# The two stages train independently (stage 1 learns from the real low-res images), so with two or
+# more cores they train side by side, each on half of them: on 2 cores two one-thread trainings
+# got 106 samples/s between them, where one two-thread training got 80 with spinning OpenMP
+# threads and 40 with passive ones (BENCHMARKS.md, "Demo").
+base=(train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-1500}")
+sr=(train "${common[@]}" --stage 1 --max-steps "${DEMO_SR_STEPS:-1000}")
+if ((threads >= 2)); then
+  half=(--set "train.threads=$((threads / 2))")
+  echo "== stage 0 (text -> 32x32) and stage 1 (32 -> 64) side by side, $((threads / 2)) thread(s) each"
+  echo "   (stage 1's log: $demo/stage-1.log)"
+  "$bin" "${sr[@]}" "${half[@]}" >"$demo/stage-1.log" 2>&1 &
+  sr_pid=$!
+  "$bin" "${base[@]}" "${half[@]}" || { kill "$sr_pid" 2>/dev/null; exit 1; }
+  wait "$sr_pid" || { echo "stage 1 failed; its log:" >&2; tail -n 20 "$demo/stage-1.log" >&2; exit 1; }
+  tail -n 1 "$demo/stage-1.log"
+else
+  echo "== stage 0: text -> 32x32"
+  "$bin" "${base[@]}" --set "train.threads=$threads"
+  echo "== stage 1: 32 -> 64"
+  "$bin" "${sr[@]}" --set "train.threads=$threads"
+fi
 echo "== samples for held-out captions"
 "$bin" sample --config "$config" --run-dir "$demo/run" --prompts "$demo/heldout_prompts.txt" \
   --out "$demo/samples" --seed 0

@@ -61,6 +61,24 @@ fn super_resolution_stage_trains() {
 }
 
 #[test]
+fn a_stage_s_own_learning_rate_replaces_train_lr() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.train.warmup_steps = 0;
+    cfg.stages[1].lr = Some(3e-3);
+    let lrs = |stage: usize, name: &str| {
+        let out = train(&cfg, options(&w.run_dir(name), stage, 3)).unwrap();
+        common::logged(&out.stage_dir, "train/lr")
+    };
+    let (sr, base) = (lrs(1, "lr-sr"), lrs(0, "lr-base"));
+    assert_eq!(sr.len(), 3);
+    assert!(sr.iter().all(|&(_, lr)| (lr - 3e-3).abs() < 1e-12), "{sr:?}");
+    assert!(base.iter().all(|&(_, lr)| (lr - cfg.train.lr).abs() < 1e-12), "{base:?}");
+    assert_ne!(cfg.train.lr, 3e-3);
+}
+
+#[test]
 fn nonfinite_steps_are_skipped_and_counted() {
     let _serial = common::serial();
     let w = common::world();

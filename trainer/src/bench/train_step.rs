@@ -100,6 +100,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let bf16 = use_bf16(cfg.train.precision, device);
     let stage = cfg.stage(opts.stage)?.clone();
     let unet_cfg = &stage.unet;
+    let stage_lr = stage.lr(cfg.train.lr);
     let text_len = cfg.text.max_length as i64;
     let summary = summarize(unet_cfg, text_len)?;
     tch::manual_seed(cfg.run.seed as i64);
@@ -146,7 +147,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         let t3 = Instant::now();
         // As in `imagen train`: clip, step, zero; no host synchronisation inside.
         let _norm = clip_grad_norm(opt.params(), cfg.train.clip_grad_norm);
-        opt.step(cfg.train.lr)?;
+        opt.step(stage_lr)?;
         opt.zero_grad();
         sync(device);
         let t4 = Instant::now();

@@ -15,6 +15,9 @@ pub struct StageConfig {
     /// Samples per batch on each rank for this stage; none means `data.batch_size`.
     /// Default: none.
     pub batch_size: Option<usize>,
+    /// Peak learning rate of this stage; none means `train.lr` (imagen-pytorch's trainer also
+    /// takes one rate per U-Net: the stages differ in size and objective). Default: none.
+    pub lr: Option<f64>,
     /// Train on random square crops of this side instead of whole images (Imagen trains the
     /// 256->1024 stage on 256 crops, with 64 low-res crops); none means whole images.
     /// Default: none.
@@ -22,6 +25,11 @@ pub struct StageConfig {
 }
 
 impl StageConfig {
+    /// The stage's peak learning rate: its own, else the run's `train.lr`.
+    pub fn lr(&self, train_lr: f64) -> f64 {
+        self.lr.unwrap_or(train_lr)
+    }
+
     /// The side of the images the data loader must deliver for this stage.
     pub fn data_side(&self) -> u32 {
         self.unet.image_side as u32

@@ -129,7 +129,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     };
 
     let schedule = LrSchedule {
-        lr: cfg.train.lr,
+        lr: stage.lr(cfg.train.lr),
         warmup_steps: cfg.train.warmup_steps,
         kind: cfg.train.schedule,
         total_steps: max_steps,

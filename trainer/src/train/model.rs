@@ -87,9 +87,11 @@ impl StageModel {
     }
 }
 
-/// Optimizer groups: the U-Net at the base rate and the config's weight decay; a fine-tuned T5
-/// with `text.finetune_lr` (as a multiple of `train.lr`) and `text.finetune_weight_decay`.
+/// Optimizer groups: the U-Net at the stage's rate and the config's weight decay; a fine-tuned
+/// T5 at `text.finetune_lr` (held as a multiple of the stage's rate) and
+/// `text.finetune_weight_decay`.
 pub fn param_groups(model: &StageModel, cfg: &Config) -> Vec<ParamGroup> {
+    let stage_lr = model.cfg.lr(cfg.train.lr);
     let (t5, unet): (Vec<_>, Vec<_>) =
         model.trainable().into_iter().partition(|(name, _)| name.starts_with("t5."));
     let mut groups = vec![ParamGroup {
@@ -100,7 +102,7 @@ pub fn param_groups(model: &StageModel, cfg: &Config) -> Vec<ParamGroup> {
     if !t5.is_empty() {
         groups.push(ParamGroup {
             params: t5,
-            lr_scale: cfg.text.finetune_lr.map_or(1.0, |lr| lr / cfg.train.lr),
+            lr_scale: cfg.text.finetune_lr.map_or(1.0, |lr| lr / stage_lr),
             weight_decay: cfg.text.finetune_weight_decay,
         });
     }
