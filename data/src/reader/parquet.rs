@@ -169,8 +169,7 @@ impl Iterator for ParquetShard {
 }
 
 /// One projected row (`row` counts rows of the shard, for a key when the key column is missing).
-fn row_unit(columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
-    let mut columns = columns;
+fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
     let mut take = |name: &str| {
         let i = columns.iter().position(|(n, _)| n == name)?;
         Some(std::mem::replace(&mut columns[i].1, Field::Null))

@@ -108,18 +108,17 @@ impl Column<'_> {
 
     /// Writes rows `rows` of this column into the row group's next column chunk.
     fn write(&self, out: &mut ColumnWriter<'_>, rows: Range<usize>) -> parquet::errors::Result<()> {
-        let bytes =
-            |v: &[&[u8]]| -> Vec<ByteArray> { v.iter().map(|b| b.to_vec().into()).collect() };
         match (self, out) {
             (Column::Text(_, v), ColumnWriter::ByteArrayColumnWriter(w)) => {
-                let v: Vec<&[u8]> = v[rows].iter().map(|s| s.as_bytes()).collect();
-                w.write_batch(&bytes(&v), None, None)?;
+                let values: Vec<ByteArray> = v[rows].iter().map(|s| s.as_str().into()).collect();
+                w.write_batch(&values, None, None)?;
             }
             (Column::Null(_), ColumnWriter::ByteArrayColumnWriter(w)) => {
                 w.write_batch(&[], Some(&vec![0; rows.len()]), None)?;
             }
             (Column::Binary(_, v), ColumnWriter::ByteArrayColumnWriter(w)) => {
-                w.write_batch(&bytes(&v[rows]), None, None)?;
+                let values: Vec<ByteArray> = v[rows].iter().map(|b| b.to_vec().into()).collect();
+                w.write_batch(&values, None, None)?;
             }
             (Column::Int64(_, v), ColumnWriter::Int64ColumnWriter(w)) => {
                 w.write_batch(&v[rows], None, None)?;
