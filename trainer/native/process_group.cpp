@@ -13,6 +13,7 @@
 
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -49,6 +50,7 @@ class StoreBackend final : public c10d::Backend {
                 "the CPU test backend reduces by SUM or AVG only");
     std::string call = next_call("allreduce");
     publish(call + "/" + std::to_string(getRank()), tensors);
+    size_t parts = parts_of(tensors);
     std::vector<at::Tensor> sums;
     for (int q = 0; q < getSize(); ++q) {
       std::vector<at::Tensor> theirs = fetch(call, q, tensors);
@@ -66,7 +68,7 @@ class StoreBackend final : public c10d::Backend {
       }
       tensors[i].copy_(sums[i]);
     }
-    finish(call, all_ranks());
+    finish(call, all_ranks(), parts);
     return completed(tensors);
   }
 
@@ -81,7 +83,7 @@ class StoreBackend final : public c10d::Backend {
         tensors[i].copy_(theirs[i]);
       }
     }
-    finish(call, {static_cast<int>(opts.rootRank)});
+    finish(call, {static_cast<int>(opts.rootRank)}, parts_of(tensors));
     return completed(tensors);
   }
 
@@ -92,7 +94,7 @@ class StoreBackend final : public c10d::Backend {
     for (int q = 0; q < getSize(); ++q) {
       fetch(call, q, none);
     }
-    finish(call, all_ranks());
+    finish(call, all_ranks(), parts_of(none));
     return completed(none);
   }
 
@@ -104,6 +106,22 @@ class StoreBackend final : public c10d::Backend {
                 t.device(), " (use the NCCL backend on GPUs)");
   }
 
+  // The TCPStore refuses values over 8 MiB, so a collective's bytes travel in parts of at most
+  // 4 MiB under `key#0`, `key#1`, ...; every rank knows the count from the tensors' sizes.
+  static constexpr size_t kPartBytes = size_t{4} << 20;
+
+  static size_t parts_of(const std::vector<at::Tensor>& tensors) {
+    size_t n = 0;
+    for (const auto& t : tensors) {
+      n += t.nbytes();
+    }
+    return n == 0 ? 1 : (n + kPartBytes - 1) / kPartBytes;
+  }
+
+  static std::string part_key(const std::string& key, size_t i) {
+    return key + "#" + std::to_string(i);
+  }
+
   void publish(const std::string& key, const std::vector<at::Tensor>& tensors) {
     std::vector<uint8_t> bytes;
     for (const auto& t : tensors) {
@@ -112,7 +130,12 @@ class StoreBackend final : public c10d::Backend {
       auto* p = static_cast<const uint8_t*>(c.data_ptr());
       bytes.insert(bytes.end(), p, p + c.nbytes());
     }
-    store_->set(key, bytes);
+    size_t parts = parts_of(tensors);
+    for (size_t i = 0; i < parts; ++i) {
+      size_t begin = std::min(bytes.size(), i * kPartBytes);
+      size_t end = std::min(bytes.size(), begin + kPartBytes);
+      store_->set(part_key(key, i), std::vector<uint8_t>(bytes.begin() + begin, bytes.begin() + end));
+    }
   }
 
   // Rank q's tensors of `call`, shaped like `like`.
@@ -120,7 +143,10 @@ class StoreBackend final : public c10d::Backend {
                                 const std::vector<at::Tensor>& like) {
     std::vector<uint8_t> bytes;
     try {
-      bytes = store_->get(call + "/" + std::to_string(q));
+      for (size_t i = 0; i < parts_of(like); ++i) {
+        std::vector<uint8_t> part = store_->get(part_key(call + "/" + std::to_string(q), i));
+        bytes.insert(bytes.end(), part.begin(), part.end());
+      }
     } catch (const std::exception& e) {
       TORCH_CHECK(false, "rank ", q, " never contributed to collective ", call, " (this is rank ",
                   getRank(), " of ", getSize(), "): ", e.what());
@@ -144,11 +170,13 @@ class StoreBackend final : public c10d::Backend {
   // wrote, so the store never grows with the number of steps. Rank 0 hosts the store, so it
   // leaves a collective only once every rank has read: a rank 0 that returned from the last
   // collective and exited would otherwise take the store away from a rank still reading.
-  void finish(const std::string& call, const std::vector<int>& publishers) {
+  void finish(const std::string& call, const std::vector<int>& publishers, size_t parts) {
     bool last = store_->add(call + "/done", 1) == getSize();
     if (last) {
       for (int q : publishers) {
-        store_->deleteKey(call + "/" + std::to_string(q));
+        for (size_t i = 0; i < parts; ++i) {
+          store_->deleteKey(part_key(call + "/" + std::to_string(q), i));
+        }
       }
       store_->deleteKey(call + "/done");
       if (getRank() != 0) {

@@ -79,6 +79,14 @@ fn all_reduce_broadcast_and_barrier_across_two_processes() {
     dist.pg.broadcast(&[&x, &y], 0, 1 << 20).unwrap();
     assert_eq!(x.sum(Kind::Double).double_value(&[]), 42.0);
     assert_eq!(y.sum(Kind::Double).double_value(&[]), -5.0);
+    // Tensors larger than the TCPStore's 8 MiB limit on one value travel in parts.
+    let big = Tensor::arange(3_000_000, (Kind::Float, Device::Cpu)) * (r + 1.0);
+    dist.pg.all_reduce(&[&big], false).unwrap();
+    let want = Tensor::arange(3_000_000, (Kind::Float, Device::Cpu)) * 3.0;
+    assert_eq!(max_diff(&big, &want), 0.0);
+    let big = Tensor::full([2_500_000], r, (Kind::Double, Device::Cpu));
+    dist.pg.broadcast(&[&big], 0, 32 << 20).unwrap();
+    assert_eq!(big.abs().sum(Kind::Double).double_value(&[]), 0.0);
     dist.pg.barrier().unwrap();
     // Gathering host values to rank 0 through the store.
     let all = dist.gather_json("probe", &serde_json::json!({"rank": dist.rank()})).unwrap();

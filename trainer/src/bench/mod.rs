@@ -2,4 +2,4 @@
 
 mod train_step;
 
-pub use train_step::{bench_train, BenchOptions, BenchReport, PhaseSeconds};
+pub use train_step::{bench_train, BenchOptions, BenchReport, CommReport, PhaseSeconds};

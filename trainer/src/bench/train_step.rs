@@ -2,6 +2,12 @@
 //! autocast, clipping, AdamW and EMA as `imagen train`, with the device synchronised between
 //! phases so each phase's time is its own. Text embeddings are random tensors of the configured
 //! width and length (the encoder's cost belongs to `imagen embed`'s benchmark).
+//!
+//! Started by `imagen launch` (or torchrun, Slurm), every worker joins the process group and
+//! hooks DDP's gradient reducer as `imagen train` does, and the timed steps alternate between a
+//! synchronised backward pass (gradients all-reduced from autograd hooks while the pass goes on)
+//! and a local one; with the same buckets all-reduced on their own after the pass, that says how
+//! much of the communication the backward pass hides.
 
 use std::time::Instant;
 
@@ -15,7 +21,7 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{keep_freed_host_memory, resolve_device, use_bf16};
+use crate::train::{keep_freed_host_memory, resolve_device, use_bf16, Replicas, StageModel};
 use crate::unet::{summarize, UNet};
 
 #[derive(Debug, Clone)]
@@ -41,8 +47,31 @@ pub struct PhaseSeconds {
     pub ema: f64,
 }
 
+/// Gradient communication of a worker in a process group (`imagen launch`, torchrun, Slurm).
+#[derive(Debug, Clone, Serialize)]
+pub struct CommReport {
+    pub world_size: usize,
+    pub backend: String,
+    /// The reducer's buckets (`dist.bucket_mb`, the first one `dist.first_bucket_mb`).
+    pub buckets: usize,
+    /// Median backward pass with the reducer's all-reduce hooks armed (as in training).
+    pub backward_synced: f64,
+    /// Median backward pass of the interleaved steps that keep their gradients local.
+    pub backward_local: f64,
+    /// Median time to all-reduce the same gradients in `dist.bucket_mb` buckets after the pass,
+    /// one bucket after the other, with nothing to overlap.
+    pub allreduce_alone: f64,
+    /// The communication the backward pass did not hide: synced minus local.
+    pub exposed: f64,
+    /// 1 - exposed / allreduce_alone, clamped to [0, 1]: the share of the all-reduce that ran
+    /// under the backward pass.
+    pub overlap: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// The worker's rank (0 without a process group); only rank 0's report is printed.
+    pub rank: usize,
     pub config_stage: usize,
     pub device: String,
     pub precision: String,
@@ -64,6 +93,8 @@ pub struct BenchReport {
     pub peak_tflops: Option<f64>,
     /// Model FLOPs utilisation: analytic FLOPs per sample x samples/s over the peak.
     pub mfu: Option<f64>,
+    /// Present when the bench runs in a process group.
+    pub comm: Option<CommReport>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -92,7 +123,7 @@ fn peak_memory(device: Device) -> i64 {
 }
 
 pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
-    let device = resolve_device(&cfg.train.device)?;
+    let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
     if cfg.train.threads > 0 {
         tch::set_num_threads(cfg.train.threads as i32);
     }
@@ -114,6 +145,15 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let group =
         ParamGroup { params, lr_scale: 1.0, weight_decay: cfg.train.optimizer.weight_decay };
+    // Sorted by name, so every rank broadcasts the same list in the same order.
+    let vars: Vec<Tensor> = StageModel::named(&vs)
+        .into_iter()
+        .chain(StageModel::named(&ema_vs))
+        .map(|(_, t)| t)
+        .collect();
+    let trained: Vec<Tensor> = group.params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    replicas.attach_tensors(&vars, &trained, cfg)?;
+    let in_group = replicas.buckets().is_some();
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, vec![group]);
     opt.set_kernel(cfg.train.optimizer_kernel)?;
     let ema = Ema::new(&cfg.train.ema, &vs, &ema_vs)?;
@@ -125,8 +165,11 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     if let Device::Cuda(i) = device {
         crate::native::cuda_reset_peak_memory(i)?;
     }
-    let (mut steps, mut phases) = (Vec::new(), Vec::new());
-    for step in 0..opts.warmup + opts.steps {
+    let (mut steps, mut phases, mut local_backward) = (Vec::new(), Vec::new(), Vec::new());
+    // In a group, every other timed step keeps its gradients local (see the module's comment).
+    let timed = if in_group { 2 * opts.steps } else { opts.steps };
+    for step in 0..opts.warmup + timed {
+        let synced = step < opts.warmup || (step - opts.warmup) % 2 == 0;
         sync(device);
         let t0 = Instant::now();
         let x0 = Tensor::rand([b, 3, side, side], fopts) * 2.0 - 1.0;
@@ -142,6 +185,9 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         let loss = losses.mean(Kind::Float);
         sync(device);
         let t2 = Instant::now();
+        if synced {
+            replicas.before_synced_backward()?;
+        }
         loss.backward();
         sync(device);
         let t3 = Instant::now();
@@ -154,7 +200,9 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         ema.update(step as u64 + 1);
         sync(device);
         let t5 = Instant::now();
-        if step >= opts.warmup {
+        if step >= opts.warmup && !synced {
+            local_backward.push((t3 - t2).as_secs_f64());
+        } else if step >= opts.warmup {
             steps.push((t5 - t0).as_secs_f64());
             phases.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4].map(|d| d.as_secs_f64()));
         }
@@ -167,12 +215,25 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         optimizer: column(3),
         ema: column(4),
     };
+    let comm = match replicas.buckets() {
+        Some(buckets) => Some(comm_report(
+            &replicas,
+            buckets,
+            &opt.params().collect::<Vec<_>>(),
+            cfg,
+            device,
+            phases.backward,
+            median(&mut local_backward),
+        )?),
+        None => None,
+    };
     let step_median = median(&mut steps.clone());
     let samples_per_sec = opts.batch as f64 / step_median;
     let mfu = opts
         .peak_tflops
         .map(|peak| summary.flops_per_sample_train as f64 * samples_per_sec / (peak * 1e12));
     Ok(BenchReport {
+        rank: replicas.rank(),
         config_stage: opts.stage,
         device: format!("{device:?}"),
         precision: if bf16 { "bf16 autocast" } else { "fp32" }.into(),
@@ -189,5 +250,64 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         peak_memory_bytes: peak_memory(device),
         peak_tflops: opts.peak_tflops,
         mfu,
+        comm,
+    })
+}
+
+/// Times the all-reduce of the trained parameters' gradients in `dist.bucket_mb` buckets with
+/// nothing else running, and sets it against the backward passes measured with and without the
+/// reducer's hooks.
+fn comm_report(
+    replicas: &Replicas,
+    buckets: usize,
+    params: &[&Tensor],
+    cfg: &Config,
+    device: Device,
+    backward_synced: f64,
+    backward_local: f64,
+) -> Result<CommReport> {
+    let limit = (cfg.dist.bucket_mb * (1u64 << 20) as f64) as i64;
+    let mut flat: Vec<Tensor> = Vec::new();
+    let mut pending: Vec<Tensor> = Vec::new();
+    let mut bytes = 0i64;
+    // Gradients become ready last layer first, so buckets are filled in reverse, as DDP does.
+    for p in params.iter().rev() {
+        let g = p.grad();
+        let g = if g.defined() { g } else { p.zeros_like() };
+        bytes += g.numel() as i64 * g.kind().elt_size_in_bytes() as i64;
+        pending.push(g.flatten(0, -1));
+        if bytes >= limit {
+            flat.push(Tensor::cat(&pending, 0));
+            pending.clear();
+            bytes = 0;
+        }
+    }
+    if !pending.is_empty() {
+        flat.push(Tensor::cat(&pending, 0));
+    }
+    let refs: Vec<&Tensor> = flat.iter().collect();
+    let mut times = Vec::new();
+    for round in 0..6 {
+        sync(device);
+        let t = Instant::now();
+        replicas.mean(&refs)?;
+        sync(device);
+        if round > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let allreduce_alone = median(&mut times);
+    let exposed = backward_synced - backward_local;
+    let overlap =
+        if allreduce_alone > 0.0 { (1.0 - exposed / allreduce_alone).clamp(0.0, 1.0) } else { 1.0 };
+    Ok(CommReport {
+        world_size: replicas.world_size(),
+        backend: replicas.backend().unwrap_or_default(),
+        buckets,
+        backward_synced,
+        backward_local,
+        allreduce_alone,
+        exposed,
+        overlap,
     })
 }

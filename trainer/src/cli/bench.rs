@@ -53,6 +53,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                     peak_tflops: peak,
                 },
             )?;
+            // Every worker of a group measures; rank 0 speaks for them.
+            if report.rank != 0 {
+                return Ok(());
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -97,5 +101,19 @@ fn print_report(r: &BenchReport) {
             println!("MFU {:.1}% of {:.0} TFLOP/s", mfu * 100.0, r.peak_tflops.unwrap_or(0.0))
         }
         None => println!("MFU: pass --peak-tflops for the device"),
+    }
+    if let Some(c) = &r.comm {
+        println!(
+            "all-reduce over {} rank(s) ({}, {} bucket(s)): backward {:.1} ms synced, {:.1} ms \
+             local; the buckets alone {:.1} ms; exposed {:.1} ms, overlap {:.0}%",
+            c.world_size,
+            c.backend,
+            c.buckets,
+            ms(c.backward_synced),
+            ms(c.backward_local),
+            ms(c.allreduce_alone),
+            ms(c.exposed),
+            c.overlap * 100.0
+        );
     }
 }

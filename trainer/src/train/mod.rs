@@ -18,6 +18,7 @@ pub use host_memory::keep_freed_host_memory;
 pub use metrics::{bucket_tag, BucketedLoss, StepMetrics, LOSS_BUCKETS};
 pub use model::{param_groups, StageModel};
 pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
+pub use replicas::Replicas;
 pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
 pub use signals::StopFlag;

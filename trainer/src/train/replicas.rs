@@ -102,17 +102,28 @@ impl Replicas {
     /// Rank 0's weights (and moving average) on every rank, and DDP's gradient reducer hooked
     /// on the trained parameters.
     pub fn attach(&mut self, model: &StageModel, cfg: &Config) -> Result<()> {
-        let Some(dist) = &self.dist else { return Ok(()) };
-        let bucket = (cfg.dist.bucket_mb * MIB) as usize;
         let vars: Vec<Tensor> = StageModel::named(&model.vs)
             .into_iter()
             .chain(StageModel::named(&model.ema_vs))
             .map(|(_, t)| t)
             .collect();
-        tch::no_grad(|| dist.pg.broadcast(&vars.iter().collect::<Vec<_>>(), 0, bucket))?;
         let params: Vec<Tensor> = model.trainable().into_iter().map(|(_, t)| t).collect();
+        self.attach_tensors(&vars, &params, cfg)
+    }
+
+    /// `attach` for bare tensors: `vars` take rank 0's values, `params` (trained, the same list
+    /// in the same order on every rank) get the gradient reducer.
+    pub fn attach_tensors(
+        &mut self,
+        vars: &[Tensor],
+        params: &[Tensor],
+        cfg: &Config,
+    ) -> Result<()> {
+        let Some(dist) = &self.dist else { return Ok(()) };
+        let bucket = (cfg.dist.bucket_mb * MIB) as usize;
+        tch::no_grad(|| dist.pg.broadcast(&vars.iter().collect::<Vec<_>>(), 0, bucket))?;
         let first = (cfg.dist.first_bucket_mb * MIB) as usize;
-        let reducer = GradReducer::new(&dist.pg, &params, bucket, first)?;
+        let reducer = GradReducer::new(&dist.pg, params, bucket, first)?;
         tracing::info!(
             "gradients all-reduced in {} bucket(s) of up to {} MiB",
             reducer.buckets,
@@ -120,6 +131,16 @@ impl Replicas {
         );
         self.reducer = Some(reducer);
         Ok(())
+    }
+
+    /// The number of gradient buckets, once attached to a group.
+    pub fn buckets(&self) -> Option<usize> {
+        self.reducer.as_ref().map(|r| r.buckets)
+    }
+
+    /// The backend of the group, if any.
+    pub fn backend(&self) -> Option<String> {
+        self.dist.as_ref().map(|d| format!("{:?}", d.pg.backend))
     }
 
     /// Call before the backward pass whose gradients are averaged (a step's last micro-batch).

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 6, 7 and 9 as one script, so a session lent a GPU machine for a few
+# minutes spends them measuring, not setting up.
+#
+#   scripts/gpu_checks.sh prepare       # here: release build, stripped binary and the peer's
+#                                       # wheels in .device/ (git-ignored; about 32 MB to carry)
+#   scripts/gpu_checks.sh run OUT       # there: every check, results in OUT/results.jsonl
+#
+# `run` finds libtorch through the machine's own python3 torch (2.11.0), as README's "Running on
+# a GPU machine" says, and installs the carried wheels of lucidrains' imagen-pytorch into
+# /tmp/site. Each check has its own time limit and a failed check does not stop the others;
+# OUT/log.txt has everything they printed. GPU_CHECKS_SMALL=1 runs the same checks with tiny
+# configs and batches (how the script itself is tried on a machine without a GPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+prepare() {
+  set -e
+  make build
+  mkdir -p .device
+  strip -o .device/imagen target/release/imagen
+  rm -rf .device/whl
+  # The peer and whichever of its imports the GPU machine's image lacks (device KINDS.md), for
+  # its Python 3.12.
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 -d .device/whl -r scripts/requirements-device-peer.txt
+  du -sh .device
+}
+
+run_checks() {
+  local out=$1
+  mkdir -p "$out"
+  out=$(cd "$out" && pwd)
+  local results="$out/results.jsonl" log="$out/log.txt" work
+  work=$(mktemp -d)
+  : >"$results"
+  exec > >(tee -a "$log") 2>&1
+  local bin=${IMAGEN:-.device/imagen}
+  [ -x "$bin" ] || bin=target/release/imagen
+  local torch_lib
+  torch_lib=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null)/lib
+  export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if [ -d .device/whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .device/whl/*.whl && export PYTHONPATH=/tmp/site
+  fi
+
+  # Sizes: the issue's base-64 and SR-256 models at training batches on the H200, or tiny ones.
+  local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
+  local peer_steps=10 demo_steps=1500 timeout=240
+  if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
+    base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
+    peer_steps=2 demo_steps=20 timeout=600
+  fi
+
+  # check NAME SECONDS CMD...: runs CMD, appends {"check": NAME, "rc": .., "secs": .., "report":
+  # the JSON documents CMD printed} to results.jsonl.
+  check() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    local start rc
+    start=$(date +%s.%N)
+    timeout "$limit" "$@" >"$work/$name.json"
+    rc=$?
+    python3 - "$name" "$rc" "$start" "$work/$name.json" >>"$results" <<'PY'
+import json, sys, time
+name, rc, start, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+text = open(path).read()
+dec, docs, i = json.JSONDecoder(), [], 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    try:
+        doc, i = dec.raw_decode(text, i)
+    except ValueError:
+        docs.append({"unparsed": text[i:][-4000:]})
+        break
+    docs.append(doc)
+print(json.dumps({"check": name, "rc": rc, "secs": round(time.time() - start, 1), "report": docs}))
+PY
+    echo "   rc $rc"
+  }
+
+  nvidia-smi || true
+  check env 60 "$bin" env --json
+
+  # Issue 9: samples/s, phases, peak memory and MFU in bf16; AdamW fused (auto) against the loop.
+  local bench=(bench train --steps "$steps" --warmup 3 --json)
+  check base64_bf16 "$timeout" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch"
+  check base64_bf16_loop_adamw "$timeout" "$bin" "${bench[@]}" --config "$base" \
+    --batch "$base_batch" --set train.optimizer_kernel=loop
+  check base64_fp32 "$timeout" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch" \
+    --set train.precision=fp32
+  check sr256_bf16 "$timeout" "$bin" "${bench[@]}" --config "$sr" --batch "$sr_batch"
+
+  # Issue 7: world size 1 through ProcessGroupNCCL (the all-reduce's overhead and its overlap
+  # with the backward pass), set against the runs above without a process group.
+  check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- "${bench[@]}" \
+    --config "$base" --batch "$base_batch"
+
+  # Issue 9: the same steps of lucidrains' imagen-pytorch Unet, alternating with ours.
+  local peer=("${PYTHON:-python3}" scripts/bench_peer_unet.py --imagen "$bin" --steps "$peer_steps" --runs 3
+    --precision bf16 --json)
+  if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then peer+=(--device cpu --precision fp32); else peer+=(--device cuda); fi
+  check peer_base64 "$timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
+  check peer_sr256 "$timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
+
+  # Issue 6: `imagen train` on the GPU (bf16 autocast, fused AdamW, GPU memory in the metrics)
+  # with the demo's data and stage 0, then its samples scored.
+  local demo=$work/demo
+  "$bin" data synth --out "$demo/data" --side 64 --count 4320 --shards 4 --heldout 48 \
+    --format parquet >/dev/null
+  local split
+  for split in train heldout; do
+    "$bin" data inspect "$demo/data/parquet/$split" --json --no-decode --examples 1000000 |
+      python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)["example_captions"]))' \
+        >"$demo/$split.txt"
+  done
+  "$bin" text make-demo --captions "$demo/train.txt" --out "$demo/t5" >/dev/null
+  local sets=(--run-dir "$demo/run"
+    --set "data.shards=[\"$demo/data/parquet/train\"]"
+    --set "data.heldout_shards=[\"$demo/data/parquet/heldout\"]"
+    --set "text.model=\"$demo/t5\"" --set "text.cache_dir=\"$demo/t5-cache\"")
+  "$bin" embed --config configs/demo.toml "${sets[@]:2}" >/dev/null
+  check demo_train "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
+    --max-steps "$demo_steps" "${sets[@]}" --set train.precision=bf16
+  tail -n 3 "$demo/run/stage-0/metrics.jsonl" >"$work/demo_metrics.txt"
+  check demo_metrics 10 cat "$work/demo_metrics.txt"
+  check demo_sample "$timeout" "$bin" sample --config configs/demo.toml "${sets[@]}" \
+    --prompts "$demo/heldout.txt" --out "$demo/samples" --stop-at-stage 0
+  check demo_score 120 "$bin" eval conditioning "$demo/samples" --json
+  rm -rf "$work"
+  echo "results in $results"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run_checks "${2:?usage: scripts/gpu_checks.sh run OUT}" ;;
+  *) echo "usage: scripts/gpu_checks.sh prepare | run OUT" >&2; exit 2 ;;
+esac
