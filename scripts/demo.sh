@@ -40,7 +40,7 @@ echo "== T5 embedding cache of the training captions"
 # more cores they train side by side, each on half of them: on 2 cores two one-thread trainings
 # got 106 samples/s between them, where one two-thread training got 80 with spinning OpenMP
 # threads and 40 with passive ones (BENCHMARKS.md, "Demo").
-base=(train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-1500}")
+base=(train "${common[@]}" --stage 0 --max-steps "${DEMO_BASE_STEPS:-3000}")
 sr=(train "${common[@]}" --stage 1 --max-steps "${DEMO_SR_STEPS:-1000}")
 if ((threads >= 2)); then
   half=(--set "train.threads=$((threads / 2))")

@@ -48,7 +48,7 @@ run_checks() {
 
   # Sizes: the base-64 and SR-256 models at training batches on the H200, or tiny ones.
   local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
-  local peer_steps=10 demo_steps=1500 timeout=240
+  local peer_steps=10 demo_steps=3000 timeout=240
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
     base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
     peer_steps=2 demo_steps=20 timeout=600
