@@ -74,7 +74,11 @@ def peer_unet(stage, text_len, extras, mapping):
     therefore runs each of the peer's levels at half our side, a quarter of our FLOPs. With
     "shifted", our full-resolution first level (one block, no attention) becomes the peer's
     `init_resnet_block` and `final_resnet_block`, and our levels 1.. its levels 0..: the same
-    sides, channels, blocks and attention per resolution as ours.
+    sides, channels, blocks and attention per resolution as ours. With "standard", the peer is
+    its plain U-Net (`memory_efficient=False`, how imagen-pytorch builds its BaseUnet64): level i
+    at our side, its up path at our channels, but its down path's blocks at the previous level's
+    width (it widens when it downsamples, ours before a level's blocks), so its width `dim` is
+    searched to bring parameters within 5% of ours.
     """
     from imagen_pytorch import Unet
 
@@ -85,11 +89,15 @@ def peer_unet(stage, text_len, extras, mapping):
     attns = as_list(u["layer_attns"], levels)
     cross = as_list(u["layer_cross_attns"], levels)
     shape = {}
-    if mapping == "shifted":
+    extras = dict(extras)
+    dim = extras.pop("dim", u["dim"])
+    if mapping == "standard":
+        shape = {"init_dim": dim * mults[0]}
+    elif mapping == "shifted":
         mults, blocks, attns, cross = mults[1:], blocks[1:], attns[1:], cross[1:]
         shape = {"init_dim": u["dim"] * u["dim_mults"][0], "final_resnet_block": True}
     return Unet(
-        dim=u["dim"],
+        dim=dim,
         dim_mults=tuple(mults),
         # imagen-pytorch counts the blocks after each level's first (init) block.
         num_resnet_blocks=tuple(max(n - 1, 0) for n in blocks),
@@ -101,7 +109,8 @@ def peer_unet(stage, text_len, extras, mapping):
         cond_dim=u["cond_dim"],
         max_text_len=text_len,
         lowres_cond=u.get("lowres_cond", False),
-        memory_efficient=True,  # the Efficient U-Net of Imagen's appendix B, as ours
+        # The Efficient U-Net of Imagen's appendix B, as ours, except for "standard".
+        memory_efficient=mapping != "standard",
         # Ours gives the middle blocks the lowest level's attention.
         attend_at_middle=attns[-1] or cross[-1],
         # Ours: a 3x3 input conv, and nearest-neighbour 2x + 3x3 conv to upsample.
@@ -155,7 +164,7 @@ def matched_peer(stage, text_len, ours_params, ours_flops, mapping="auto"):
 
 def closest_peer(stage, text_len, ours_params, ours_flops, mapping):
     u = stage["unet"]
-    mappings = ["same"]
+    mappings = ["same", "standard"]
     if level0_is_one_plain_block(u, len(u["dim_mults"])):
         mappings.append("shifted")
     if mapping != "auto":
@@ -165,6 +174,17 @@ def closest_peer(stage, text_len, ours_params, ours_flops, mapping):
     keys = list(EXTRAS)
     candidates = []
     for mapping in mappings:
+        if mapping == "standard":
+            # Its width instead of its extras: ours' defaults (no global context, ff_mult 2,
+            # attention-pooled text), widths in steps of 8 (GroupNorm's groups) from -16% to +24%.
+            base = {"use_global_context_attn": False, "final_resnet_block": False,
+                    "ff_mult": 2.0, "attn_pool_text": True}
+            for dim in range(max(8, round(u["dim"] * 0.84 / 8) * 8), u["dim"] * 5 // 4 + 1, 8):
+                extras = {**base, "dim": dim}
+                n = sum(p.numel() for p in peer_unet(stage, text_len, extras, mapping).parameters())
+                candidates.append([abs(n - ours_params) / ours_params, None, mapping, extras, n,
+                                   None])
+            continue
         for values in itertools.product(*(EXTRAS[k] for k in keys)):
             extras = dict(zip(keys, values))
             if mapping == "shifted":
@@ -258,7 +278,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--mapping", choices=["auto", "same", "shifted"], default="auto",
+    p.add_argument("--mapping", choices=["auto", "same", "shifted", "standard"], default="auto",
                    help="how our levels map onto the peer's (see peer_unet); auto: the "
                         "closest in FLOPs")
     p.add_argument("--json", action="store_true")
