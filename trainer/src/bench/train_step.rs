@@ -21,7 +21,7 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{keep_freed_host_memory, resolve_device, use_bf16, Replicas, StageModel};
+use crate::train::{keep_freed_host_memory, resolve_device, use_bf16, Replicas};
 use crate::unet::{summarize, UNet};
 
 #[derive(Debug, Clone)]
@@ -145,14 +145,8 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let group =
         ParamGroup { params, lr_scale: 1.0, weight_decay: cfg.train.optimizer.weight_decay };
-    // Sorted by name, so every rank broadcasts the same list in the same order.
-    let vars: Vec<Tensor> = StageModel::named(&vs)
-        .into_iter()
-        .chain(StageModel::named(&ema_vs))
-        .map(|(_, t)| t)
-        .collect();
     let trained: Vec<Tensor> = group.params.iter().map(|(_, t)| t.shallow_clone()).collect();
-    replicas.attach_tensors(&vars, &trained, cfg)?;
+    replicas.attach_stores(&vs, &ema_vs, &trained, cfg)?;
     let in_group = replicas.buckets().is_some();
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, vec![group]);
     opt.set_kernel(cfg.train.optimizer_kernel)?;

@@ -3,6 +3,7 @@
 //! one, with every method a no-op.
 
 use serde_json::{json, Value};
+use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use super::model::StageModel;
@@ -102,25 +103,28 @@ impl Replicas {
     /// Rank 0's weights (and moving average) on every rank, and DDP's gradient reducer hooked
     /// on the trained parameters.
     pub fn attach(&mut self, model: &StageModel, cfg: &Config) -> Result<()> {
-        let vars: Vec<Tensor> = StageModel::named(&model.vs)
-            .into_iter()
-            .chain(StageModel::named(&model.ema_vs))
-            .map(|(_, t)| t)
-            .collect();
         let params: Vec<Tensor> = model.trainable().into_iter().map(|(_, t)| t).collect();
-        self.attach_tensors(&vars, &params, cfg)
+        self.attach_stores(&model.vs, &model.ema_vs, &params, cfg)
     }
 
-    /// `attach` for bare tensors: `vars` take rank 0's values, `params` (trained, the same list
-    /// in the same order on every rank) get the gradient reducer.
-    pub fn attach_tensors(
+    /// `attach` for a model held as two VarStores: every variable of `vs` and `ema_vs` takes
+    /// rank 0's value, and `params` (trained, the same list in the same order on every rank) get
+    /// the gradient reducer.
+    pub fn attach_stores(
         &mut self,
-        vars: &[Tensor],
+        vs: &VarStore,
+        ema_vs: &VarStore,
         params: &[Tensor],
         cfg: &Config,
     ) -> Result<()> {
         let Some(dist) = &self.dist else { return Ok(()) };
         let bucket = (cfg.dist.bucket_mb * MIB) as usize;
+        // Sorted by name (`StageModel::named`), so every rank broadcasts the same list.
+        let vars: Vec<Tensor> = StageModel::named(vs)
+            .into_iter()
+            .chain(StageModel::named(ema_vs))
+            .map(|(_, t)| t)
+            .collect();
         tch::no_grad(|| dist.pg.broadcast(&vars.iter().collect::<Vec<_>>(), 0, bucket))?;
         let first = (cfg.dist.first_bucket_mb * MIB) as usize;
         let reducer = GradReducer::new(&dist.pg, params, bucket, first)?;
