@@ -34,6 +34,7 @@ fn main() {
     // native/shim.cpp includes the others, so that libtorch's headers are parsed once.
     let inputs = [
         "native/shim.cpp",
+        "native/activation_checkpoint.cpp",
         "native/autocast.cpp",
         "native/store.cpp",
         "native/error.cpp",

@@ -74,6 +74,17 @@ char* imagen_reducer_new(imagen_pg* pg, void* const* params, size_t n, int64_t b
 char* imagen_reducer_prepare(imagen_reducer* reducer);
 void imagen_reducer_free(imagen_reducer* reducer);
 
+// Activation checkpointing of a region written by the caller: `fn(closure, inputs, n, &out)`
+// computes the region from borrowed `at::Tensor*` inputs and stores a new `at::Tensor*` in
+// `out` (the shim takes it over); it returns NULL or a malloc'd error message. The shim owns
+// `closure` from the call on and releases it with `drop` when the graph no longer needs it. With
+// grad on, the forward keeps only the inputs and the backward runs the region again;
+// `preserve_rng` replays the random state (dropout) that the forward saw.
+typedef char* (*imagen_region_fn)(void* closure, void* const* inputs, size_t n, void** out);
+typedef void (*imagen_region_drop)(void* closure);
+char* imagen_checkpoint(imagen_region_fn fn, imagen_region_drop drop, void* closure,
+                        void* const* inputs, size_t n, bool preserve_rng, void** output);
+
 #ifdef __cplusplus
 }
 #endif

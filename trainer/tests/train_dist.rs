@@ -1,6 +1,7 @@
 //! Data-parallel training through the real binary and `imagen launch`, two workers on loopback
 //! with the CPU backend: ranks hold bitwise-identical weights, two ranks of batch B train like
-//! one rank of batch 2B, a dead worker stops the job, and a stopped two-rank run resumes exactly.
+//! one rank of batch 2B (with activation checkpointing on one side), a dead worker stops the
+//! job, and a stopped two-rank run resumes exactly.
 
 mod common;
 
@@ -118,8 +119,12 @@ fn two_ranks_hold_identical_weights_and_train_like_one_rank_with_twice_the_batch
     let steps = 8;
     let one = w.run_dir("one-rank");
     assert!(single(&config, &one, steps, 4).status().unwrap().success());
+    // The two-rank run also recomputes its blocks in the backward pass (activation
+    // checkpointing): its inner backward passes fill the reducer's buckets, and the result must
+    // still be the one-rank run's.
     let two = w.run_dir("two-ranks");
-    assert!(launch(&config, &two, steps, 2).status().unwrap().success());
+    let mut cmd = launch(&config, &two, steps, 2);
+    assert!(cmd.args(["--set", "train.activation_checkpointing=true"]).status().unwrap().success());
 
     // Rank 0 wrote the checkpoint after checking that both ranks' weights are bitwise equal,
     // and the fingerprint is that of the saved weights.

@@ -21,7 +21,7 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{keep_freed_host_memory, resolve_device, use_bf16, Replicas};
+use crate::train::{keep_freed_host_memory, resolve_device, trained_unet, use_bf16, Replicas};
 use crate::unet::{summarize, UNet};
 
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let mut ema_vs = VarStore::new(device);
-    let unet = UNet::new(vs.root() / "unet", unet_cfg)?;
+    let unet = trained_unet(vs.root() / "unet", &stage, cfg)?;
     let _ema_unet = UNet::new(ema_vs.root() / "unet", unet_cfg)?;
     ema_vs.freeze();
     let diffusion = GaussianDiffusion::new(&stage.diffusion, unet_cfg.image_side)?;

@@ -54,6 +54,10 @@ pub struct TrainConfig {
     pub sample_every: u64,
     /// Prompts of the periodic sample grid. Default: none.
     pub sample_prompts: Vec<String>,
+    /// Recompute each U-Net residual and transformer block in the backward pass instead of
+    /// keeping its activations (activation checkpointing): less memory, so larger batches fit,
+    /// for about one more forward pass of compute. Same gradients. Default: false.
+    pub activation_checkpointing: bool,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,
     /// AdamW's implementation: "auto" (libtorch's fused kernel where it has one for the device,
@@ -84,6 +88,7 @@ impl Default for TrainConfig {
             validate_batches: 4,
             sample_every: 0,
             sample_prompts: Vec::new(),
+            activation_checkpointing: false,
             optimizer: AdamWConfig::default(),
             optimizer_kernel: OptimizerKernel::Auto,
             ema: EmaConfig::default(),

@@ -1,5 +1,6 @@
 //! Safe access to the C++ shim in `trainer/native/`: the libtorch features tch does not bind.
 
+mod activation_checkpoint;
 mod ffi;
 mod fused_adamw;
 
@@ -18,6 +19,7 @@ pub(crate) fn check(what: &str, err: *mut c_char) -> Result<()> {
     Err(TrainerError::Native { what: what.to_owned(), message })
 }
 
+pub use activation_checkpoint::checkpointed;
 pub(crate) use ffi::*;
 pub use fused_adamw::{fused_adamw_available, fused_adamw_step, FusedAdamWStep};
 

@@ -36,7 +36,7 @@ impl StageModel {
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
         let ema_vs = VarStore::new(device);
-        let unet = UNet::new(vs.root() / "unet", &stage.unet)?;
+        let unet = trained_unet(vs.root() / "unet", &stage, cfg)?;
         let ema_unet = UNet::new(ema_vs.root() / "unet", &stage.unet)?;
         let (text, ema_text, frozen_vs) = if cfg.text.mode == TextMode::Finetune {
             let text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
@@ -85,6 +85,14 @@ impl StageModel {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
     }
+}
+
+/// The U-Net that a training step runs: `stage`'s, with the training config's activation
+/// checkpointing.
+pub fn trained_unet(path: tch::nn::Path, stage: &StageConfig, cfg: &Config) -> Result<UNet> {
+    let mut unet = UNet::new(path, &stage.unet)?;
+    unet.set_activation_checkpointing(cfg.train.activation_checkpointing);
+    Ok(unet)
 }
 
 /// Optimizer groups: the U-Net at the stage's rate and the config's weight decay; a fine-tuned

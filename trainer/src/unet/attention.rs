@@ -125,6 +125,10 @@ pub struct TransformerBlock {
     ff_out: nn::Linear,
 }
 
+// SAFETY: as for `ResnetBlock`: built once, then only read by forward passes, which activation
+// checkpointing may rerun on autograd's device thread.
+unsafe impl Sync for TransformerBlock {}
+
 impl TransformerBlock {
     pub fn new(p: nn::Path, dim: i64, cfg: &super::UNetConfig, kind: AttnKind) -> Self {
         let attn =

@@ -20,6 +20,12 @@ fn conv3x3(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
     nn::conv2d(p, c_in, c_out, 3, nn::ConvConfig { padding: 1, ..Default::default() })
 }
 
+// SAFETY: a block is never changed after it is built, and its tensors are parameter handles
+// that forward passes only read; libtorch tensors can be read from several threads (autograd
+// accumulates their gradients under its own locks). Activation checkpointing shares blocks with
+// autograd, which may recompute them on its device thread.
+unsafe impl Sync for ResnetBlock {}
+
 impl ResnetBlock {
     /// Parameter names as imagen-pytorch's `ResnetBlock`: `block1.groupnorm`, `block1.project`,
     /// `time_mlp.1`, `block2.*`, `res_conv`.

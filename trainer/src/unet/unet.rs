@@ -3,6 +3,8 @@
 //! conditioning on time, text (cross-attention and a pooled vector) and, for super-resolution,
 //! the upsampled low-res image and its augmentation level.
 
+use std::sync::Arc;
+
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -12,6 +14,7 @@ use super::embeddings::{LevelEmbedding, TextPool};
 use super::resample::{Downsample, Upsample};
 use super::resblock::ResnetBlock;
 use crate::error::Result;
+use crate::native::checkpointed;
 
 /// Imagen App. B: "scale skip connections by 1/sqrt(2)".
 const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -20,8 +23,8 @@ const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
 struct Level {
     downsample: Option<Downsample>,
     upsample: Option<Upsample>,
-    resnet_blocks: Vec<ResnetBlock>,
-    transformer_block: Option<TransformerBlock>,
+    resnet_blocks: Vec<Arc<ResnetBlock>>,
+    transformer_block: Option<Arc<TransformerBlock>>,
 }
 
 fn transformer(
@@ -29,8 +32,8 @@ fn transformer(
     dim: i64,
     cfg: &UNetConfig,
     kind: AttnKind,
-) -> Option<TransformerBlock> {
-    (kind != AttnKind::None).then(|| TransformerBlock::new(p, dim, cfg, kind))
+) -> Option<Arc<TransformerBlock>> {
+    (kind != AttnKind::None).then(|| Arc::new(TransformerBlock::new(p, dim, cfg, kind)))
 }
 
 /// One stage of the cascade. Parameter names follow imagen-pytorch's `Unet`.
@@ -44,12 +47,15 @@ pub struct UNet {
     null_text_embed: Tensor,
     text_pool: TextPool,
     downs: Vec<Level>,
-    mid_block1: ResnetBlock,
-    mid_attn: Option<TransformerBlock>,
-    mid_block2: ResnetBlock,
+    mid_block1: Arc<ResnetBlock>,
+    mid_attn: Option<Arc<TransformerBlock>>,
+    mid_block2: Arc<ResnetBlock>,
     ups: Vec<Level>,
     final_norm: nn::GroupNorm,
     final_conv: nn::Conv2D,
+    /// Recompute each residual and transformer block in the backward pass instead of keeping
+    /// its activations (`train.activation_checkpointing`).
+    checkpoint_blocks: bool,
 }
 
 impl UNet {
@@ -62,7 +68,7 @@ impl UNet {
         let in_ch = if cfg.lowres_cond { 2 * cfg.channels } else { cfg.channels };
         let conv3 = nn::ConvConfig { padding: 1, ..Default::default() };
         let resnet = |p: nn::Path, c_in, c_out| {
-            ResnetBlock::new(p, c_in, c_out, tcd, cfg.resnet_groups, cfg.dropout)
+            Arc::new(ResnetBlock::new(p, c_in, c_out, tcd, cfg.resnet_groups, cfg.dropout))
         };
 
         let init_conv = nn::conv2d(p / "init_conv", in_ch, chans[0], 3, conv3);
@@ -148,11 +154,42 @@ impl UNet {
             ups,
             final_norm,
             final_conv,
+            checkpoint_blocks: false,
         })
     }
 
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    /// Activation checkpointing of every residual and transformer block: a training forward
+    /// keeps only the blocks' inputs and the backward pass recomputes the rest (less memory,
+    /// about one more forward of compute). Sampling is unaffected.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.checkpoint_blocks = on;
+    }
+
+    fn resnet(&self, block: &Arc<ResnetBlock>, x: &Tensor, cond: &Tensor, train: bool) -> Tensor {
+        if !self.checkpoint_blocks {
+            return block.forward(x, cond, train);
+        }
+        let block = Arc::clone(block);
+        let dropout = train && self.cfg.dropout > 0.0;
+        checkpointed(&[x, cond], dropout, move |t| block.forward(&t[0], &t[1], train))
+            .unwrap_or_else(|e| panic!("residual block: {e}"))
+    }
+
+    fn transformer(&self, block: &Arc<TransformerBlock>, x: &Tensor, text: &TextContext) -> Tensor {
+        if !self.checkpoint_blocks {
+            return block.forward(x, text);
+        }
+        let block = Arc::clone(block);
+        let region = move |t: &[Tensor]| {
+            let text = TextContext { tokens: t[1].shallow_clone(), mask: t[2].shallow_clone() };
+            block.forward(&t[0], &text)
+        };
+        checkpointed(&[x, &text.tokens, &text.mask], false, region)
+            .unwrap_or_else(|e| panic!("transformer block: {e}"))
     }
 
     /// Projects the text and swaps in the learned null token where the condition is dropped
@@ -209,28 +246,28 @@ impl UNet {
                 h = down.forward(&h);
             }
             for block in &level.resnet_blocks {
-                h = block.forward(&h, &cond, train);
+                h = self.resnet(block, &h, &cond, train);
                 skips.push(h.shallow_clone());
             }
             if let Some(attn) = &level.transformer_block {
-                h = attn.forward(&h, &text);
+                h = self.transformer(attn, &h, &text);
                 *skips.last_mut().expect("every level has a block") = h.shallow_clone();
             }
         }
 
-        h = self.mid_block1.forward(&h, &cond, train);
+        h = self.resnet(&self.mid_block1, &h, &cond, train);
         if let Some(attn) = &self.mid_attn {
-            h = attn.forward(&h, &text);
+            h = self.transformer(attn, &h, &text);
         }
-        h = self.mid_block2.forward(&h, &cond, train);
+        h = self.resnet(&self.mid_block2, &h, &cond, train);
 
         for level in &self.ups {
             for block in &level.resnet_blocks {
                 let skip = skips.pop().expect("one skip per down block") * SKIP_SCALE;
-                h = block.forward(&Tensor::cat(&[&h, &skip], 1), &cond, train);
+                h = self.resnet(block, &Tensor::cat(&[&h, &skip], 1), &cond, train);
             }
             if let Some(attn) = &level.transformer_block {
-                h = attn.forward(&h, &text);
+                h = self.transformer(attn, &h, &text);
             }
             if let Some(up) = &level.upsample {
                 h = up.forward(&h);
