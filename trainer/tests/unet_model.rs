@@ -288,3 +288,43 @@ fn invalid_topologies_are_refused_with_the_field_named() {
     let err = summarize(&cfg, 8).unwrap_err().to_string();
     assert!(err.contains("resnet_groups"), "{err}");
 }
+
+/// NHWC strides of a [B, C, H, W] tensor (PyTorch's `channels_last`).
+fn is_channels_last(x: &Tensor) -> bool {
+    let (_, c, _, w) = x.size4().unwrap();
+    let stride = x.stride();
+    stride[1] == 1 && stride[3] == c && stride[2] == w * c
+}
+
+#[test]
+fn channels_last_keeps_the_layout_through_the_network_and_the_results() {
+    one_thread();
+    tch::manual_seed(2);
+    let (vs, mut unet, cfg) = tiny_unet();
+    let (x, t, lowres, aug) = inputs(&cfg, 2);
+    let (text, mask) = text_batch(2, 4, cfg.text_embed_dim);
+    let drop = Tensor::from_slice(&[false, false]);
+    let mut run = |channels_last: bool| {
+        unet.set_channels_last(channels_last);
+        for (_, mut v) in vs.variables() {
+            v.zero_grad();
+        }
+        let out = unet.forward(&x, &t, &text, &mask, lowres.as_ref(), aug.as_ref(), &drop, true);
+        out.square().sum(Kind::Float).backward();
+        let mut grads: Vec<_> = vs.variables().into_iter().map(|(n, v)| (n, v.grad())).collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (out.detach(), grads)
+    };
+    let (plain, plain_grads) = run(false);
+    let (nhwc, nhwc_grads) = run(true);
+    assert!(!is_channels_last(&plain) && is_channels_last(&nhwc), "the output's layout");
+    // Other kernels sum in another order: equal to fp32 rounding.
+    let scale = plain.abs().max().double_value(&[]);
+    let diff = (&plain - &nhwc).abs().max().double_value(&[]);
+    assert!(diff < 1e-5 * scale, "outputs differ by {diff} (scale {scale})");
+    for ((n, a), (_, b)) in plain_grads.iter().zip(&nhwc_grads) {
+        let scale = a.abs().max().double_value(&[]).max(1e-3);
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4 * scale, "{n}: gradients differ by {diff} (scale {scale})");
+    }
+}

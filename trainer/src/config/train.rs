@@ -58,6 +58,10 @@ pub struct TrainConfig {
     /// keeping its activations (activation checkpointing): less memory, so larger batches fit,
     /// for about one more forward pass of compute. Same gradients. Default: false.
     pub activation_checkpointing: bool,
+    /// Run the U-Net's feature maps in the channels-last (NHWC) layout, which cuDNN's
+    /// tensor-core convolutions use natively. Same results; a GPU lever (no gain measured on the
+    /// CPU). Default: false.
+    pub channels_last: bool,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,
     /// AdamW's implementation: "auto" (libtorch's fused kernel where it has one for the device,
@@ -89,6 +93,7 @@ impl Default for TrainConfig {
             sample_every: 0,
             sample_prompts: Vec::new(),
             activation_checkpointing: false,
+            channels_last: false,
             optimizer: AdamWConfig::default(),
             optimizer_kernel: OptimizerKernel::Auto,
             ema: EmaConfig::default(),

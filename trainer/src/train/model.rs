@@ -88,10 +88,11 @@ impl StageModel {
 }
 
 /// The U-Net that a training step runs: `stage`'s, with the training config's activation
-/// checkpointing.
+/// checkpointing and memory layout.
 pub fn trained_unet(path: tch::nn::Path, stage: &StageConfig, cfg: &Config) -> Result<UNet> {
     let mut unet = UNet::new(path, &stage.unet)?;
     unet.set_activation_checkpointing(cfg.train.activation_checkpointing);
+    unet.set_channels_last(cfg.train.channels_last);
     Ok(unet)
 }
 

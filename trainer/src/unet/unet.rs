@@ -56,6 +56,14 @@ pub struct UNet {
     /// Recompute each residual and transformer block in the backward pass instead of keeping
     /// its activations (`train.activation_checkpointing`).
     checkpoint_blocks: bool,
+    /// Run the feature maps in NHWC strides (`train.channels_last`).
+    channels_last: bool,
+}
+
+/// The same [B, C, H, W] tensor with NHWC strides (PyTorch's `channels_last` memory format, which
+/// tch does not name). Convolutions keep the layout of their input, so the whole network follows.
+pub fn to_channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 impl UNet {
@@ -155,6 +163,7 @@ impl UNet {
             final_norm,
             final_conv,
             checkpoint_blocks: false,
+            channels_last: false,
         })
     }
 
@@ -167,6 +176,12 @@ impl UNet {
     /// about one more forward of compute). Sampling is unaffected.
     pub fn set_activation_checkpointing(&mut self, on: bool) {
         self.checkpoint_blocks = on;
+    }
+
+    /// Feature maps in the channels-last layout from the input conv on (cuDNN's tensor-core
+    /// convolutions work in NHWC; the attention blocks' token view becomes free). Same results.
+    pub fn set_channels_last(&mut self, on: bool) {
+        self.channels_last = on;
     }
 
     fn resnet(&self, block: &Arc<ResnetBlock>, x: &Tensor, cond: &Tensor, train: bool) -> Tensor {
@@ -239,6 +254,7 @@ impl UNet {
             cond += lowres_time.forward(level);
         }
 
+        let input = if self.channels_last { to_channels_last(&input) } else { input };
         let mut h = self.init_conv.forward(&input);
         let mut skips = Vec::new();
         for level in &self.downs {
