@@ -21,7 +21,7 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{keep_freed_host_memory, resolve_device, trained_unet, use_bf16, Replicas};
+use crate::train::{prepare_process, resolve_device, trained_unet, use_bf16, Replicas};
 use crate::unet::{summarize, UNet};
 
 #[derive(Debug, Clone)]
@@ -124,10 +124,7 @@ fn peak_memory(device: Device) -> i64 {
 
 pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
-    }
-    keep_freed_host_memory();
+    prepare_process(&cfg.train, device);
     let bf16 = use_bf16(cfg.train.precision, device);
     let stage = cfg.stage(opts.stage)?.clone();
     let unet_cfg = &stage.unet;

@@ -62,6 +62,10 @@ pub struct TrainConfig {
     /// tensor-core convolutions use natively. Same results; a GPU lever (no gain measured on the
     /// CPU). Default: false.
     pub channels_last: bool,
+    /// Let cuDNN time its convolution algorithms on the first step's shapes and keep the
+    /// fastest (`torch.backends.cudnn.benchmark`): training shapes do not change, so the search
+    /// is paid once. CUDA only. Default: true.
+    pub cudnn_benchmark: bool,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,
     /// AdamW's implementation: "auto" (libtorch's fused kernel where it has one for the device,
@@ -94,6 +98,7 @@ impl Default for TrainConfig {
             sample_prompts: Vec::new(),
             activation_checkpointing: false,
             channels_last: false,
+            cudnn_benchmark: true,
             optimizer: AdamWConfig::default(),
             optimizer_kernel: OptimizerKernel::Auto,
             ema: EmaConfig::default(),

@@ -1,7 +1,20 @@
 use tch::Device;
 
-use crate::config::Precision;
+use super::keep_freed_host_memory;
+use crate::config::{Precision, TrainConfig};
 use crate::error::{Result, TrainerError};
+
+/// Process-wide settings of a training (or benchmarked) step on `device`: libtorch's CPU
+/// threads, the host allocator, and cuDNN's autotuning.
+pub fn prepare_process(train: &TrainConfig, device: Device) {
+    if train.threads > 0 {
+        tch::set_num_threads(train.threads as i32);
+    }
+    keep_freed_host_memory();
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(train.cudnn_benchmark);
+    }
+}
 
 /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
 pub fn resolve_device(spec: &str) -> Result<Device> {

@@ -6,8 +6,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use super::batch::images_to_tensor;
-use super::device::{resolve_device, use_bf16};
-use super::host_memory::keep_freed_host_memory;
+use super::device::{prepare_process, resolve_device, use_bf16};
 use super::metrics::{bucket_tag, StepMetrics};
 use super::model::{param_groups, StageModel};
 use super::replicas::Replicas;
@@ -70,10 +69,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let main = replicas.is_main();
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
-    }
-    keep_freed_host_memory();
+    prepare_process(&cfg.train, device);
     let bf16 = use_bf16(cfg.train.precision, device);
     let dir = stage_dir(&opts.run_dir, opts.stage);
     std::fs::create_dir_all(&dir)
