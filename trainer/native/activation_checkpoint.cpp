@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -26,6 +27,9 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// Regions recomputed by backward passes so far (what tests and logs can observe).
+std::atomic<int64_t> recomputed{0};
 
 // The Rust closure that computes the region; released when the autograd node that owns it is.
 struct Region : torch::CustomClassHolder {
@@ -168,6 +172,7 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
       at::AutoGradMode grad(true);
       output = region->run(inputs);
     }
+    recomputed.fetch_add(1, std::memory_order_relaxed);
     TORCH_CHECK(output.requires_grad(),
                 "activation checkpoint: the recomputed region does not depend on anything "
                 "that takes a gradient");
@@ -211,4 +216,8 @@ extern "C" char* imagen_checkpoint(imagen_region_fn fn, imagen_region_drop drop,
     }
     *output = new at::Tensor(std::move(result));
   });
+}
+
+extern "C" int64_t imagen_checkpoint_recomputed(void) {
+  return recomputed.load(std::memory_order_relaxed);
 }

@@ -84,6 +84,8 @@ typedef char* (*imagen_region_fn)(void* closure, void* const* inputs, size_t n, 
 typedef void (*imagen_region_drop)(void* closure);
 char* imagen_checkpoint(imagen_region_fn fn, imagen_region_drop drop, void* closure,
                         void* const* inputs, size_t n, bool preserve_rng, void** output);
+// How many regions backward passes have recomputed in this process.
+int64_t imagen_checkpoint_recomputed(void);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 //! Activation checkpointing: a checkpointed region runs once in the forward and once more in
 //! the backward, under the forward's autocast settings and random state, and gives the gradients
 //! of the plain computation; the U-Net with every block checkpointed trains exactly like the
-//! plain one.
+//! plain one, and so does a fine-tuned T5 encoder.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use imagen_trainer::autocast::Autocast;
 use imagen_trainer::config::Config;
-use imagen_trainer::native::checkpointed;
+use imagen_trainer::native::{checkpoint_recomputations, checkpointed};
 use imagen_trainer::unet::{UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -163,6 +163,15 @@ fn preset_unet(name: &str) -> UNetConfig {
     }
 }
 
+/// Residual and transformer blocks of a U-Net: per level down and up, and the middle.
+fn blocks_of(cfg: &UNetConfig) -> i64 {
+    let attn = |i: usize| i64::from(cfg.level_attn(i) != imagen_trainer::unet::AttnKind::None);
+    let levels: i64 =
+        (0..cfg.dim_mults.len()).map(|i| 2 * (cfg.num_resnet_blocks[i] + attn(i))).sum();
+    let mid = 2 + i64::from(cfg.mid_attn() != imagen_trainer::unet::AttnKind::None);
+    levels + mid
+}
+
 /// Output and gradients of one training forward and backward of `cfg`'s U-Net.
 fn unet_step(cfg: &UNetConfig, checkpoint: bool, bf16: bool) -> (Tensor, Vec<(String, Tensor)>) {
     tch::manual_seed(3);
@@ -210,8 +219,13 @@ fn a_checkpointed_unet_trains_like_the_plain_one() {
         ("sr256.toml", 0.1, true),
     ] {
         let cfg = UNetConfig { dropout, ..preset_unet(name) };
+        let before = checkpoint_recomputations();
         let (out0, grads0) = unet_step(&cfg, false, bf16);
+        let plain = checkpoint_recomputations() - before;
         let (out1, grads1) = unet_step(&cfg, true, bf16);
+        let recomputed = checkpoint_recomputations() - before;
+        let blocks = blocks_of(&cfg);
+        assert_eq!((plain, recomputed), (0, blocks), "{name}: every block, and only with it on");
         // In bf16 the yardstick is bf16 itself: how far its gradients are from fp32's.
         let fp32 = bf16.then(|| unet_step(&cfg, false, false).1);
         let case = format!("{name}, dropout {dropout}, bf16 {bf16}");
@@ -239,5 +253,54 @@ fn a_checkpointed_unet_trains_like_the_plain_one() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn a_checkpointed_t5_encoder_fine_tunes_like_the_plain_one() {
+    use imagen_trainer::t5::{init::init_random, Freeze, T5Config, T5Encoder};
+    let _serial = common::serial();
+    tch::set_num_threads(1);
+    let cfg = T5Config {
+        vocab_size: 64,
+        d_model: 16,
+        d_kv: 4,
+        d_ff: 32,
+        num_layers: 3,
+        num_heads: 2,
+        feed_forward_proj: "gated-gelu".into(),
+        ..T5Config::default()
+    };
+    let ids = Tensor::from_slice(&[5i64, 9, 2, 1, 0, 0, 7, 3, 1, 0, 0, 0]).view([2, 6]);
+    let mask = ids.ne(0).to_kind(Kind::Int64);
+    let run = |checkpoint: bool| {
+        let vs = nn::VarStore::new(Device::Cpu);
+        // The embedding and block 0 frozen: block 1's inputs then take no gradient, so it must
+        // keep its graph for its own parameters' sake; only block 2 is recomputed.
+        let freeze = Freeze { all: false, embedding: true, lowest_blocks: 1 };
+        let mut encoder = T5Encoder::new(vs.root(), &cfg, freeze).unwrap();
+        init_random(&encoder, 11);
+        encoder.set_activation_checkpointing(checkpoint);
+        let out = encoder.forward(&ids, &mask);
+        out.square().mean(Kind::Float).backward();
+        let grads: Vec<(String, Tensor)> = encoder
+            .named_parameters()
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, t)| (n.clone(), t.grad().copy()))
+            .collect();
+        (out.detach(), grads)
+    };
+    let before = checkpoint_recomputations();
+    let (out0, grads0) = run(false);
+    let (out1, grads1) = run(true);
+    assert_eq!(checkpoint_recomputations() - before, 1, "block 2 alone was recomputed");
+    assert_eq!(max_diff(&out0, &out1), 0.0);
+    assert!(grads0.len() > 10);
+    for ((n, a), (_, b)) in grads0.iter().zip(&grads1) {
+        let scale = a.abs().max().double_value(&[]);
+        assert!(scale > 0.0, "{n} has no gradient");
+        let diff = max_diff(a, b);
+        assert!(diff <= 1e-5 * scale, "{n} differs by {diff} (scale {scale})");
     }
 }

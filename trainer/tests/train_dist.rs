@@ -226,6 +226,9 @@ fn a_fine_tuned_encoder_is_averaged_with_the_unet_over_accumulation_steps() {
         "text.finetune_lr=1e-3",
         "--set",
         "train.grad_accum=2",
+        // The encoder's and the U-Net's blocks recomputed in the backward passes too.
+        "--set",
+        "train.activation_checkpointing=true",
     ]);
     assert!(cmd.status().unwrap().success());
     let ckpt = Checkpoint::open(&checkpoint(&run, 4)).unwrap();

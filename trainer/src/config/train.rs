@@ -54,9 +54,10 @@ pub struct TrainConfig {
     pub sample_every: u64,
     /// Prompts of the periodic sample grid. Default: none.
     pub sample_prompts: Vec<String>,
-    /// Recompute each U-Net residual and transformer block in the backward pass instead of
-    /// keeping its activations (activation checkpointing): less memory, so larger batches fit,
-    /// for about one more forward pass of compute. Same gradients. Default: false.
+    /// Recompute each U-Net residual and transformer block (and each T5 block, when the
+    /// encoder is fine-tuned) in the backward pass instead of keeping its activations
+    /// (activation checkpointing): less memory, so larger batches fit, for about one more
+    /// forward pass of compute. Same gradients. Default: false.
     pub activation_checkpointing: bool,
     /// Run the U-Net's feature maps in the channels-last (NHWC) layout, which cuDNN's
     /// tensor-core convolutions use natively. Same results; a GPU lever (no gain measured on the

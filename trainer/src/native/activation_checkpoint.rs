@@ -30,6 +30,13 @@ extern "C" {
         preserve_rng: bool,
         output: *mut *mut c_void,
     ) -> *mut c_char;
+    fn imagen_checkpoint_recomputed() -> i64;
+}
+
+/// How many checkpointed regions backward passes have recomputed in this process so far.
+pub fn checkpoint_recomputations() -> i64 {
+    // SAFETY: reads an atomic counter.
+    unsafe { imagen_checkpoint_recomputed() }
 }
 
 /// The region as the shim holds it (a thin pointer to the boxed closure).

@@ -1,5 +1,7 @@
 //! The T5 encoder stack, parameter names exactly those of Hugging Face's `T5EncoderModel`.
 
+use std::sync::Arc;
+
 use tch::{nn, Kind, Tensor};
 
 use super::attention::T5Attention;
@@ -9,6 +11,7 @@ use super::layer_norm::T5LayerNorm;
 use super::param::{ParamSink, Params};
 use super::position_bias::RelativePositionBias;
 use crate::error::{Result, TrainerError};
+use crate::native::checkpointed;
 
 /// Which parameters are created frozen (for fine-tuning with a frozen embedding or frozen lower
 /// blocks, or for a fully frozen encoder).
@@ -34,6 +37,10 @@ struct T5Block {
     ff: T5FeedForward,
 }
 
+// SAFETY: as for the U-Net's blocks: built once, then only read by forward passes, which
+// activation checkpointing may rerun on autograd's device thread.
+unsafe impl Sync for T5Block {}
+
 impl T5Block {
     fn forward(&self, x: &Tensor, bias: &Tensor) -> Tensor {
         let x = x + self.attention.forward(&self.attention_norm.forward(x), bias);
@@ -49,9 +56,12 @@ pub struct T5Encoder {
     cfg: T5Config,
     shared: Tensor,
     position_bias: RelativePositionBias,
-    blocks: Vec<T5Block>,
+    blocks: Vec<Arc<T5Block>>,
     final_layer_norm: T5LayerNorm,
     named: Vec<(String, Tensor)>,
+    /// Recompute each block in the backward pass (`train.activation_checkpointing`, when the
+    /// encoder is fine-tuned).
+    checkpoint_blocks: bool,
 }
 
 impl T5Encoder {
@@ -88,7 +98,7 @@ impl T5Encoder {
             .map(|i| {
                 let layer = &enc / "block" / i / "layer";
                 let p = block_params(i);
-                T5Block {
+                Arc::new(T5Block {
                     attention_norm: T5LayerNorm::new(
                         &layer / 0 / "layer_norm",
                         cfg.d_model,
@@ -98,7 +108,7 @@ impl T5Encoder {
                     attention: T5Attention::new(&layer / 0 / "SelfAttention", cfg, p),
                     ff_norm: T5LayerNorm::new(&layer / 1 / "layer_norm", cfg.d_model, eps, p),
                     ff: T5FeedForward::new(&layer / 1 / "DenseReluDense", cfg, ff_kind, p),
-                }
+                })
             })
             .collect();
         let final_layer_norm =
@@ -107,7 +117,21 @@ impl T5Encoder {
         let prefix_len = path.path("x").len() - 1;
         let named =
             sink.into_inner().into_iter().map(|(n, t)| (n[prefix_len..].to_owned(), t)).collect();
-        Ok(Self { cfg: cfg.clone(), shared, position_bias, blocks, final_layer_norm, named })
+        Ok(Self {
+            cfg: cfg.clone(),
+            shared,
+            position_bias,
+            blocks,
+            final_layer_norm,
+            named,
+            checkpoint_blocks: false,
+        })
+    }
+
+    /// Activation checkpointing of every block: a forward with gradients keeps only the blocks'
+    /// inputs and the backward pass recomputes the rest.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.checkpoint_blocks = on;
     }
 
     /// Every parameter with its Hugging Face name (`shared.weight`, `encoder.block.0...`), in
@@ -135,7 +159,14 @@ impl T5Encoder {
         // Hugging Face's extended mask: (1 - mask) * finfo(dtype).min, added once to the bias.
         let keep = attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(1);
         let bias = self.position_bias.forward(len, len) + (1.0 - keep) * finfo_min(kind);
-        let x = self.blocks.iter().fold(x, |x, block| block.forward(&x, &bias));
+        let x = self.blocks.iter().fold(x, |x, block| {
+            if !self.checkpoint_blocks {
+                return block.forward(&x, &bias);
+            }
+            let block = Arc::clone(block);
+            checkpointed(&[&x, &bias], false, move |t| block.forward(&t[0], &t[1]))
+                .unwrap_or_else(|e| panic!("T5 block: {e}"))
+        });
         self.final_layer_norm.forward(&x)
     }
 }

@@ -101,6 +101,14 @@ impl TextConditioner {
         }
     }
 
+    /// Activation checkpointing of the encoder's blocks (online modes; it matters when the
+    /// encoder is fine-tuned, the only mode whose forward keeps a graph).
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        if let Source::Online { encoder, .. } = &mut self.source {
+            encoder.set_activation_checkpointing(on);
+        }
+    }
+
     /// Captions cut to the max length so far (online modes; the cache counted them at `embed`).
     pub fn truncated(&self) -> usize {
         self.truncated.load(Ordering::Relaxed)

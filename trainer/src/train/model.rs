@@ -39,7 +39,8 @@ impl StageModel {
         let unet = trained_unet(vs.root() / "unet", &stage, cfg)?;
         let ema_unet = UNet::new(ema_vs.root() / "unet", &stage.unet)?;
         let (text, ema_text, frozen_vs) = if cfg.text.mode == TextMode::Finetune {
-            let text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
+            let mut text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
+            text.set_activation_checkpointing(cfg.train.activation_checkpointing);
             let ema_text = TextConditioner::new(ema_vs.root() / "t5", &cfg.text, device)?;
             (text, Some(ema_text), None)
         } else {
