@@ -15,4 +15,4 @@ pub use embeddings::{LevelEmbedding, TextPool};
 pub use resample::{Downsample, Upsample};
 pub use resblock::ResnetBlock;
 pub use summary::{summarize, BlockSummary, ModelSummary};
-pub use unet::{to_channels_last, UNet};
+pub use unet::UNet;

@@ -62,7 +62,7 @@ pub struct UNet {
 
 /// The same [B, C, H, W] tensor with NHWC strides (PyTorch's `channels_last` memory format, which
 /// tch does not name). Convolutions keep the layout of their input, so the whole network follows.
-pub fn to_channels_last(x: &Tensor) -> Tensor {
+fn to_channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
