@@ -21,6 +21,7 @@ imagen-pytorch reads a T5 config from the network when it is imported (a default
 this script hands it a local T5Config instead, so nothing is fetched.
 """
 import argparse
+import gc
 import itertools
 import json
 import math
@@ -211,9 +212,14 @@ def peer_steps(unet, stage, args, text_len):
     from ema_pytorch import EMA
 
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     unet = unet.to(device)
+    # The peer gets the same AdamW kernel as ours (torch's fused one, on CPU and CUDA) unless
+    # --peer-optimizer default asks for what imagen-pytorch's trainer builds (foreach on CUDA).
+    fused = {"fused": True} if args.peer_optimizer == "fused" else {}
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
-                            weight_decay=0.0)
+                            weight_decay=0.0, **fused)
     ema = EMA(unet, beta=0.9999, update_after_step=0, update_every=1)
     u = stage["unet"]
     side, b, width = u["image_side"], args.batch, u["text_embed_dim"]
@@ -281,6 +287,8 @@ def main():
     p.add_argument("--mapping", choices=["auto", "same", "shifted", "standard"], default="auto",
                    help="how our levels map onto the peer's (see peer_unet); auto: the "
                         "closest in FLOPs")
+    p.add_argument("--peer-optimizer", choices=["fused", "default"], default="fused",
+                   help="the peer's AdamW: torch's fused kernel (as ours) or torch's default")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     # imagen-pytorch prints advice when a U-Net is built; with --json, stdout is the report alone.
@@ -317,9 +325,15 @@ def main():
         step, mem = peer_steps(peer_unet(stage, text_len, extras, mapping), stage, args, text_len)
         peer_rates.append(args.batch / step)
         peer_mem.append(mem)
+        # Hand the peer's cached blocks back before our next run, a separate process on the
+        # same GPU.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     result = {
         "config": args.config, "stage": args.stage, "batch": args.batch, "device": args.device,
         "precision": args.precision, "threads": args.threads, "runs": args.runs,
+        "peer_optimizer": args.peer_optimizer,
         "params_ours": summary["total_params"], "params_peer": peer_params,
         "peer_mapping": mapping, "peer_extras": extras,
         "flops_fwd_ours": summary["flops_per_sample_fwd"], "flops_fwd_peer": peer_flops,

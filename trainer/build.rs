@@ -41,6 +41,7 @@ fn main() {
         "native/cuda_memory.cpp",
         "native/process_group.cpp",
         "native/fused_adamw.cpp",
+        "native/transfer.cpp",
         "native/imagen_native.h",
         "native/error.h",
         "native/store.h",

@@ -74,6 +74,10 @@ char* imagen_reducer_new(imagen_pg* pg, void* const* params, size_t n, int64_t b
 char* imagen_reducer_prepare(imagen_reducer* reducer);
 void imagen_reducer_free(imagen_reducer* reducer);
 
+// A copy of host tensor `tensor` on CUDA device `device` through pinned memory, queued on the
+// current stream without waiting for it (*out: a new at::Tensor*).
+char* imagen_to_cuda_async(const void* tensor, int device, void** out);
+
 // Activation checkpointing of a region written by the caller: `fn(closure, inputs, n, &out)`
 // computes the region from borrowed `at::Tensor*` inputs and stores a new `at::Tensor*` in
 // `out` (the shim takes it over); it returns NULL or a malloc'd error message. The shim owns

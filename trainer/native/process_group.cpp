@@ -266,7 +266,16 @@ char* imagen_pg_barrier(imagen_pg* pg) {
   return imagen_guard([&] { pg->inner->barrier()->wait(); });
 }
 
-void imagen_pg_free(imagen_pg* pg) { delete pg; }
+void imagen_pg_free(imagen_pg* pg) {
+  if (pg == nullptr) return;
+  // As torch.distributed.destroy_process_group: NCCL's communicators are finalised cleanly
+  // (without it, ~ProcessGroupNCCL warns and aborts them). Nothing to report on the way out.
+  try {
+    pg->inner->shutdown();
+  } catch (...) {
+  }
+  delete pg;
+}
 
 char* imagen_reducer_new(imagen_pg* pg, void* const* params, size_t n, int64_t bucket_bytes,
                          int64_t first_bucket_bytes, imagen_reducer** out, size_t* buckets) {

@@ -8,3 +8,4 @@
 #include "fused_adamw.cpp"
 #include "process_group.cpp"
 #include "store.cpp"
+#include "transfer.cpp"

@@ -1,7 +1,7 @@
 //! Data-parallel training through the real binary and `imagen launch`, two workers on loopback
 //! with the CPU backend: ranks hold bitwise-identical weights, two ranks of batch B train like
-//! one rank of batch 2B (with activation checkpointing on one side), a dead worker stops the
-//! job, and a stopped two-rank run resumes exactly.
+//! one rank of batch 2B (with activation checkpointing and channels-last on one side), a dead
+//! worker stops the job, and a stopped two-rank run resumes exactly.
 
 mod common;
 
@@ -120,11 +120,13 @@ fn two_ranks_hold_identical_weights_and_train_like_one_rank_with_twice_the_batch
     let one = w.run_dir("one-rank");
     assert!(single(&config, &one, steps, 4).status().unwrap().success());
     // The two-rank run also recomputes its blocks in the backward pass (activation
-    // checkpointing): its inner backward passes fill the reducer's buckets, and the result must
-    // still be the one-rank run's.
+    // checkpointing), whose inner backward passes fill the reducer's buckets, and keeps its
+    // feature maps and convolution weights channels-last (strided gradients, bucket views and
+    // AdamW moments, contiguous checkpoints): the result must still be the one-rank run's.
     let two = w.run_dir("two-ranks");
     let mut cmd = launch(&config, &two, steps, 2);
-    assert!(cmd.args(["--set", "train.activation_checkpointing=true"]).status().unwrap().success());
+    cmd.args(["--set", "train.activation_checkpointing=true", "--set", "train.channels_last=true"]);
+    assert!(cmd.status().unwrap().success());
 
     // Rank 0 wrote the checkpoint after checking that both ranks' weights are bitwise equal,
     // and the fingerprint is that of the saved weights.

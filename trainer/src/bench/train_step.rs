@@ -134,7 +134,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let mut ema_vs = VarStore::new(device);
-    let unet = trained_unet(vs.root() / "unet", &stage, cfg)?;
+    let unet = trained_unet(&vs, &stage, cfg)?;
     let _ema_unet = UNet::new(ema_vs.root() / "unet", unet_cfg)?;
     ema_vs.freeze();
     let diffusion = GaussianDiffusion::new(&stage.diffusion, unet_cfg.image_side)?;

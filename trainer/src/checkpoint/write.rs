@@ -59,8 +59,12 @@ pub fn save(
         std::fs::create_dir(&tmp).map_err(io(&tmp))?;
         for (stem, tensors) in files {
             let path = tmp.join(format!("{stem}.safetensors"));
-            let cpu: Vec<(String, Tensor)> =
-                tensors.iter().map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu))).collect();
+            // Contiguous: safetensors holds row-major data, and channels-last weights and their
+            // moments are not.
+            let cpu: Vec<(String, Tensor)> = tensors
+                .iter()
+                .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
+                .collect();
             Tensor::write_safetensors(&cpu, &path).map_err(|e| {
                 TrainerError::Checkpoint(format!("writing {}: {e}", path.display()))
             })?;

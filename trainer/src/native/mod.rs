@@ -3,6 +3,7 @@
 mod activation_checkpoint;
 mod ffi;
 mod fused_adamw;
+mod transfer;
 
 use std::ffi::{c_char, CStr};
 
@@ -22,6 +23,7 @@ pub(crate) fn check(what: &str, err: *mut c_char) -> Result<()> {
 pub use activation_checkpoint::{checkpoint_recomputations, checkpointed};
 pub(crate) use ffi::*;
 pub use fused_adamw::{fused_adamw_available, fused_adamw_step, FusedAdamWStep};
+pub use transfer::to_device_async;
 
 /// Whether the shim was compiled with c10d's ProcessGroupNCCL, and the NCCL header version.
 pub fn nccl_build_info() -> Result<(bool, i64)> {
@@ -57,10 +59,12 @@ pub fn cuda_reset_peak_memory(device: usize) -> Result<()> {
     })
 }
 
-/// GiB allocated on CUDA device 0, when there is one (for the training logs).
-pub fn cuda_memory_allocated_gb() -> Option<f64> {
-    if !tch::Cuda::is_available() {
-        return None;
+/// GiB allocated on `device` when it is a CUDA device (for the training logs).
+pub fn cuda_memory_allocated_gb(device: tch::Device) -> Option<f64> {
+    match device {
+        tch::Device::Cuda(i) => {
+            cuda_memory(i).ok().map(|m| m.allocated as f64 / (1u64 << 30) as f64)
+        }
+        _ => None,
     }
-    cuda_memory(0).ok().map(|m| m.allocated as f64 / (1u64 << 30) as f64)
 }

@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Result, TrainerError};
+use crate::native::to_device_async;
 
 /// Default maximum number of tokens per caption, EOS included (Imagen uses 128).
 pub const DEFAULT_MAX_LENGTH: usize = 128;
@@ -76,8 +77,8 @@ impl T5Tokenizer {
         }
         let shape = [b as i64, len as i64];
         (
-            Tensor::from_slice(&ids).view(shape).to_device(device),
-            Tensor::from_slice(&mask).view(shape).to_kind(Kind::Int64).to_device(device),
+            to_device_async(&Tensor::from_slice(&ids).view(shape), device),
+            to_device_async(&Tensor::from_slice(&mask).view(shape).to_kind(Kind::Int64), device),
         )
     }
 }

@@ -12,6 +12,7 @@ use super::config::{TextConfig, TextDtype, TextMode};
 use super::encode::encode_captions;
 use super::identity::encoder_identity;
 use crate::error::{Result, TrainerError};
+use crate::native::to_device_async;
 use crate::t5::{load::load_weights, Freeze, T5Config, T5Encoder, T5Tokenizer};
 
 /// The VarStore group of the encoder's parameters in "finetune" mode, so that the optimizer can
@@ -162,11 +163,9 @@ impl TextConditioner {
 
     fn to_tensors(&self, text: &TextBatch) -> (Tensor, Tensor) {
         let shape = [(text.mask.len() / text.len) as i64, text.len as i64];
-        (
-            Tensor::from_slice(&text.values)
-                .view([shape[0], shape[1], text.d_model as i64])
-                .to_device(self.device),
-            Tensor::from_slice(&text.mask).view(shape).to_device(self.device),
-        )
+        let values =
+            Tensor::from_slice(&text.values).view([shape[0], shape[1], text.d_model as i64]);
+        let mask = Tensor::from_slice(&text.mask).view(shape);
+        (to_device_async(&values, self.device), to_device_async(&mask, self.device))
     }
 }

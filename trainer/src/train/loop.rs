@@ -224,7 +224,9 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         // One host synchronisation per step: the finiteness check needs the values. Averaged
         // over the ranks (gradients already are), with the stop flag, so every rank takes the
         // same decisions: skip, stop, or go on.
-        let stop_flag = Tensor::from(f32::from(u8::from(opts.stop.is_raised()))).to_device(device);
+        // Made on the device: a copy from pageable host memory would wait for the GPU's queue.
+        let stop_flag =
+            Tensor::full([], f64::from(u8::from(opts.stop.is_raised())), (Kind::Float, device));
         let figures = Tensor::stack(
             &[loss_total.to_device(device), grad_norm.to_device(device), stop_flag],
             0,
@@ -274,6 +276,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         if state.step % cfg.log.every_steps.max(1) == 0 || state.step == max_steps {
             let now = Instant::now();
             window.elapsed_secs = (now - window_clock).as_secs_f64();
+            window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
             window_clock = now;
             last_loss = Some(window.mean_loss());
             window.reduce_over_ranks(device, |t| replicas.sum(t))?;
@@ -379,7 +382,7 @@ fn log_window(
             scalars.push((bucket_tag("train", i), *b));
         }
     }
-    if let Some(mem) = crate::native::cuda_memory_allocated_gb() {
+    if let Some(mem) = window.gpu_memory_gb {
         scalars.push(("perf/gpu_memory_gb".into(), mem));
     }
     let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();

@@ -71,6 +71,8 @@ pub struct StepMetrics {
     pub data_wait_secs: f64,
     pub elapsed_secs: f64,
     pub last_grad_norm: f64,
+    /// GiB allocated on the training GPU at the window's end (None on the CPU).
+    pub gpu_memory_gb: Option<f64>,
 }
 
 impl StepMetrics {

@@ -6,7 +6,7 @@ use crate::diffusion::GaussianDiffusion;
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::text::{TextConditioner, TextMode};
-use crate::unet::UNet;
+use crate::unet::{conv_weights_to_channels_last, UNet};
 
 /// One stage of the cascade, built for training or sampling: the trained weights (U-Net, and the
 /// T5 encoder when it is fine-tuned) in one VarStore, their moving average in a second VarStore
@@ -36,7 +36,7 @@ impl StageModel {
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
         let ema_vs = VarStore::new(device);
-        let unet = trained_unet(vs.root() / "unet", &stage, cfg)?;
+        let unet = trained_unet(&vs, &stage, cfg)?;
         let ema_unet = UNet::new(ema_vs.root() / "unet", &stage.unet)?;
         let (text, ema_text, frozen_vs) = if cfg.text.mode == TextMode::Finetune {
             let mut text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
@@ -88,12 +88,15 @@ impl StageModel {
     }
 }
 
-/// The U-Net that a training step runs: `stage`'s, with the training config's activation
-/// checkpointing and memory layout.
-pub fn trained_unet(path: tch::nn::Path, stage: &StageConfig, cfg: &Config) -> Result<UNet> {
-    let mut unet = UNet::new(path, &stage.unet)?;
+/// The U-Net that a training step runs, under `unet.` in `vs`: `stage`'s, with the training
+/// config's activation checkpointing and memory layout.
+pub fn trained_unet(vs: &VarStore, stage: &StageConfig, cfg: &Config) -> Result<UNet> {
+    let mut unet = UNet::new(vs.root() / "unet", &stage.unet)?;
     unet.set_activation_checkpointing(cfg.train.activation_checkpointing);
-    unet.set_channels_last(cfg.train.channels_last);
+    if cfg.train.channels_last {
+        unet.set_channels_last(true);
+        conv_weights_to_channels_last(vs, "unet.");
+    }
     Ok(unet)
 }
 

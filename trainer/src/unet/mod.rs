@@ -15,4 +15,4 @@ pub use embeddings::{LevelEmbedding, TextPool};
 pub use resample::{Downsample, Upsample};
 pub use resblock::ResnetBlock;
 pub use summary::{summarize, BlockSummary, ModelSummary};
-pub use unet::UNet;
+pub use unet::{conv_weights_to_channels_last, to_channels_last, UNet};

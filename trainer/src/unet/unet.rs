@@ -61,9 +61,25 @@ pub struct UNet {
 }
 
 /// The same [B, C, H, W] tensor with NHWC strides (PyTorch's `channels_last` memory format, which
-/// tch does not name). Convolutions keep the layout of their input, so the whole network follows.
-fn to_channels_last(x: &Tensor) -> Tensor {
+/// tch does not name).
+pub fn to_channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Gives every convolution weight under `prefix` in `vs` (every 4-D variable) NHWC strides, as
+/// PyTorch's `model.to(memory_format=torch.channels_last)` does. cuDNN runs a convolution in
+/// NHWC when its input or its weight is, and CUDA's GroupNorm hands back NCHW, so the weights
+/// keep the layout through the blocks. Gradients and AdamW's moments follow their parameter's
+/// strides; checkpoints are written contiguous.
+pub fn conv_weights_to_channels_last(vs: &nn::VarStore, prefix: &str) {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if name.starts_with(prefix) && var.dim() == 4 {
+                let nhwc = to_channels_last(&var);
+                var.set_data(&nhwc);
+            }
+        }
+    });
 }
 
 impl UNet {
@@ -180,6 +196,7 @@ impl UNet {
 
     /// Feature maps in the channels-last layout from the input conv on (cuDNN's tensor-core
     /// convolutions work in NHWC; the attention blocks' token view becomes free). Same results.
+    /// On CUDA give the weights that layout too ([`conv_weights_to_channels_last`]).
     pub fn set_channels_last(&mut self, on: bool) {
         self.channels_last = on;
     }
