@@ -274,10 +274,10 @@ def ours(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--imagen", default="target/release/imagen")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config")
     p.add_argument("--set", action="append", default=[], help="config override (both sides)")
     p.add_argument("--stage", type=int, default=0)
-    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--batch", type=int)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=3, help="alternating runs of each side")
@@ -290,7 +290,17 @@ def main():
     p.add_argument("--peer-optimizer", choices=["fused", "default"], default="fused",
                    help="the peer's AdamW: torch's fused kernel (as ours) or torch's default")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check-imports", action="store_true",
+                   help="only import the peer (offline, as a run does) and print {}")
     args = p.parse_args()
+    if args.check_imports:
+        offline_t5_config()
+        import ema_pytorch  # noqa: F401
+        import imagen_pytorch  # noqa: F401
+        print("{}")
+        return
+    if args.config is None or args.batch is None:
+        p.error("--config and --batch are required")
     # imagen-pytorch prints advice when a U-Net is built; with --json, stdout is the report alone.
     report_to = sys.stdout
     if args.json:

@@ -121,7 +121,7 @@ PY
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then peer+=(--device cpu --precision fp32); else peer+=(--device cuda); fi
   # The carried wheels sit beside the image's own packages: import them once before relying
   # on them.
-  check peer_import 120 "${PYTHON:-python3}" -c 'import imagen_pytorch, ema_pytorch; print("{}")'
+  check peer_import 120 "${PYTHON:-python3}" scripts/bench_peer_unet.py --check-imports
   if [ "$last_rc" = 0 ]; then
     check peer_base64 "$timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
     check peer_sr256 "$timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
