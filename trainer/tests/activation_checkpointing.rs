@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use imagen_trainer::autocast::Autocast;
-use imagen_trainer::config::Config;
 use imagen_trainer::native::{checkpoint_recomputations, checkpointed};
 use imagen_trainer::unet::{UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -144,23 +142,9 @@ fn a_failing_region_is_an_error_that_names_it() {
     assert!(err.contains("deliberate"), "{err}");
 }
 
+/// The preset's topology at toy widths (every block kind, self- and cross-attention).
 fn preset_unet(name: &str) -> UNetConfig {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name);
-    let cfg = Config::load(Some(&path), &[]).expect("preset parses").stages[0].unet.clone();
-    // The preset's topology at toy widths (every block kind, self- and cross-attention).
-    let levels = cfg.dim_mults.len() as u32;
-    UNetConfig {
-        dim: 8,
-        resnet_groups: 4,
-        attn_heads: 2,
-        attn_dim_head: 4,
-        text_embed_dim: 12,
-        cond_dim: 8,
-        num_resnet_blocks: cfg.num_resnet_blocks.iter().map(|&b| b.min(2)).collect(),
-        image_side: 4 << (levels - 1),
-        lowres_side: 2 << (levels - 1),
-        ..cfg
-    }
+    common::scaled_down(&common::preset(name).stages[0].unet)
 }
 
 /// Residual and transformer blocks of a U-Net: per level down and up, and the middle.

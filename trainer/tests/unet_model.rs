@@ -1,10 +1,10 @@
 //! The U-Net: every preset's topology (scaled down) runs forward and backward with every
 //! parameter reached; the analytic summary counts exactly the VarStore's parameters; padded
-//! and dropped text takes no part.
+//! and dropped text takes no part; channels-last gives the same results in the NHWC layout.
 
-use std::path::PathBuf;
+mod common;
 
-use imagen_trainer::config::Config;
+use common::{preset, scaled_down};
 use imagen_trainer::diffusion::GaussianDiffusion;
 use imagen_trainer::unet::{conv_weights_to_channels_last, summarize, UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -12,11 +12,6 @@ use tch::{nn, Device, Kind, Tensor};
 /// One intra-op thread: on a loaded machine OpenMP's spinning threads cost 5-20x.
 fn one_thread() {
     tch::set_num_threads(1);
-}
-
-fn preset(name: &str) -> Config {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name);
-    Config::load(Some(&path), &[]).expect("preset parses")
 }
 
 const PRESETS: [&str; 6] = [
@@ -27,23 +22,6 @@ const PRESETS: [&str; 6] = [
     "sr256-small.toml",
     "tiny.toml",
 ];
-
-/// The preset's topology (levels, blocks, attention kinds, low-res input) at toy widths.
-fn scaled_down(cfg: &UNetConfig) -> UNetConfig {
-    let levels = cfg.dim_mults.len() as u32;
-    UNetConfig {
-        dim: 8,
-        resnet_groups: 4,
-        attn_heads: 2,
-        attn_dim_head: 4,
-        text_embed_dim: 12,
-        cond_dim: 8,
-        num_resnet_blocks: cfg.num_resnet_blocks.iter().map(|&b| b.min(2)).collect(),
-        image_side: 4 << (levels - 1),
-        lowres_side: 2 << (levels - 1),
-        ..cfg.clone()
-    }
-}
 
 fn text_batch(b: i64, l: i64, d: i64) -> (Tensor, Tensor) {
     let text = Tensor::randn([b, l, d], (Kind::Float, Device::Cpu));

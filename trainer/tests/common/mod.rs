@@ -6,12 +6,36 @@ use std::path::{Path, PathBuf};
 use imagen_data::synth::{scene::COMBINATIONS, synthesize, Scene, SynthFormat, SynthOptions};
 use imagen_trainer::config::Config;
 use imagen_trainer::t5::demo::{make_demo, DemoSpec};
+use imagen_trainer::unet::UNetConfig;
 
 /// libtorch's random generator is global to the process: tests that train or sample hold this
 /// lock so that another test thread's draws cannot interleave with theirs.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A preset of `configs/`.
+pub fn preset(name: &str) -> Config {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name);
+    Config::load(Some(&path), &[]).expect("preset parses")
+}
+
+/// The preset's topology (levels, blocks, attention kinds, low-res input) at toy widths.
+pub fn scaled_down(cfg: &UNetConfig) -> UNetConfig {
+    let levels = cfg.dim_mults.len() as u32;
+    UNetConfig {
+        dim: 8,
+        resnet_groups: 4,
+        attn_heads: 2,
+        attn_dim_head: 4,
+        text_embed_dim: 12,
+        cond_dim: 8,
+        num_resnet_blocks: cfg.num_resnet_blocks.iter().map(|&b| b.min(2)).collect(),
+        image_side: 4 << (levels - 1),
+        lowres_side: 2 << (levels - 1),
+        ..cfg.clone()
+    }
 }
 
 pub struct World {
