@@ -121,6 +121,7 @@ PY
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then peer+=(--device cpu --precision fp32); else peer+=(--device cuda); fi
   # The carried wheels sit beside the image's own packages: import them once before relying
   # on them.
+  last_rc=0
   check peer_import 120 "${PYTHON:-python3}" scripts/bench_peer_unet.py --check-imports
   if [ "$last_rc" = 0 ]; then
     check peer_base64 "$timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
@@ -130,7 +131,7 @@ PY
   # Issue 6: `imagen train` on the GPU (bf16 autocast, fused AdamW, GPU memory in the metrics)
   # with the demo's data and stage 0, then its samples scored.
   local demo=$work/demo
-  if wants demo_train; then
+  if wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score; then
     "$bin" data synth --out "$demo/data" --side 64 --count 4320 --shards 4 --heldout 48 \
       --format parquet >/dev/null
     local split

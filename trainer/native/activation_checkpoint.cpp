@@ -10,6 +10,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/engine.h>
 
 #include <algorithm>
 #include <array>
@@ -158,6 +159,15 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    // The inner pass accumulates into every parameter it reaches, which is right for
+    // `backward()` and wrong for `grad()` or `backward(inputs=...)`: refuse those, as PyTorch's
+    // reentrant checkpoint does.
+    TORCH_CHECK(torch::autograd::Engine::get_default_engine().is_checkpoint_valid(),
+                "activation checkpoint: only a plain backward() can pass through a checkpointed "
+                "region (not grad() or backward(inputs=...))");
+    // The engine runs a backward function with grad on exactly when the outer pass builds a
+    // graph of its own (create_graph): the inner pass must then build one too.
+    const bool create_graph = c10::GradMode::is_enabled();
     auto* region = static_cast<Region*>(ctx->saved_data["region"].toCapsule().get());
     auto* seen = static_cast<ForwardState*>(ctx->saved_data["seen"].toCapsule().get());
     std::vector<at::Tensor> inputs;
@@ -176,7 +186,7 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
     TORCH_CHECK(output.requires_grad(),
                 "activation checkpoint: the recomputed region does not depend on anything "
                 "that takes a gradient");
-    torch::autograd::backward({output}, {grad_outputs[0]});
+    torch::autograd::backward({output}, {grad_outputs[0]}, std::nullopt, create_graph);
     variable_list grads;
     for (const auto& leaf : inputs) grads.push_back(leaf.requires_grad() ? leaf.grad() : at::Tensor());
     // The two non-tensor arguments of forward take no gradient.

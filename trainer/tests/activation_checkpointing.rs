@@ -162,17 +162,7 @@ fn unet_step(cfg: &UNetConfig, checkpoint: bool, bf16: bool) -> (Tensor, Vec<(St
     let vs = nn::VarStore::new(Device::Cpu);
     let mut unet = UNet::new(vs.root(), cfg).unwrap();
     unet.set_activation_checkpointing(checkpoint);
-    // The output conv starts at zero (nothing upstream would get a gradient): perturb it, in
-    // name order so that both U-Nets draw the same numbers.
-    let mut vars = vs.variables().into_iter().collect::<Vec<_>>();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    tch::no_grad(|| {
-        for (n, mut v) in vars {
-            if n.starts_with("final_conv") {
-                v.copy_(&(v.randn_like() * 0.1));
-            }
-        }
-    });
+    common::randomise_final_conv(&vs, 0.1);
     let (b, s, d) = (3, cfg.image_side, cfg.text_embed_dim);
     let image = |k| Tensor::randn([k, cfg.channels, s, s], (Kind::Float, Device::Cpu));
     let x = image(b);
@@ -287,4 +277,17 @@ fn a_checkpointed_t5_encoder_fine_tunes_like_the_plain_one() {
         let diff = max_diff(a, b);
         assert!(diff <= 1e-5 * scale, "{n} differs by {diff} (scale {scale})");
     }
+}
+
+#[test]
+fn grad_through_a_region_is_refused() {
+    let _serial = common::serial();
+    let x = leaf(&[3, 4]);
+    let w = leaf(&[4, 4]);
+    let w_in = w.shallow_clone();
+    let y = checkpointed(&[&x], false, move |t| t[0].matmul(&w_in).tanh()).unwrap();
+    // grad() with respect to x alone: the inner pass would also fill w's gradient.
+    let err = Tensor::f_run_backward(&[y.sum(Kind::Float)], &[&x], false, false).unwrap_err();
+    assert!(err.to_string().contains("only a plain backward()"), "{err}");
+    assert!(!w.grad().defined(), "no gradient leaked into the parameter");
 }

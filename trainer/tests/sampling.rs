@@ -1,6 +1,8 @@
 //! Samplers and the training loss: guidance, determinism, the cascade, and a tiny model that
 //! overfits a handful of synthetic images.
 
+mod common;
+
 use imagen_trainer::diffusion::{
     guidance_at, guided_prediction, sample_cascade, sample_stage, DiffusionConfig,
     GaussianDiffusion, Objective, SamplerConfig, SamplerKind, Stage, Thresholding,
@@ -42,13 +44,7 @@ fn toy_unet(side: i64, lowres: bool, dim: i64) -> UNetConfig {
 fn random_unet(cfg: &UNetConfig) -> (nn::VarStore, UNet) {
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = UNet::new(vs.root(), cfg).unwrap();
-    tch::no_grad(|| {
-        for (n, mut v) in vs.variables() {
-            if n.starts_with("final_conv") {
-                v.copy_(&(v.randn_like() * 0.1));
-            }
-        }
-    });
+    common::randomise_final_conv(&vs, 0.1);
     (vs, unet)
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{preset, scaled_down};
+use common::{preset, randomise_final_conv, scaled_down};
 use imagen_trainer::diffusion::GaussianDiffusion;
 use imagen_trainer::unet::{conv_weights_to_channels_last, summarize, UNet, UNetConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -50,14 +50,7 @@ fn every_preset_topology_runs_forward_and_backward_reaching_every_parameter() {
         let cfg = scaled_down(&preset(name).stages[0].unet);
         let vs = nn::VarStore::new(Device::Cpu);
         let unet = UNet::new(vs.root(), &cfg).unwrap();
-        // The output conv starts at zero (so nothing upstream would get a gradient): perturb it.
-        tch::no_grad(|| {
-            for (n, mut v) in vs.variables() {
-                if n.starts_with("final_conv") {
-                    v.copy_(&(v.randn_like() * 0.1));
-                }
-            }
-        });
+        randomise_final_conv(&vs, 0.1);
         let b = 4;
         let (x, t, lowres, aug) = inputs(&cfg, b);
         let (text, mask) = text_batch(b, 5, cfg.text_embed_dim);
@@ -163,16 +156,7 @@ fn tiny_unet() -> (nn::VarStore, UNet, UNetConfig) {
     let cfg = scaled_down(&preset("sr256.toml").stages[0].unet);
     let vs = nn::VarStore::new(Device::Cpu);
     let unet = UNet::new(vs.root(), &cfg).unwrap();
-    // In name order, so that the same seed perturbs the same way.
-    let mut vars = vs.variables().into_iter().collect::<Vec<_>>();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    tch::no_grad(|| {
-        for (n, mut v) in vars {
-            if n.starts_with("final_conv") {
-                v.copy_(&v.randn_like());
-            }
-        }
-    });
+    randomise_final_conv(&vs, 1.0);
     (vs, unet, cfg)
 }
 
@@ -282,12 +266,21 @@ fn channels_last_keeps_the_layout_through_the_network_and_the_results() {
     one_thread();
     tch::manual_seed(2);
     let (vs, unet, cfg) = tiny_unet();
-    // The same weights in a second U-Net, channels-last, weights included as `imagen train` does.
-    let mut nhwc_vs = nn::VarStore::new(Device::Cpu);
-    let mut nhwc_unet = UNet::new(nhwc_vs.root(), &cfg).unwrap();
-    nhwc_vs.copy(&vs).unwrap();
-    conv_weights_to_channels_last(&nhwc_vs, "");
-    nhwc_unet.set_channels_last(true);
+    // The same weights in two more U-Nets: channels-last feature maps alone (the CPU's GroupNorm
+    // keeps the layout, so it reaches the output), and with the weights too, as `imagen train`
+    // sets it up.
+    let copy = |weights_too: bool| {
+        let mut copy_vs = nn::VarStore::new(Device::Cpu);
+        let mut copy_unet = UNet::new(copy_vs.root(), &cfg).unwrap();
+        copy_vs.copy(&vs).unwrap();
+        if weights_too {
+            conv_weights_to_channels_last(&copy_vs, "");
+        }
+        copy_unet.set_channels_last(true);
+        (copy_vs, copy_unet)
+    };
+    let (maps_vs, maps_unet) = copy(false);
+    let (nhwc_vs, nhwc_unet) = copy(true);
     let (x, t, lowres, aug) = inputs(&cfg, 2);
     let (text, mask) = text_batch(2, 4, cfg.text_embed_dim);
     let drop = Tensor::from_slice(&[false, false]);
@@ -299,8 +292,11 @@ fn channels_last_keeps_the_layout_through_the_network_and_the_results() {
         (out.detach(), grads)
     };
     let (plain, plain_grads) = run(&vs, &unet);
+    let (maps, _) = run(&maps_vs, &maps_unet);
     let (nhwc, nhwc_grads) = run(&nhwc_vs, &nhwc_unet);
-    assert!(!is_channels_last(&plain) && is_channels_last(&nhwc), "the output's layout");
+    assert!(!is_channels_last(&plain), "the plain output's layout");
+    assert!(is_channels_last(&maps), "the layout that the input's conversion starts");
+    assert!(is_channels_last(&nhwc), "the layout with the weights converted too");
     let conv_grads: Vec<_> = nhwc_grads.iter().filter(|(_, g)| g.dim() == 4).collect();
     assert!(conv_grads.len() > 10);
     for (n, g) in conv_grads {
@@ -309,8 +305,10 @@ fn channels_last_keeps_the_layout_through_the_network_and_the_results() {
     }
     // Other kernels sum in another order: equal to fp32 rounding.
     let scale = plain.abs().max().double_value(&[]);
-    let diff = (&plain - &nhwc).abs().max().double_value(&[]);
-    assert!(diff < 1e-5 * scale, "outputs differ by {diff} (scale {scale})");
+    for out in [&maps, &nhwc] {
+        let diff = (&plain - out).abs().max().double_value(&[]);
+        assert!(diff < 1e-5 * scale, "outputs differ by {diff} (scale {scale})");
+    }
     let largest = |grads: &[(String, Tensor)]| {
         grads.iter().map(|(_, g)| g.abs().max().double_value(&[])).fold(0.0, f64::max)
     };

@@ -21,8 +21,10 @@ use crate::diffusion::{GaussianDiffusion, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
-use crate::train::{prepare_process, resolve_device, trained_unet, use_bf16, Replicas};
-use crate::unet::{summarize, UNet};
+use crate::train::{
+    averaged_unet, prepare_process, resolve_device, trained_unet, use_bf16, Replicas,
+};
+use crate::unet::summarize;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -135,7 +137,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let vs = VarStore::new(device);
     let mut ema_vs = VarStore::new(device);
     let unet = trained_unet(&vs, &stage, cfg)?;
-    let _ema_unet = UNet::new(ema_vs.root() / "unet", unet_cfg)?;
+    let _ema_unet = averaged_unet(&ema_vs, &stage, cfg)?;
     ema_vs.freeze();
     let diffusion = GaussianDiffusion::new(&stage.diffusion, unet_cfg.image_side)?;
     let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();

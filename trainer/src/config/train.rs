@@ -63,9 +63,10 @@ pub struct TrainConfig {
     /// tensor-core convolutions use natively. Same results; a GPU lever (no gain measured on the
     /// CPU). Default: false.
     pub channels_last: bool,
-    /// Let cuDNN time its convolution algorithms on the first step's shapes and keep the
-    /// fastest (`torch.backends.cudnn.benchmark`): training shapes do not change, so the search
-    /// is paid once. CUDA only. Default: true.
+    /// Let cuDNN time its convolution algorithms for each new shape and keep the fastest
+    /// (`torch.backends.cudnn.benchmark`): a training step's shapes do not change, so its search
+    /// is paid once (validation and sample grids pay for their own shapes). CUDA only.
+    /// Default: true.
     pub cudnn_benchmark: bool,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,

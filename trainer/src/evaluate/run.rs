@@ -19,7 +19,7 @@ use crate::error::{Result, TrainerError};
 use crate::sample::{
     load_stage, load_stage_from, sample_cascade, to_rgb8, write_samples, LoadedStage,
 };
-use crate::train::{resolve_device, validation_loss_of, Weights};
+use crate::train::{prepare_process, resolve_device, validation_loss_of, Weights};
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -150,9 +150,7 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
         return Err(invalid("the val-loss metric needs data.heldout_shards in the config".into()));
     }
     let device = resolve_device(&cfg.train.device)?;
-    if cfg.train.threads > 0 {
-        tch::set_num_threads(cfg.train.threads as i32);
-    }
+    prepare_process(&cfg.train, device);
     let stages = load_stages(cfg, opts, device)?;
     let outputs = sample_cascade(&stages, &opts.prompts, opts.seed)?;
     let images = outputs.last().expect("at least one stage");

@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_void, CString};
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use tch::Tensor;
 
@@ -100,8 +101,12 @@ unsafe extern "C" fn drop_region(closure: *mut c_void) {
 /// Without grad the region simply runs. The region must compute the same thing both times:
 /// everything it depends on that changes between calls must be one of `inputs`.
 ///
-/// The region may be called on autograd's thread (CUDA's backward runs on a device thread),
-/// hence `Send`; it is released when the graph that holds it is.
+/// Only a plain `backward()` may pass through the region (not `grad()` or `backward(inputs=...)`,
+/// which would get gradients accumulated into the parameters as well; an error says so).
+///
+/// The region may be called on autograd's threads (CUDA's backward runs on a device thread),
+/// hence `Send`; it is called by one thread at a time (the forward, then each backward pass
+/// through it, which the caller runs one after another), and released with its graph.
 pub fn checkpointed<F>(inputs: &[&Tensor], preserve_rng: bool, region: F) -> Result<Tensor>
 where
     F: Fn(&[Tensor]) -> Tensor + Send + 'static,
@@ -125,4 +130,28 @@ where
     })?;
     // SAFETY: on success `output` is a tensor handle allocated by the shim, now ours.
     Ok(unsafe { Tensor::from_ptr(output.cast()) })
+}
+
+/// `run(block, inputs)`, checkpointed when `enabled` (see [`checkpointed`]): how the U-Net and
+/// the T5 encoder run each of their blocks. `what` names the block in the panic that a failing
+/// region raises, as tch's own modules panic.
+pub fn maybe_checkpointed<M, F>(
+    enabled: bool,
+    block: &Arc<M>,
+    inputs: &[&Tensor],
+    preserve_rng: bool,
+    what: &str,
+    run: F,
+) -> Tensor
+where
+    M: Send + Sync + 'static,
+    F: Fn(&M, &[Tensor]) -> Tensor + Send + 'static,
+{
+    if !enabled {
+        let inputs: Vec<Tensor> = inputs.iter().map(|t| t.shallow_clone()).collect();
+        return run(block, &inputs);
+    }
+    let block = Arc::clone(block);
+    checkpointed(inputs, preserve_rng, move |t| run(&block, t))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
 }

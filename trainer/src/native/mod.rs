@@ -20,7 +20,7 @@ pub(crate) fn check(what: &str, err: *mut c_char) -> Result<()> {
     Err(TrainerError::Native { what: what.to_owned(), message })
 }
 
-pub use activation_checkpoint::{checkpoint_recomputations, checkpointed};
+pub use activation_checkpoint::{checkpoint_recomputations, checkpointed, maybe_checkpointed};
 pub(crate) use ffi::*;
 pub use fused_adamw::{fused_adamw_available, fused_adamw_step, FusedAdamWStep};
 pub use transfer::to_device_async;

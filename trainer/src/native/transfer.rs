@@ -19,6 +19,7 @@ extern "C" {
 /// `host` on `device`: on a CUDA device through pinned memory and an asynchronous copy (as
 /// PyTorch's `DataLoader(pin_memory=True)` with `.to(device, non_blocking=True)`), elsewhere as
 /// `to_device`. Should pinning fail, the ordinary copy is made and the reason logged once.
+/// `host` must not change until the copy has run; the callers pass tensors made for the copy.
 pub fn to_device_async(host: &Tensor, device: Device) -> Tensor {
     let Device::Cuda(index) = device else {
         return host.to_device(device);

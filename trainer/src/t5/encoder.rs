@@ -11,7 +11,7 @@ use super::layer_norm::T5LayerNorm;
 use super::param::{ParamSink, Params};
 use super::position_bias::RelativePositionBias;
 use crate::error::{Result, TrainerError};
-use crate::native::checkpointed;
+use crate::native::maybe_checkpointed;
 
 /// Which parameters are created frozen (for fine-tuning with a frozen embedding or frozen lower
 /// blocks, or for a fully frozen encoder).
@@ -160,12 +160,8 @@ impl T5Encoder {
         let keep = attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(1);
         let bias = self.position_bias.forward(len, len) + (1.0 - keep) * finfo_min(kind);
         let x = self.blocks.iter().fold(x, |x, block| {
-            if !self.checkpoint_blocks {
-                return block.forward(&x, &bias);
-            }
-            let block = Arc::clone(block);
-            checkpointed(&[&x, &bias], false, move |t| block.forward(&t[0], &t[1]))
-                .unwrap_or_else(|e| panic!("T5 block: {e}"))
+            let run = |b: &T5Block, t: &[Tensor]| b.forward(&t[0], &t[1]);
+            maybe_checkpointed(self.checkpoint_blocks, block, &[&x, &bias], false, "T5 block", run)
         });
         self.final_layer_norm.forward(&x)
     }

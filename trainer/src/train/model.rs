@@ -37,7 +37,7 @@ impl StageModel {
         let vs = VarStore::new(device);
         let ema_vs = VarStore::new(device);
         let unet = trained_unet(&vs, &stage, cfg)?;
-        let ema_unet = UNet::new(ema_vs.root() / "unet", &stage.unet)?;
+        let ema_unet = averaged_unet(&ema_vs, &stage, cfg)?;
         let (text, ema_text, frozen_vs) = if cfg.text.mode == TextMode::Finetune {
             let mut text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
             text.set_activation_checkpointing(cfg.train.activation_checkpointing);
@@ -96,6 +96,16 @@ pub fn trained_unet(vs: &VarStore, stage: &StageConfig, cfg: &Config) -> Result<
     if cfg.train.channels_last {
         unet.set_channels_last(true);
         conv_weights_to_channels_last(vs, "unet.");
+    }
+    Ok(unet)
+}
+
+/// The moving average's U-Net, under `unet.` in `ema_vs`, its weights in the trained U-Net's
+/// layout (so that each EMA update runs over matching strides).
+pub fn averaged_unet(ema_vs: &VarStore, stage: &StageConfig, cfg: &Config) -> Result<UNet> {
+    let unet = UNet::new(ema_vs.root() / "unet", &stage.unet)?;
+    if cfg.train.channels_last {
+        conv_weights_to_channels_last(ema_vs, "unet.");
     }
     Ok(unet)
 }

@@ -14,7 +14,7 @@ use super::embeddings::{LevelEmbedding, TextPool};
 use super::resample::{Downsample, Upsample};
 use super::resblock::ResnetBlock;
 use crate::error::Result;
-use crate::native::checkpointed;
+use crate::native::maybe_checkpointed;
 
 /// Imagen App. B: "scale skip connections by 1/sqrt(2)".
 const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -202,26 +202,24 @@ impl UNet {
     }
 
     fn resnet(&self, block: &Arc<ResnetBlock>, x: &Tensor, cond: &Tensor, train: bool) -> Tensor {
-        if !self.checkpoint_blocks {
-            return block.forward(x, cond, train);
-        }
-        let block = Arc::clone(block);
         let dropout = train && self.cfg.dropout > 0.0;
-        checkpointed(&[x, cond], dropout, move |t| block.forward(&t[0], &t[1], train))
-            .unwrap_or_else(|e| panic!("residual block: {e}"))
+        maybe_checkpointed(
+            self.checkpoint_blocks,
+            block,
+            &[x, cond],
+            dropout,
+            "residual block",
+            move |b: &ResnetBlock, t| b.forward(&t[0], &t[1], train),
+        )
     }
 
     fn transformer(&self, block: &Arc<TransformerBlock>, x: &Tensor, text: &TextContext) -> Tensor {
-        if !self.checkpoint_blocks {
-            return block.forward(x, text);
-        }
-        let block = Arc::clone(block);
-        let region = move |t: &[Tensor]| {
+        let run = |b: &TransformerBlock, t: &[Tensor]| {
             let text = TextContext { tokens: t[1].shallow_clone(), mask: t[2].shallow_clone() };
-            block.forward(&t[0], &text)
+            b.forward(&t[0], &text)
         };
-        checkpointed(&[x, &text.tokens, &text.mask], false, region)
-            .unwrap_or_else(|e| panic!("transformer block: {e}"))
+        let inputs = [x, &text.tokens, &text.mask];
+        maybe_checkpointed(self.checkpoint_blocks, block, &inputs, false, "transformer block", run)
     }
 
     /// Projects the text and swaps in the learned null token where the condition is dropped

@@ -38,6 +38,21 @@ pub fn scaled_down(cfg: &UNetConfig) -> UNetConfig {
     }
 }
 
+/// Gives the zero-initialised output conv (`final_conv.*`) random weights of deviation `std`, in
+/// name order (the same seed draws the same numbers), so that the U-Net predicts something and
+/// everything upstream of it gets a gradient.
+pub fn randomise_final_conv(vs: &tch::nn::VarStore, std: f64) {
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (n, mut v) in vars {
+            if n.starts_with("final_conv") {
+                v.copy_(&(v.randn_like() * std));
+            }
+        }
+    });
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub config: Config,
