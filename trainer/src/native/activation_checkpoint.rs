@@ -145,13 +145,12 @@ pub fn maybe_checkpointed<M, F>(
 ) -> Tensor
 where
     M: Send + Sync + 'static,
-    F: Fn(&M, &[Tensor]) -> Tensor + Send + 'static,
+    F: Fn(&M, &[&Tensor]) -> Tensor + Send + 'static,
 {
     if !enabled {
-        let inputs: Vec<Tensor> = inputs.iter().map(|t| t.shallow_clone()).collect();
-        return run(block, &inputs);
+        return run(block, inputs);
     }
     let block = Arc::clone(block);
-    checkpointed(inputs, preserve_rng, move |t| run(&block, t))
-        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    let region = move |t: &[Tensor]| run(&block, &t.iter().collect::<Vec<_>>());
+    checkpointed(inputs, preserve_rng, region).unwrap_or_else(|e| panic!("{what}: {e}"))
 }

@@ -160,7 +160,7 @@ impl T5Encoder {
         let keep = attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(1);
         let bias = self.position_bias.forward(len, len) + (1.0 - keep) * finfo_min(kind);
         let x = self.blocks.iter().fold(x, |x, block| {
-            let run = |b: &T5Block, t: &[Tensor]| b.forward(&t[0], &t[1]);
+            let run = |b: &T5Block, t: &[&Tensor]| b.forward(t[0], t[1]);
             maybe_checkpointed(self.checkpoint_blocks, block, &[&x, &bias], false, "T5 block", run)
         });
         self.final_layer_norm.forward(&x)

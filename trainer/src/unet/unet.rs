@@ -209,14 +209,14 @@ impl UNet {
             &[x, cond],
             dropout,
             "residual block",
-            move |b: &ResnetBlock, t| b.forward(&t[0], &t[1], train),
+            move |b: &ResnetBlock, t| b.forward(t[0], t[1], train),
         )
     }
 
     fn transformer(&self, block: &Arc<TransformerBlock>, x: &Tensor, text: &TextContext) -> Tensor {
-        let run = |b: &TransformerBlock, t: &[Tensor]| {
+        let run = |b: &TransformerBlock, t: &[&Tensor]| {
             let text = TextContext { tokens: t[1].shallow_clone(), mask: t[2].shallow_clone() };
-            b.forward(&t[0], &text)
+            b.forward(t[0], &text)
         };
         let inputs = [x, &text.tokens, &text.mask];
         maybe_checkpointed(self.checkpoint_blocks, block, &inputs, false, "transformer block", run)
