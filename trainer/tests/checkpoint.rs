@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imagen_trainer::checkpoint::{self, prune, Checkpoint, RetentionConfig, TrainState};
+use imagen_trainer::train::Resume;
 use tch::{Kind, Tensor};
 
 fn state(step: u64) -> TrainState {
@@ -17,6 +18,7 @@ fn state(step: u64) -> TrainState {
         nonfinite_skipped: 0,
         imagen_version: "test".into(),
         weight_fingerprints: vec![7],
+        files: Default::default(),
     }
 }
 
@@ -41,7 +43,12 @@ fn save_and_open_round_trip() {
     let path = save(dir.path(), 12);
     assert_eq!(path.file_name().unwrap(), "step-000000012");
     let ckpt = Checkpoint::open(&path).unwrap();
-    assert_eq!(ckpt.state, state(12));
+    // What the caller passed, plus the digest of each tensor file.
+    assert_eq!(ckpt.state, TrainState { files: ckpt.state.files.clone(), ..state(12) });
+    let names: Vec<&String> = ckpt.state.files.keys().collect();
+    assert_eq!(names, ["model.safetensors"]);
+    let bytes = std::fs::metadata(path.join("model.safetensors")).unwrap().len();
+    assert_eq!(ckpt.state.files["model.safetensors"].bytes, bytes);
     assert_eq!(ckpt.config_toml, "[run]\nseed = 1\n");
     let tensors = ckpt.tensors("model").unwrap();
     let bias = tensors.iter().find(|(n, _)| n == "unet.conv.bias").unwrap();
@@ -65,6 +72,42 @@ fn latest_passes_over_a_damaged_newer_checkpoint() {
     // A half-written temporary directory is never mistaken for a checkpoint.
     std::fs::create_dir(dir.path().join(".tmp-step-000000003-99")).unwrap();
     assert_eq!(checkpoint::list(dir.path()).unwrap().len(), 2);
+}
+
+#[test]
+fn a_tensor_file_changed_after_the_save_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 1);
+    let newer = save(dir.path(), 2);
+    let file = newer.join("model.safetensors");
+    let good = std::fs::read(&file).unwrap();
+
+    // Truncated (a partial copy): the newest is passed over on the size alone.
+    std::fs::write(&file, &good[..good.len() - 3]).unwrap();
+    let err = Checkpoint::open(&newer).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("bytes"), "{err}");
+    assert_eq!(checkpoint::latest(dir.path()).unwrap().unwrap().state.step, 1);
+
+    // One byte of a weight flipped, same size: the CRC-32C catches it where the file is read,
+    // and a resume takes the checkpoint before it.
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x40;
+    std::fs::write(&file, &flipped).unwrap();
+    let opened = checkpoint::latest(dir.path()).unwrap().unwrap();
+    assert_eq!(opened.state.step, 2, "the cheap check cannot see a flipped byte");
+    let err = opened.tensors("model").unwrap_err().to_string();
+    assert!(err.contains("model.safetensors") && err.contains("CRC-32C"), "{err}");
+    assert_eq!(checkpoint::latest_intact(dir.path()).unwrap().unwrap().state.step, 1);
+    for how in ["auto", "latest"] {
+        let found = Resume::parse(how).locate(dir.path()).unwrap().unwrap();
+        assert_eq!(found.state.step, 1, "--resume {how}");
+    }
+    let err = Resume::Path(newer.clone()).locate(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("CRC-32C"), "{err}");
+
+    // Put back, the newest is whole again.
+    std::fs::write(&file, &good).unwrap();
+    assert_eq!(checkpoint::latest_intact(dir.path()).unwrap().unwrap().state.step, 2);
 }
 
 #[test]
@@ -111,14 +154,26 @@ fn python_safetensors_opens_the_weights() {
     assert!(python.exists(), "run scripts/python_env.sh (make test does)");
     let dir = tempfile::tempdir().unwrap();
     let path = save(dir.path(), 4);
-    let script = "import sys\nfrom safetensors.numpy import load_file\n\
-                  t = load_file(sys.argv[1])\n\
-                  print(sorted(t), t['unet.conv.bias'].tolist(), t['unet.conv.weight'].shape)";
-    let out = Command::new(python)
-        .args(["-c", script])
-        .arg(path.join("model.safetensors"))
-        .output()
-        .unwrap();
+    // The digest in state.json is the standard CRC-32C: a bitwise implementation of the
+    // Castagnoli polynomial, checked on the standard check value, recomputes it.
+    let script = r#"
+import json, sys
+from safetensors.numpy import load_file
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+assert crc32c(b"123456789") == 0xE3069283
+t = load_file(sys.argv[1] + "/model.safetensors")
+recorded = json.load(open(sys.argv[1] + "/state.json"))["files"]["model.safetensors"]
+data = open(sys.argv[1] + "/model.safetensors", "rb").read()
+assert recorded == {"bytes": len(data), "crc32c": crc32c(data)}, recorded
+print(sorted(t), t['unet.conv.bias'].tolist(), t['unet.conv.weight'].shape)
+"#;
+    let out = Command::new(python).args(["-c", script]).arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),

@@ -4,7 +4,8 @@
 //! ```text
 //! <run>/step-000001000/
 //!     <name>.safetensors ...   weights, EMA weights, optimizer state (names chosen by the caller)
-//!     state.json               step, data cursor, counters, format version
+//!     state.json               step, data cursor, counters, format version, and each
+//!                              tensor file's size and CRC-32C
 //!     config.toml              the resolved config of the run
 //! ```
 
@@ -13,5 +14,5 @@ mod state;
 mod write;
 
 pub use retention::{prune, RetentionConfig};
-pub use state::{TrainState, STATE_VERSION};
-pub use write::{latest, list, load_tensors, save, Checkpoint, CheckpointFiles};
+pub use state::{FileDigest, TrainState, STATE_VERSION};
+pub use write::{latest, latest_intact, list, load_tensors, save, Checkpoint, CheckpointFiles};

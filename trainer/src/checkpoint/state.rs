@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the checkpoint layout changes incompatibly.
@@ -24,4 +26,18 @@ pub struct TrainState {
     /// model tensors): equal on every rank, or the checkpoint is refused.
     #[serde(default)]
     pub weight_fingerprints: Vec<i64>,
+    /// Each tensor file's size and CRC-32C, recorded by `checkpoint::save` (whatever the caller
+    /// put here is replaced): a file truncated or altered after the save (a partial copy, a
+    /// failing disk) is caught before a run resumes from it. Empty in checkpoints written before
+    /// the digests existed, which are then taken as they are.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+/// What `state.json` records of one file of its checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    /// CRC-32C (Castagnoli) of the whole file.
+    pub crc32c: u32,
 }

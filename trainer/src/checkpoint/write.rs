@@ -1,9 +1,10 @@
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use super::state::{TrainState, STATE_VERSION};
+use super::state::{FileDigest, TrainState, STATE_VERSION};
 use crate::error::{Result, TrainerError};
 
 /// The tensor files of a checkpoint: file stem -> named tensors.
@@ -29,8 +30,25 @@ fn sync_file(path: &Path) -> Result<()> {
     File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
 }
 
+/// Size and CRC-32C of a file, read in 8 MiB pieces.
+fn digest(path: &Path) -> Result<FileDigest> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut found = FileDigest { bytes: 0, crc32c: 0 };
+    loop {
+        let n = file.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            return Ok(found);
+        }
+        found.crc32c = crc32c::crc32c_append(found.crc32c, &buf[..n]);
+        found.bytes += n as u64;
+    }
+}
+
 /// Writes a checkpoint for `state.step` atomically: a temporary directory, every file synced,
 /// then one rename. Refuses tensors that are not finite, so a checkpoint never holds a NaN.
+/// `state.json` records each tensor file's size and CRC-32C, read back from the disk after the
+/// file was synced.
 pub fn save(
     run_dir: &Path,
     state: &TrainState,
@@ -55,10 +73,13 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
+    let mut state = state.clone();
+    state.files.clear();
     let result = (|| -> Result<()> {
         std::fs::create_dir(&tmp).map_err(io(&tmp))?;
         for (stem, tensors) in files {
-            let path = tmp.join(format!("{stem}.safetensors"));
+            let name = format!("{stem}.safetensors");
+            let path = tmp.join(&name);
             // Contiguous: safetensors holds row-major data, and channels-last weights and their
             // moments are not.
             let cpu: Vec<(String, Tensor)> = tensors
@@ -69,9 +90,10 @@ pub fn save(
                 TrainerError::Checkpoint(format!("writing {}: {e}", path.display()))
             })?;
             sync_file(&path)?;
+            state.files.insert(name, digest(&path)?);
         }
         let state_path = tmp.join("state.json");
-        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        let json = serde_json::to_vec_pretty(&state).expect("state serialises");
         std::fs::write(&state_path, json).map_err(io(&state_path))?;
         sync_file(&state_path)?;
         let config_path = tmp.join("config.toml");
@@ -123,7 +145,8 @@ pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 impl Checkpoint {
-    /// Reads a checkpoint directory's state and config (tensors are loaded on demand).
+    /// Reads a checkpoint directory's state and config (tensors are loaded on demand), and
+    /// checks that every tensor file `state.json` records is there with its recorded size.
     pub fn open(dir: &Path) -> Result<Self> {
         let state_path = dir.join("state.json");
         let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
@@ -138,11 +161,51 @@ impl Checkpoint {
         }
         let config_path = dir.join("config.toml");
         let config_toml = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+        for (name, recorded) in &state.files {
+            let path = dir.join(name);
+            let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+            if bytes != recorded.bytes {
+                return Err(TrainerError::Checkpoint(format!(
+                    "{}: {bytes} bytes, but state.json records {} (truncated or replaced after \
+                     the save)",
+                    path.display(),
+                    recorded.bytes
+                )));
+            }
+        }
         Ok(Self { dir: dir.to_owned(), state, config_toml })
     }
 
+    /// Checks a tensor file against the size and CRC-32C that `state.json` records for it
+    /// (nothing to check in checkpoints saved before the digests existed).
+    pub fn verify_file(&self, name: &str) -> Result<()> {
+        let Some(recorded) = self.state.files.get(name) else { return Ok(()) };
+        let path = self.dir.join(name);
+        let found = digest(&path)?;
+        if found != *recorded {
+            return Err(TrainerError::Checkpoint(format!(
+                "{}: {} bytes with CRC-32C {:08x}, but state.json records {} bytes with {:08x}: \
+                 the file changed after the save",
+                path.display(),
+                found.bytes,
+                found.crc32c,
+                recorded.bytes,
+                recorded.crc32c
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks every tensor file of the checkpoint (reads them all).
+    pub fn verify(&self) -> Result<()> {
+        self.state.files.keys().try_for_each(|name| self.verify_file(name))
+    }
+
+    /// The named tensors of `<stem>.safetensors`, after checking the file's CRC-32C.
     pub fn tensors(&self, stem: &str) -> Result<Vec<(String, Tensor)>> {
-        load_tensors(&self.dir.join(format!("{stem}.safetensors")))
+        let name = format!("{stem}.safetensors");
+        self.verify_file(&name)?;
+        load_tensors(&self.dir.join(name))
     }
 }
 
@@ -151,10 +214,25 @@ pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .map_err(|e| TrainerError::Checkpoint(format!("reading {}: {e}", path.display())))
 }
 
-/// The newest checkpoint that opens cleanly; a damaged newer one is reported and passed over.
+/// The newest checkpoint that opens cleanly (its state, its config, its files' sizes); a
+/// damaged newer one is reported and passed over. Each tensor file's CRC-32C is checked when it
+/// is loaded.
 pub fn latest(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    newest_passing(run_dir, |_| Ok(()))
+}
+
+/// As [`latest`], also reading every tensor file against its CRC-32C: where a run resumes, so
+/// that a damaged newest checkpoint gives way to the one before it.
+pub fn latest_intact(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    newest_passing(run_dir, Checkpoint::verify)
+}
+
+fn newest_passing(
+    run_dir: &Path,
+    check: impl Fn(&Checkpoint) -> Result<()>,
+) -> Result<Option<Checkpoint>> {
     for (_, dir) in list(run_dir)?.into_iter().rev() {
-        match Checkpoint::open(&dir) {
+        match Checkpoint::open(&dir).and_then(|ckpt| check(&ckpt).map(|()| ckpt)) {
             Ok(ckpt) => return Ok(Some(ckpt)),
             Err(e) => tracing::warn!("skipping damaged checkpoint: {e}"),
         }

@@ -65,7 +65,8 @@ pub struct TrainConfig {
     pub channels_last: bool,
     /// Let cuDNN time its convolution algorithms for each new shape and keep the fastest
     /// (`torch.backends.cudnn.benchmark`): a training step's shapes do not change, so its search
-    /// is paid once (validation and sample grids pay for their own shapes). CUDA only.
+    /// is paid once (validation and sample grids pay for their own shapes). `imagen sample` and
+    /// `imagen eval run` use it too: every denoising step repeats one shape. CUDA only.
     /// Default: true.
     pub cudnn_benchmark: bool,
     /// AdamW's betas, eps and weight decay.

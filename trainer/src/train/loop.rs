@@ -99,6 +99,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         nonfinite_skipped: 0,
         imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
         weight_fingerprints: Vec::new(),
+        files: Default::default(),
     };
     let mut cursor: Option<Cursor> = None;
     if let Some(ckpt) = &resume_from {

@@ -9,10 +9,11 @@ use crate::error::{Result, TrainerError};
 /// Where a run starts from.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Resume {
-    /// The newest checkpoint of the stage directory when there is one, else from scratch.
+    /// The newest intact checkpoint of the stage directory when there is one, else from
+    /// scratch.
     #[default]
     Auto,
-    /// The newest checkpoint, which must exist.
+    /// The newest intact checkpoint, which must exist.
     Latest,
     /// A given checkpoint directory.
     Path(PathBuf),
@@ -33,14 +34,18 @@ impl Resume {
 
     pub fn locate(&self, stage_dir: &Path) -> Result<Option<Checkpoint>> {
         match self {
-            Resume::Auto => checkpoint::latest(stage_dir),
-            Resume::Latest => checkpoint::latest(stage_dir)?.map(Some).ok_or_else(|| {
+            Resume::Auto => checkpoint::latest_intact(stage_dir),
+            Resume::Latest => checkpoint::latest_intact(stage_dir)?.map(Some).ok_or_else(|| {
                 TrainerError::Checkpoint(format!(
-                    "--resume latest: {} holds no checkpoint",
+                    "--resume latest: {} holds no intact checkpoint",
                     stage_dir.display()
                 ))
             }),
-            Resume::Path(dir) => Checkpoint::open(dir).map(Some),
+            Resume::Path(dir) => {
+                let ckpt = Checkpoint::open(dir)?;
+                ckpt.verify()?;
+                Ok(Some(ckpt))
+            }
             Resume::Never => Ok(None),
         }
     }
