@@ -14,9 +14,9 @@ tools: bootstrap
 	@scripts/python_env.sh
 
 ## build: the release binary at target/release/imagen
-build: bootstrap
-	$(CARGO) build --release --bin imagen
-	@echo "built target/release/imagen"
+# (bootstrap included: on a fresh machine the crates that need no libtorch compile meanwhile)
+build:
+	@CARGO="$(CARGO)" scripts/build.sh
 
 ## test: formatting, clippy -D warnings and the whole workspace's tests (what CI runs)
 test: tools lint

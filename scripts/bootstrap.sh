@@ -2,6 +2,7 @@
 # Installs libtorch (from PyPI's torch wheel) and the CUDA headers the native shim needs into a
 # git-ignored .venv at the repository root. Idempotent: a venv whose stamp matches the pinned
 # requirements is left alone, so a second run takes well under a second.
+# `bootstrap.sh --check` only says whether that is so (exit 0) or a bootstrap is due (exit 1).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
@@ -12,6 +13,7 @@ want=$(sha256sum "$req" | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
+[[ "${1:-}" == --check ]] && exit 1
 
 python=${PYTHON:-python3}
 echo "bootstrap: creating $venv with $($python --version 2>&1)" >&2
