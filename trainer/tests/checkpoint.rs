@@ -111,6 +111,26 @@ fn a_tensor_file_changed_after_the_save_is_caught() {
 }
 
 #[test]
+fn checkpoints_newer_than_a_restart_are_set_aside_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in 1..=3 {
+        save(dir.path(), step);
+    }
+    let moved = checkpoint::set_aside_after(dir.path(), 1).unwrap();
+    let names: Vec<_> = moved.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    assert_eq!(names, ["superseded-step-000000002", "superseded-step-000000003"]);
+    let steps: Vec<u64> = checkpoint::list(dir.path()).unwrap().iter().map(|c| c.0).collect();
+    assert_eq!(steps, vec![1], "set-aside checkpoints are neither resumed from nor pruned");
+    assert_eq!(Checkpoint::open(&moved[1]).unwrap().state.step, 3, "kept whole");
+    // The new timeline reaches step 2 and starts over again: the name taken gets a suffix.
+    save(dir.path(), 2);
+    let moved = checkpoint::set_aside_after(dir.path(), 0).unwrap();
+    let names: Vec<_> = moved.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    assert_eq!(names, ["superseded-step-000000001", "superseded-step-000000002-2"]);
+    assert!(checkpoint::list(dir.path()).unwrap().is_empty());
+}
+
+#[test]
 fn retention_keeps_last_n_and_every_kth() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RetentionConfig { every_steps: 1, keep_last: 2, keep_every: Some(4) };

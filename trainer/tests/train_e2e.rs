@@ -124,6 +124,35 @@ fn a_stop_request_finishes_the_step_and_saves() {
 }
 
 #[test]
+fn a_rollback_sets_the_newer_checkpoints_aside_and_continues_its_own_timeline() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("rollback");
+    let out = train(&w.config, options(&run, 0, 12)).unwrap();
+    let dir = out.stage_dir.clone();
+    let steps = |d: &Path| -> Vec<u64> {
+        checkpoint::list(d).unwrap().iter().map(|c| c.0).collect::<Vec<_>>()
+    };
+    assert_eq!(steps(&dir), vec![4, 8, 12]);
+    // Back to step 4 (say, before a loss spike), run to 6: 8 and 12 belong to the old timeline.
+    let mut opts = options(&run, 0, 6);
+    opts.resume = Resume::Path(dir.join("step-000000004"));
+    train(&w.config, opts).unwrap();
+    assert_eq!(steps(&dir), vec![4, 6]);
+    assert!(dir.join("superseded-step-000000008/model.safetensors").is_file());
+    assert!(dir.join("superseded-step-000000012/model.safetensors").is_file());
+    // A newest checkpoint damaged after its save is passed over, and set aside.
+    let model = dir.join("step-000000006/model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let out = train(&w.config, options(&run, 0, 8)).unwrap();
+    assert_eq!(out.step, 8);
+    assert_eq!(steps(&dir), vec![4, 8]);
+    assert!(dir.join("superseded-step-000000006").is_dir());
+}
+
+#[test]
 fn resuming_with_a_different_unet_is_refused_with_the_fields() {
     let _serial = common::serial();
     let w = common::world();

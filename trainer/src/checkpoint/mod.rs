@@ -13,6 +13,6 @@ mod retention;
 mod state;
 mod write;
 
-pub use retention::{prune, RetentionConfig};
+pub use retention::{prune, set_aside_after, RetentionConfig};
 pub use state::{FileDigest, TrainState, STATE_VERSION};
 pub use write::{latest, latest_intact, list, load_tensors, save, Checkpoint, CheckpointFiles};

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,4 +38,30 @@ pub fn prune(run_dir: &Path, cfg: &RetentionConfig) -> Result<Vec<u64>> {
         removed.push(*step);
     }
     Ok(removed)
+}
+
+/// Renames every checkpoint newer than `step` to `superseded-step-NNNNNNNNN` (with a numeric
+/// suffix if that name is taken), where a run starts again from `step` (0: from scratch): a
+/// damaged newest checkpoint that was passed over, or the checkpoints that `--resume PATH` rolls
+/// back past. Kept on disk, but never resumed from, sampled or pruned: otherwise retention would
+/// count them as the newest, and a crash before the new timeline passes them would resume the
+/// old one. Returns the new paths.
+pub fn set_aside_after(run_dir: &Path, step: u64) -> Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    for (s, path) in list(run_dir)? {
+        if s <= step {
+            continue;
+        }
+        let name = path.file_name().expect("a listed checkpoint has a name").to_string_lossy();
+        let mut target = run_dir.join(format!("superseded-{name}"));
+        let mut n = 1;
+        while target.exists() {
+            n += 1;
+            target = run_dir.join(format!("superseded-{name}-{n}"));
+        }
+        std::fs::rename(&path, &target)
+            .map_err(|source| TrainerError::Io { path: path.clone(), source })?;
+        moved.push(target);
+    }
+    Ok(moved)
 }

@@ -118,6 +118,13 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
             state.step
         );
     }
+    if main {
+        // Behind newer checkpoints (a damaged newest one passed over, a --resume PATH rollback,
+        // --resume never): they would be pruned as the newest or resumed after a crash.
+        for path in checkpoint::set_aside_after(&dir, state.step)? {
+            tracing::warn!("newer than this run's start, set aside as {}", path.display());
+        }
+    }
     replicas.attach(&model, cfg)?;
     let side = stage.data_side();
     let mut loader = match model.text.cache() {
