@@ -131,6 +131,37 @@ fn checkpoints_newer_than_a_restart_are_set_aside_not_deleted() {
 }
 
 #[test]
+fn what_a_killed_save_left_is_put_right_before_a_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 1);
+    save(dir.path(), 3);
+    // Killed before its rename: a half-written temporary directory.
+    let tmp = dir.path().join(".tmp-step-000000002-4242");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::write(tmp.join("model.safetensors"), b"half").unwrap();
+    // A save of step 3 again, killed between moving the old one aside and moving the new one in.
+    std::fs::rename(dir.path().join("step-000000003"), dir.path().join(".old-step-000000003-77"))
+        .unwrap();
+    // ... and one killed after both renames: the new step 1 is in place, the old one lingers.
+    std::fs::create_dir(dir.path().join(".old-step-000000001-78")).unwrap();
+    // Not a leftover of ours.
+    std::fs::create_dir(dir.path().join(".tmp-notes")).unwrap();
+
+    let done = checkpoint::recover_interrupted_saves(dir.path()).unwrap();
+    assert_eq!(done.len(), 3, "{done:?}");
+    let steps: Vec<u64> = checkpoint::list(dir.path()).unwrap().iter().map(|c| c.0).collect();
+    assert_eq!(steps, vec![1, 3]);
+    assert_eq!(checkpoint::latest_intact(dir.path()).unwrap().unwrap().state.step, 3);
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".tmp-notes", "step-000000001", "step-000000003"]);
+    assert!(checkpoint::recover_interrupted_saves(dir.path()).unwrap().is_empty());
+}
+
+#[test]
 fn retention_keeps_last_n_and_every_kth() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RetentionConfig { every_steps: 1, keep_last: 2, keep_every: Some(4) };

@@ -15,4 +15,7 @@ mod write;
 
 pub use retention::{prune, set_aside_after, RetentionConfig};
 pub use state::{FileDigest, TrainState, STATE_VERSION};
-pub use write::{latest, latest_intact, list, load_tensors, save, Checkpoint, CheckpointFiles};
+pub use write::{
+    latest, latest_intact, list, load_tensors, recover_interrupted_saves, save, Checkpoint,
+    CheckpointFiles,
+};

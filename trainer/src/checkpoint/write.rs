@@ -120,6 +120,50 @@ pub fn save(
     Ok(final_dir)
 }
 
+/// Puts right what a save killed part-way left in `run_dir`, before a run starts there (rank 0,
+/// the stage directory's one writer): a `.tmp-step-N-PID` directory (a save that never reached
+/// its rename) is deleted; a `.old-step-N-PID` (a save of step N again, killed between its two
+/// renames) goes back to `step-N` where that is missing, and is deleted where the new one made
+/// it. Returns what it did, for the log.
+pub fn recover_interrupted_saves(run_dir: &Path) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
+        Err(e) => return Err(io(run_dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io(run_dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let (kind, rest) = match (name.strip_prefix(".tmp-"), name.strip_prefix(".old-")) {
+            (Some(rest), _) => ("tmp", rest),
+            (_, Some(rest)) => ("old", rest),
+            _ => continue,
+        };
+        let Some((checkpoint, _pid)) = rest.rsplit_once('-') else { continue };
+        if !checkpoint.starts_with("step-") || !path.is_dir() {
+            continue;
+        }
+        let target = run_dir.join(checkpoint);
+        if kind == "old" && !target.exists() {
+            std::fs::rename(&path, &target).map_err(io(&path))?;
+            done.push(format!(
+                "restored {} from {name}, left by a save that was killed",
+                target.display()
+            ));
+        } else {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            done.push(format!("removed {}, left by a save that was killed", path.display()));
+        }
+    }
+    if !done.is_empty() {
+        sync_file(run_dir)?;
+    }
+    Ok(done)
+}
+
 /// The complete checkpoints of a run directory, oldest first.
 pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();

@@ -85,6 +85,11 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     }
 
     // Resume: weights, EMA, optimizer, step and the data cursor.
+    if main {
+        for what in checkpoint::recover_interrupted_saves(&dir)? {
+            tracing::warn!("{what}");
+        }
+    }
     let resume_from = replicas.resume_point(|| opts.resume.locate(&dir))?;
     let groups = param_groups(&model, cfg);
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, groups);
