@@ -16,6 +16,7 @@
 # regex over the check names) picks a part; the targets of issue 9 first, the rest second:
 #   GPU_CHECKS_ONLY='^(env|base64_bf16|sr256_bf16|peer_.*)$' scripts/gpu_checks.sh run OUT
 #   GPU_CHECKS_ONLY='^(env|base64_bf16_(loop_adamw|launch1|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|demo_.*)$' ...
+#   GPU_CHECKS_ONLY='^(env|ckpt_write_.*)$' ...      # a third call, if the budget allows
 # A call cut short still returns the lines that results.jsonl had by then.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,10 +55,10 @@ run_checks() {
 
   # Sizes: the issue's base-64 and SR-256 models at training batches on the H200, or tiny ones.
   local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
-  local peer_steps=10 demo_steps=3000 timeout=240
+  local peer_steps=10 demo_steps=3000 timeout=240 ckpt_dim=256
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
     base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
-    peer_steps=2 demo_steps=20 timeout=600
+    peer_steps=2 demo_steps=20 timeout=600 ckpt_dim=32
   fi
 
   # check NAME SECONDS CMD...: runs CMD, appends {"check": NAME, "rc": .., "secs": .., "report":
@@ -128,10 +129,14 @@ PY
     check peer_sr256 "$timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
   fi
 
-  # Issue 6: `imagen train` on the GPU (bf16 autocast, fused AdamW, GPU memory in the metrics)
-  # with the demo's data and stage 0, then its samples scored.
+  # The demo's data, encoder and embedding cache, made once for the checks that train on them.
   local demo=$work/demo
-  if wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score; then
+  local sets=(--run-dir "$demo/run"
+    --set "data.shards=[\"$demo/data/parquet/train\"]"
+    --set "data.heldout_shards=[\"$demo/data/parquet/heldout\"]"
+    --set "text.model=\"$demo/t5\"" --set "text.cache_dir=\"$demo/t5-cache\"")
+  demo_data() {
+    [ -f "$demo/t5-cache.done" ] && return 0
     "$bin" data synth --out "$demo/data" --side 64 --count 4320 --shards 4 --heldout 48 \
       --format parquet >/dev/null
     local split
@@ -141,11 +146,13 @@ PY
           >"$demo/$split.txt"
     done
     "$bin" text make-demo --captions "$demo/train.txt" --out "$demo/t5" >/dev/null
-    local sets=(--run-dir "$demo/run"
-      --set "data.shards=[\"$demo/data/parquet/train\"]"
-      --set "data.heldout_shards=[\"$demo/data/parquet/heldout\"]"
-      --set "text.model=\"$demo/t5\"" --set "text.cache_dir=\"$demo/t5-cache\"")
-    "$bin" embed --config configs/demo.toml "${sets[@]:2}" >/dev/null
+    "$bin" embed --config configs/demo.toml "${sets[@]:2}" >/dev/null && touch "$demo/t5-cache.done"
+  }
+
+  # Issue 6: `imagen train` on the GPU (bf16 autocast, fused AdamW, GPU memory in the metrics)
+  # with the demo's data and stage 0, then its samples scored.
+  if wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score; then
+    demo_data
     check demo_train "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
       --max-steps "$demo_steps" "${sets[@]}" --set train.precision=bf16
     tail -n 3 "$demo/run/stage-0/metrics.jsonl" >"$work/demo_metrics.txt"
@@ -154,6 +161,29 @@ PY
       --prompts "$demo/heldout.txt" --out "$demo/samples" --stop-at-stage 0
     check demo_score 120 "$bin" eval conditioning "$demo/samples" --json
   fi
+
+  # Issue 9, checkpoint writes: the demo's stage 0 widened to dim 256 (105 M parameters, 1.7 GB
+  # a checkpoint), 20 steps with a save every 5, written in place and in the background. The step
+  # after a save carries its stall (BENCHMARKS.md, "Checkpoint writes").
+  local write
+  for write in in-place background; do
+    local name=ckpt_write_${write/-/_}
+    wants "${name}_train" || wants "${name}_steps" || continue
+    demo_data
+    check "${name}_train" "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
+      --max-steps 20 "${sets[@]:2}" --run-dir "$demo/ckpt-$write" --set train.precision=bf16 \
+      --set "stages.0.unet.dim=$ckpt_dim" --set train.checkpoint.every_steps=5 \
+      --set "train.checkpoint.write=$write" --set log.every_steps=1
+    check "${name}_steps" 30 python3 -c '
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+secs = {r["step"]: 8 / r["perf/samples_per_sec"] for r in rows}
+after = [round(secs[s], 3) for s in (6, 11, 16) if s in secs]
+other = sorted(v for s, v in secs.items() if s > 2 and s not in (6, 11, 16))
+print(json.dumps({"step_after_save_s": after, "median_other_step_s": other[len(other) // 2],
+                  "steps": {s: round(v, 3) for s, v in secs.items()}}))
+' "$demo/ckpt-$write/stage-0/metrics.jsonl"
+  done
 
   # Issue 9, last (a run cut short by its time limit loses these first): three more levers,
   # fewer steps each: activation checkpointing (peak memory saved against one more forward

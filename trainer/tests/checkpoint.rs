@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imagen_trainer::checkpoint::{self, prune, Checkpoint, RetentionConfig, TrainState};
+use imagen_trainer::checkpoint::{
+    self, prune, Checkpoint, CheckpointWriter, RetentionConfig, TrainState,
+};
 use imagen_trainer::train::Resume;
 use tch::{Kind, Tensor};
 
@@ -162,9 +164,53 @@ fn what_a_killed_save_left_is_put_right_before_a_run_starts() {
 }
 
 #[test]
+fn a_background_write_holds_the_weights_of_its_step_whatever_training_does_next() {
+    for background in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = RetentionConfig { keep_last: 1, ..Default::default() };
+        let mut writer = CheckpointWriter::new(background);
+        let live = weights(1.0);
+        for step in 1..=3u64 {
+            let files =
+                vec![("model", live.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())];
+            writer.write(dir.path(), state(step), "x = 1\n", files, &retention).unwrap();
+            // Training goes on at once and changes the weights in place.
+            tch::no_grad(|| {
+                for (_, t) in &live {
+                    let _ = t.shallow_clone().fill_(step as f64 + 1.0);
+                }
+            });
+            writer.check().unwrap();
+        }
+        writer.wait().unwrap();
+        let last = writer.last().unwrap().clone();
+        assert_eq!(last.file_name().unwrap(), "step-000000003");
+        let ckpt = Checkpoint::open(&last).unwrap();
+        let bias = ckpt.tensors("model").unwrap().into_iter().find(|(n, _)| n == "unet.conv.bias");
+        let bias = Vec::<f32>::try_from(&bias.unwrap().1).unwrap();
+        assert_eq!(bias, vec![3.0, 3.0], "background {background}: the values at step 3");
+        let steps: Vec<u64> = checkpoint::list(dir.path()).unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(steps, vec![3], "pruned after each write");
+    }
+}
+
+#[test]
+fn a_failed_background_write_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, b"a file where the run directory should be").unwrap();
+    let mut writer = CheckpointWriter::new(true);
+    let files = vec![("model", weights(1.0))];
+    writer.write(&blocked, state(1), "", files, &RetentionConfig::default()).unwrap();
+    let err = writer.wait().unwrap_err().to_string();
+    assert!(err.contains("not-a-directory"), "{err}");
+    assert!(writer.last().is_none());
+}
+
+#[test]
 fn retention_keeps_last_n_and_every_kth() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = RetentionConfig { every_steps: 1, keep_last: 2, keep_every: Some(4) };
+    let cfg = RetentionConfig { keep_last: 2, keep_every: Some(4), ..Default::default() };
     for step in 1..=8 {
         save(dir.path(), step);
         prune(dir.path(), &cfg).unwrap();

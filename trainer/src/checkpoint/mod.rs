@@ -9,11 +9,13 @@
 //!     config.toml              the resolved config of the run
 //! ```
 
+mod background;
 mod retention;
 mod state;
 mod write;
 
-pub use retention::{prune, set_aside_after, RetentionConfig};
+pub use background::CheckpointWriter;
+pub use retention::{prune, set_aside_after, CheckpointWrite, RetentionConfig};
 pub use state::{FileDigest, TrainState, STATE_VERSION};
 pub use write::{
     latest, latest_intact, list, load_tensors, recover_interrupted_saves, save, Checkpoint,

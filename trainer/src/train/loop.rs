@@ -15,7 +15,7 @@ use super::run_dir::stage_dir;
 use super::signals::StopFlag;
 use super::validate::log_validation;
 use crate::autocast::Autocast;
-use crate::checkpoint::{self, Checkpoint, TrainState, STATE_VERSION};
+use crate::checkpoint::{self, Checkpoint, CheckpointWriter, TrainState, STATE_VERSION};
 use crate::config::Config;
 use crate::diffusion::augment::random_crop;
 use crate::diffusion::TrainingDraws;
@@ -177,7 +177,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     let mut window = StepMetrics::default();
     let mut last_loss = None;
     let mut nonfinite_in_row = 0u64;
-    let mut last_checkpoint = None;
+    let mut writer = CheckpointWriter::new(cfg.train.checkpoint.write.in_background(device));
     // Every rank tracks the saved step (only rank 0 has the path), so all join each save.
     let mut saved_at = None;
     let mut interrupted = false;
@@ -312,9 +312,10 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
         if state.step % every == 0 || state.step == max_steps {
-            last_checkpoint = ckpt.save(&model, &opt, &state, &loader)?.or(last_checkpoint);
+            ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
             saved_at = Some(state.step);
         }
+        writer.check()?;
         if stop_now {
             interrupted = true;
             break;
@@ -323,8 +324,9 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     if interrupted && saved_at != Some(state.step) {
         tracing::info!("stopping on signal at step {}: saving", state.step);
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
-        last_checkpoint = ckpt.save(&model, &opt, &state, &loader)?.or(last_checkpoint);
+        ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
     }
+    writer.wait()?;
     if let Some(events) = events.as_mut() {
         events.flush()?;
     }
@@ -334,7 +336,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     Ok(TrainOutcome {
         step: state.step,
         stage_dir: dir,
-        last_checkpoint,
+        last_checkpoint: writer.last().cloned(),
         last_loss,
         nonfinite_skipped: state.nonfinite_skipped,
         interrupted,
@@ -423,19 +425,20 @@ struct Checkpointing<'a> {
 }
 
 impl Checkpointing<'_> {
-    /// The new checkpoint's directory on rank 0; None on the other ranks.
+    /// Rank 0 hands the checkpoint to `writer`; the other ranks only send their part.
     fn save(
         &self,
+        writer: &mut CheckpointWriter,
         model: &StageModel,
         opt: &AdamW,
         state: &TrainState,
         loader: &Loader,
-    ) -> Result<Option<PathBuf>> {
+    ) -> Result<()> {
         let cursor = serde_json::to_value(loader.cursor()).expect("cursor serialises");
         let Some((cursors, prints)) =
             self.replicas.gather_for_checkpoint(state.step, cursor, model)?
         else {
-            return Ok(None);
+            return Ok(());
         };
         let mut state = state.clone();
         state.data_cursors = cursors;
@@ -445,10 +448,7 @@ impl Checkpointing<'_> {
             ("ema", StageModel::named(&model.ema_vs)),
             ("optimizer", opt.state_tensors()),
         ];
-        let path = checkpoint::save(self.dir, &state, self.config_toml, &files)?;
-        let removed = checkpoint::prune(self.dir, &self.cfg.train.checkpoint)?;
-        tracing::info!("saved {} (pruned {removed:?})", path.display());
-        Ok(Some(path))
+        writer.write(self.dir, state, self.config_toml, files, &self.cfg.train.checkpoint)
     }
 }
 
