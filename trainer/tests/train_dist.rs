@@ -193,15 +193,21 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_exactly() {
     let straight = w.run_dir("straight");
     assert!(launch(&config, &straight, steps, 2).status().unwrap().success());
 
+    // The stopped run's rank 0 writes its checkpoints in the background (the straight run's in
+    // place): the same bytes, and the signal's save is waited for before the exit.
     let stopped = w.run_dir("stopped");
-    let mut launcher = launch(&config, &stopped, steps, 2).spawn().unwrap();
+    let background = |mut cmd: Command| {
+        cmd.args(["--set", "train.checkpoint.write=background"]);
+        cmd
+    };
+    let mut launcher = background(launch(&config, &stopped, steps, 2)).spawn().unwrap();
     wait_for(&checkpoint(&stopped, 4).join("state.json"), &mut launcher);
     // SAFETY: kill(2) on the launcher this test started; it forwards SIGTERM to its workers.
     unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
     let status = wait_exit(&mut launcher, Duration::from_secs(120));
     assert!(status.success(), "workers finish the step, save and exit 0: {status}");
     assert!(!checkpoint(&stopped, steps).exists(), "the run finished before the signal");
-    assert!(launch(&config, &stopped, steps, 2).status().unwrap().success());
+    assert!(background(launch(&config, &stopped, steps, 2)).status().unwrap().success());
     for stem in ["model", "ema", "optimizer"] {
         let file = format!("{stem}.safetensors");
         let a = std::fs::read(checkpoint(&straight, steps).join(&file)).unwrap();
