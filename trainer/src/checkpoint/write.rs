@@ -127,16 +127,7 @@ pub fn save(
 /// it. Returns what it did, for the log.
 pub fn recover_interrupted_saves(run_dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    let entries = match std::fs::read_dir(run_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(done),
-        Err(e) => return Err(io(run_dir)(e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(io(run_dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
+    for (name, path) in entries(run_dir)? {
         let (kind, rest) = match (name.strip_prefix(".tmp-"), name.strip_prefix(".old-")) {
             (Some(rest), _) => ("tmp", rest),
             (_, Some(rest)) => ("old", rest),
@@ -164,24 +155,32 @@ pub fn recover_interrupted_saves(run_dir: &Path) -> Result<Vec<String>> {
     Ok(done)
 }
 
+/// The names (UTF-8 ones) and paths in a run directory; none where it does not exist yet.
+fn entries(run_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let read = match std::fs::read_dir(run_dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(run_dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(io(run_dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
 /// The complete checkpoints of a run directory, oldest first.
 pub fn list(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = match std::fs::read_dir(run_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(run_dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io(run_dir))?;
-        let name = entry.file_name();
-        let Some(step) =
-            name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|s| s.parse().ok())
-        else {
+    for (name, path) in entries(run_dir)? {
+        let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) else {
             continue;
         };
-        if entry.path().join("state.json").is_file() {
-            out.push((step, entry.path()));
+        if path.join("state.json").is_file() {
+            out.push((step, path));
         }
     }
     out.sort();
