@@ -208,6 +208,48 @@ fn a_failed_background_write_is_reported() {
 }
 
 #[test]
+fn imagen_checkpoint_verify_reads_every_file_and_names_the_damaged_one() {
+    let run = tempfile::tempdir().unwrap();
+    let stage = run.path().join("stage-0");
+    save(&stage, 1);
+    let newer = save(&stage, 2);
+    let verify = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_imagen"))
+            .args(["--log-level", "warn", "checkpoint", "verify", "--json"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let reports = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    // A run directory: both checkpoints of its stage, whole.
+    let out = verify(run.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = reports(&out);
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|c| c["ok"] == true && c["files"] == 1), "{r:?}");
+
+    let file = newer.join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let out = verify(&stage);
+    assert!(!out.status.success(), "a damaged checkpoint fails the command");
+    let r = reports(&out);
+    assert_eq!((r[0]["step"].as_u64(), r[0]["ok"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(r[1]["ok"], false);
+    let error = r[1]["error"].as_str().unwrap();
+    assert!(error.contains("model.safetensors") && error.contains("CRC-32C"), "{error}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 checkpoint(s) damaged"));
+
+    // A directory without checkpoints is an error, not an empty success.
+    let out = verify(&run.path().join("stage-0/step-000000001/missing"));
+    assert!(!out.status.success());
+}
+
+#[test]
 fn retention_keeps_last_n_and_every_kth() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RetentionConfig { keep_last: 2, keep_every: Some(4), ..Default::default() };

@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bench;
+mod checkpoint;
 mod config;
 mod data;
 mod embed;
@@ -39,6 +40,9 @@ enum Command {
     /// Benchmark a stage's training step (samples/s, phases, memory, MFU).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check saved checkpoints (`verify`: every file against its recorded size and CRC-32C).
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Inspect configurations.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
     imagen_trainer::logging::init(&cli.log_level);
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Checkpoint(cmd) => checkpoint::run(cmd),
         Command::Config(cmd) => config::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Env(args) => env::run(args),
