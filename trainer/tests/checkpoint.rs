@@ -195,6 +195,22 @@ fn a_background_write_holds_the_weights_of_its_step_whatever_training_does_next(
 }
 
 #[test]
+fn a_host_copy_that_would_crowd_the_host_memory_is_written_in_place_instead() {
+    let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000000 kB\n\
+                   MemAvailable:   20000000 kB\nBuffers:          100 kB\n";
+    let available = checkpoint::mem_available_in(meminfo);
+    assert_eq!(available, Some(20_000_000 * 1024));
+    assert!(checkpoint::snapshot_fits(10_000_000 * 1024, available), "half of it fits");
+    assert!(!checkpoint::snapshot_fits(10_000_001 * 1024, available));
+    assert!(checkpoint::snapshot_fits(u64::MAX, None), "unknown: allowed");
+    assert_eq!(checkpoint::mem_available_in("MemTotal: 1 kB\n"), None);
+    // This machine's own /proc/meminfo parses.
+    if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
+        assert!(checkpoint::mem_available_in(&text).is_some_and(|b| b > 0));
+    }
+}
+
+#[test]
 fn a_failed_background_write_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let blocked = dir.path().join("not-a-directory");

@@ -39,7 +39,7 @@ impl CheckpointWriter {
         retention: &RetentionConfig,
     ) -> Result<()> {
         self.wait()?;
-        if !self.background {
+        if !(self.background && host_copy_fits(&files, state.step)) {
             self.last = Some(save_and_prune(run_dir, &state, config_toml, &files, retention)?);
             return Ok(());
         }
@@ -95,6 +95,46 @@ impl Drop for CheckpointWriter {
             tracing::error!("{e}");
         }
     }
+}
+
+/// Whether the host copy fits beside what the host has available; when it does not, the
+/// checkpoint is written in place (with a warning) rather than risk running out of memory.
+fn host_copy_fits(files: &CheckpointFiles, step: u64) -> bool {
+    let bytes: u64 = files
+        .iter()
+        .flat_map(|(_, tensors)| tensors)
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+        .sum();
+    let available = host_memory_available();
+    let fits = snapshot_fits(bytes, available);
+    if !fits {
+        tracing::warn!(
+            "checkpoint of step {step}: its {:.1} GB would take more than half of the host \
+             memory available ({:.1} GB), so it is written in place",
+            bytes as f64 / 1e9,
+            available.unwrap_or(0) as f64 / 1e9
+        );
+    }
+    fits
+}
+
+/// Whether a host copy of `bytes` may be taken: at most half of what the kernel says is available
+/// (the data loader and the next save's copy need room too). Unknown availability allows it.
+pub fn snapshot_fits(bytes: u64, available: Option<u64>) -> bool {
+    available.is_none_or(|free| bytes <= free / 2)
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux); None where it cannot be read.
+fn host_memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    mem_available_in(&text)
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+pub fn mem_available_in(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A copy that training cannot change under the writer: on the host, and never the same storage.

@@ -38,7 +38,9 @@ pub enum CheckpointWrite {
     Auto,
     /// A thread writes from a copy in host memory (as much as the weights, their average and
     /// the optimizer's moments take), so training stalls only for the copy. A write's error
-    /// stops the run at the next step; the run's end waits for the last write.
+    /// stops the run at the next step; the run's end waits for the last write. A copy that would
+    /// take more than half of the host's available memory is not taken: that checkpoint is
+    /// written in place.
     Background,
     /// The training thread writes, and waits.
     InPlace,
