@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # `make build`: libtorch (scripts/bootstrap.sh), then the release binary target/release/imagen.
-# On a fresh machine the bootstrap mostly waits on the network (about 3 GB of wheels), so the
-# crates that do not need libtorch (parquet, image codecs, tokenizers, ... about half of a cold
-# build's CPU time) compile meanwhile: the same `cargo build` as below with --keep-going, which
+# On a fresh machine the bootstrap downloads about 3 GB of wheels, so the crates that do not need
+# libtorch (parquet, image codecs, tokenizers, ...) compile meanwhile (BENCHMARKS.md, "Build"): the same `cargo build` as below with --keep-going, which
 # builds everything it can and stops short of torch-sys (no libtorch yet). Same command, same
 # features, so the final build reuses all of it.
 set -euo pipefail

@@ -16,6 +16,8 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     pub state: TrainState,
     pub config_toml: String,
+    /// Every file was read against its digest ([`Checkpoint::verify`]), so loads need not again.
+    verified: bool,
 }
 
 fn dir_name(step: u64) -> String {
@@ -216,7 +218,7 @@ impl Checkpoint {
                 )));
             }
         }
-        Ok(Self { dir: dir.to_owned(), state, config_toml })
+        Ok(Self { dir: dir.to_owned(), state, config_toml, verified: false })
     }
 
     /// Checks a tensor file against the size and CRC-32C that `state.json` records for it
@@ -239,15 +241,21 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Checks every tensor file of the checkpoint (reads them all).
-    pub fn verify(&self) -> Result<()> {
-        self.state.files.keys().try_for_each(|name| self.verify_file(name))
+    /// Checks every tensor file of the checkpoint (reads them all); the loads that follow do not
+    /// check them again.
+    pub fn verify(&mut self) -> Result<()> {
+        self.state.files.keys().try_for_each(|name| self.verify_file(name))?;
+        self.verified = true;
+        Ok(())
     }
 
-    /// The named tensors of `<stem>.safetensors`, after checking the file's CRC-32C.
+    /// The named tensors of `<stem>.safetensors`, after checking the file's CRC-32C (unless
+    /// [`Checkpoint::verify`] has).
     pub fn tensors(&self, stem: &str) -> Result<Vec<(String, Tensor)>> {
         let name = format!("{stem}.safetensors");
-        self.verify_file(&name)?;
+        if !self.verified {
+            self.verify_file(&name)?;
+        }
         load_tensors(&self.dir.join(name))
     }
 }
@@ -272,10 +280,10 @@ pub fn latest_intact(run_dir: &Path) -> Result<Option<Checkpoint>> {
 
 fn newest_passing(
     run_dir: &Path,
-    check: impl Fn(&Checkpoint) -> Result<()>,
+    check: impl Fn(&mut Checkpoint) -> Result<()>,
 ) -> Result<Option<Checkpoint>> {
     for (_, dir) in list(run_dir)?.into_iter().rev() {
-        match Checkpoint::open(&dir).and_then(|ckpt| check(&ckpt).map(|()| ckpt)) {
+        match Checkpoint::open(&dir).and_then(|mut ckpt| check(&mut ckpt).map(|()| ckpt)) {
             Ok(ckpt) => return Ok(Some(ckpt)),
             Err(e) => tracing::warn!("skipping damaged checkpoint: {e}"),
         }

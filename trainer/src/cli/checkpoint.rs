@@ -43,7 +43,7 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     }
     let mut damaged = 0;
     for dir in &found {
-        let checked = Checkpoint::open(dir).and_then(|c| c.verify().map(|()| c));
+        let checked = Checkpoint::open(dir).and_then(|mut c| c.verify().map(|()| c));
         let files = checked.as_ref().map_or(0, |c| c.state.files.len());
         if checked.is_err() {
             damaged += 1;

@@ -42,7 +42,7 @@ impl Resume {
                 ))
             }),
             Resume::Path(dir) => {
-                let ckpt = Checkpoint::open(dir)?;
+                let mut ckpt = Checkpoint::open(dir)?;
                 ckpt.verify()?;
                 Ok(Some(ckpt))
             }
