@@ -1,7 +1,10 @@
 //! `imagen launch`: one worker process per local GPU (or CPU test worker), each told its place
 //! in the job through torchrun's variables; signals are forwarded, and when one worker fails the
-//! others are stopped so that no collective waits forever on a dead peer.
+//! others are stopped so that no collective waits forever on a dead peer. A second SIGINT or
+//! SIGTERM kills the workers at once (their saves are atomic: the last checkpoint stays whole),
+//! and workers whose launcher dies receive SIGTERM.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +19,9 @@ pub struct LaunchOptions {
     pub node_rank: usize,
     pub master_addr: String,
     pub master_port: u16,
-    /// After a failure or a forwarded signal, how long workers get to exit before SIGKILL.
+    /// After a worker fails, how long the others get to exit before SIGKILL. After a forwarded
+    /// signal there is no deadline (rank 0 may be saving a large checkpoint); a second signal
+    /// kills them.
     pub grace: Duration,
     /// The worker program and its arguments (normally this executable and `train ...`).
     pub program: std::path::PathBuf,
@@ -54,17 +59,45 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
             opts.nproc_per_node, opts.node_rank, opts.nnodes
         )));
     }
-    // The last signal received (0 = none), forwarded to every worker.
+    // The last signal received (0 = none), forwarded to every worker, and how many arrived.
     let signal = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let count = received.clone();
         signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+            .and_then(|_| {
+                // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+                unsafe {
+                    signal_hook::low_level::register(sig, move || {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    })
+                }
+            })
             .map_err(|source| TrainerError::Io { path: "signal handler".into(), source })?;
     }
+    // SAFETY: getpid(2) has no preconditions.
+    let launcher_pid = unsafe { libc::getpid() };
     let world = opts.nproc_per_node * opts.nnodes;
     let mut workers: Vec<(usize, Child)> = Vec::new();
     for local in 0..opts.nproc_per_node {
         let rank = opts.node_rank * opts.nproc_per_node + local;
-        let spawned = Command::new(&opts.program)
+        let mut command = Command::new(&opts.program);
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+        // functions (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                // A launcher killed outright (SIGKILL, OOM) must not leave its workers running
+                // on the GPUs: they get SIGTERM, finish their step and save.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != launcher_pid {
+                    return Err(std::io::Error::other("the launcher exited during the spawn"));
+                }
+                Ok(())
+            });
+        }
+        let spawned = command
             .args(&opts.args)
             .env("RANK", rank.to_string())
             .env("WORLD_SIZE", world.to_string())
@@ -98,13 +131,21 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
     let mut failure: Option<(usize, ExitStatus)> = None;
     let mut kill_at: Option<Instant> = None;
     while !workers.is_empty() {
-        let sig = signal.load(Ordering::SeqCst);
-        if sig != 0 && sig != forwarded {
-            tracing::info!("forwarding signal {sig} to {} worker(s)", workers.len());
-            for (_, child) in &workers {
-                send(child, sig as i32);
+        let count = received.load(Ordering::SeqCst);
+        if count > forwarded {
+            let sig = signal.load(Ordering::SeqCst) as i32;
+            if forwarded == 0 {
+                tracing::info!("forwarding signal {sig} to {} worker(s)", workers.len());
+                for (_, child) in &workers {
+                    send(child, sig);
+                }
+            } else {
+                tracing::warn!("signal {sig} again: killing {} worker(s)", workers.len());
+                for (_, child) in &mut workers {
+                    let _ = child.kill();
+                }
             }
-            forwarded = sig;
+            forwarded = count;
         }
         let mut still = Vec::new();
         for (rank, mut child) in workers {

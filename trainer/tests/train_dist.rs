@@ -187,6 +187,86 @@ fn a_killed_worker_stops_the_other_and_the_launcher_fails() {
 }
 
 #[test]
+fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("orphaned");
+    let mut launcher = launch(&config, &run, 100_000, 2).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut launcher);
+    let workers = workers_of(&launcher);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // SIGKILL leaves the launcher no chance to forward anything: the kernel's parent-death
+    // signal (SIGTERM) tells the workers.
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    let start = Instant::now();
+    let running = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while workers.iter().any(running) {
+        assert!(start.elapsed() < Duration::from_secs(60), "orphaned workers still run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // They stopped together and saved where they stopped: the newest checkpoint is past step 4
+    // and off the every-4 grid, or on it if the signal came at a save step.
+    let newest = imagen_trainer::checkpoint::list(&run.join("stage-0")).unwrap();
+    let (step, _) = newest.last().unwrap();
+    assert!(*step > 4, "no save after the launcher died: newest step {step}");
+    let ckpt = Checkpoint::open(&checkpoint(&run, *step)).unwrap();
+    let prints = &ckpt.state.weight_fingerprints;
+    assert!(prints.len() == 2 && prints[0] == prints[1], "{prints:?}");
+}
+
+#[test]
+fn a_dead_rank_without_a_launcher_stops_the_job_within_the_heartbeat_timeout() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("no-launcher");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Two workers as a scheduler would start them (torchrun's variables, nobody watching over
+    // both), with collectives that would wait ten minutes for a missing peer.
+    let worker = |rank: usize| {
+        let mut cmd = single(&config, &run, 100_000, 2);
+        cmd.args(["--set", "dist.collective_timeout_secs=600"])
+            .args(["--set", "dist.heartbeat_timeout_secs=3"])
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let mut zero = worker(0);
+    let mut one = worker(1);
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero);
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let killed = Instant::now();
+    let status = wait_exit(&mut zero, Duration::from_secs(60));
+    let waited = killed.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut zero.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "rank 0 must fail when rank 1 dies");
+    assert!(err.contains("rank 1 has not been heard from"), "{err}");
+    eprintln!("rank 0 stopped {waited:?} after rank 1 was killed");
+    // Nothing half-written: every checkpoint left reads back against its digests.
+    for (_, dir) in imagen_trainer::checkpoint::list(&run.join("stage-0")).unwrap() {
+        Checkpoint::open(&dir).unwrap().verify().unwrap();
+    }
+}
+
+#[test]
+fn several_nodes_need_a_master_address_the_others_can_reach() {
+    let out = Command::new(env!("CARGO_BIN_EXE_imagen"))
+        .args(["launch", "--nproc-per-node", "1", "--nnodes", "2", "--", "train"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach a loopback address"), "{err}");
+}
+
+#[test]
 fn a_two_rank_run_stopped_by_sigterm_resumes_exactly() {
     let (w, config) = same_sample_world();
     let steps = 12;

@@ -95,6 +95,22 @@ fn nonfinite_steps_are_skipped_and_counted() {
 }
 
 #[test]
+fn a_save_that_falls_due_on_a_skipped_step_still_happens() {
+    let _serial = common::serial();
+    let w = common::world();
+    assert_eq!(w.config.train.checkpoint.every_steps, 4);
+    // Steps 3 and 7 are skipped: the step counter reaches 4 and 8 (the last) on them.
+    let mut opts = options(&w.run_dir("nan-at-saves"), 0, 8);
+    opts.inject_nonfinite_at = vec![3, 7];
+    let out = train(&w.config, opts).unwrap();
+    assert_eq!((out.step, out.nonfinite_skipped), (8, 2));
+    let steps: Vec<u64> =
+        checkpoint::list(&out.stage_dir).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![4, 8]);
+    assert_eq!(out.last_checkpoint, Some(out.stage_dir.join("step-000000008")));
+}
+
+#[test]
 fn too_many_nonfinite_steps_in_a_row_stop_with_a_clear_error() {
     let _serial = common::serial();
     let w = common::world();

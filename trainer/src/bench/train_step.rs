@@ -227,7 +227,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let mfu = opts
         .peak_tflops
         .map(|peak| summary.flops_per_sample_train as f64 * samples_per_sec / (peak * 1e12));
-    Ok(BenchReport {
+    let report = BenchReport {
         rank: replicas.rank(),
         config_stage: opts.stage,
         device: format!("{device:?}"),
@@ -246,7 +246,10 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         peak_tflops: opts.peak_tflops,
         mfu,
         comm,
-    })
+    };
+    // Rank 0 hosts the store: it waits for the others to end before it goes.
+    replicas.finish()?;
+    Ok(report)
 }
 
 /// Times the all-reduce of the trained parameters' gradients in `dist.bucket_mb` buckets with

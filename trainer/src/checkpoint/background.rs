@@ -6,6 +6,7 @@
 //! step.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use tch::{Device, Tensor};
@@ -146,6 +147,16 @@ fn host_copy(t: &Tensor) -> Tensor {
     }
 }
 
+/// Held while a checkpoint is written and pruned. A process that must end at once (the
+/// distributed watchdog) takes it first, so that it never ends one half-written or half-pruned.
+static SAVING: Mutex<()> = Mutex::new(());
+
+/// Waits for the checkpoint write under way, if any, and keeps others from starting while the
+/// guard lives.
+pub fn hold_saves() -> MutexGuard<'static, ()> {
+    SAVING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn save_and_prune(
     run_dir: &Path,
     state: &TrainState,
@@ -153,6 +164,7 @@ fn save_and_prune(
     files: &CheckpointFiles,
     retention: &RetentionConfig,
 ) -> Result<PathBuf> {
+    let _saving = hold_saves();
     let path = save(run_dir, state, config_toml, files)?;
     let removed = prune(run_dir, retention)?;
     tracing::info!("saved {} (pruned {removed:?})", path.display());

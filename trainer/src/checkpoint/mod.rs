@@ -14,7 +14,7 @@ mod retention;
 mod state;
 mod write;
 
-pub use background::{mem_available_in, snapshot_fits, CheckpointWriter};
+pub use background::{hold_saves, mem_available_in, snapshot_fits, CheckpointWriter};
 pub use retention::{prune, set_aside_after, CheckpointWrite, RetentionConfig};
 pub use state::{FileDigest, TrainState, STATE_VERSION};
 pub use write::{

@@ -23,8 +23,9 @@ pub struct LaunchArgs {
     /// Port of the rendezvous store on node 0. Default: a free port when --nnodes is 1, else 29500.
     #[arg(long)]
     master_port: Option<u16>,
-    /// Seconds the other workers get to stop after one fails (or after a forwarded signal's
-    /// worker exits), before they are killed.
+    /// Seconds the other workers get to stop after one fails, before they are killed. After a
+    /// forwarded SIGINT/SIGTERM the workers get as long as their save takes; a second signal
+    /// kills them.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
     /// The imagen command each worker runs, e.g. `train --config X --stage 0`.
@@ -33,6 +34,14 @@ pub struct LaunchArgs {
 }
 
 pub fn run(args: LaunchArgs) -> Result<()> {
+    if args.nnodes > 1 && is_loopback(&args.master_addr) {
+        anyhow::bail!(
+            "--nnodes {} with --master-addr {}: the other nodes cannot reach a loopback address; \
+             pass node 0's address or host name",
+            args.nnodes,
+            args.master_addr
+        );
+    }
     let master_port = match args.master_port {
         Some(p) => p,
         None if args.nnodes == 1 => {
@@ -54,4 +63,10 @@ pub fn run(args: LaunchArgs) -> Result<()> {
         anyhow::bail!("a worker failed (exit code {code}); the others were stopped");
     }
     Ok(())
+}
+
+/// Whether `addr` names this machine only (127.0.0.0/8, ::1, localhost).
+fn is_loopback(addr: &str) -> bool {
+    addr.eq_ignore_ascii_case("localhost")
+        || addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

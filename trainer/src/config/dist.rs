@@ -28,6 +28,11 @@ pub struct DistConfig {
     pub rendezvous_timeout_secs: u64,
     /// Seconds a collective may wait for a peer before the run fails. Default: 1800.
     pub collective_timeout_secs: u64,
+    /// Every rank stops when one fails, and rank 0 stops the job when a rank has not been heard
+    /// from (through the rendezvous store) for this many seconds: a dead worker or node ends
+    /// the job within this bound instead of the collective timeout. 0 turns the watchdog off.
+    /// Default: 60.
+    pub heartbeat_timeout_secs: u64,
 }
 
 impl Default for DistConfig {
@@ -38,6 +43,7 @@ impl Default for DistConfig {
             first_bucket_mb: 1.0,
             rendezvous_timeout_secs: 300,
             collective_timeout_secs: 1800,
+            heartbeat_timeout_secs: 60,
         }
     }
 }

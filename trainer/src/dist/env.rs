@@ -58,9 +58,11 @@ impl WorldInfo {
             return Ok(None);
         }
         let local_rank = optional(&var, "SLURM_LOCALID")?.unwrap_or(0);
-        // "4" or "4(x2)" or "4(x2),3": the first node's count is the per-node count.
-        let per_node = var("SLURM_NTASKS_PER_NODE")
-            .or_else(|| var("SLURM_STEP_TASKS_PER_NODE"))
+        // "4" or "4(x2)" or "4(x2),3": the first node's count, which names the node of a rank in
+        // messages (exact when every node runs as many tasks). The step's own count comes first:
+        // SLURM_NTASKS_PER_NODE may be inherited from an sbatch line that the step overrode.
+        let per_node = var("SLURM_STEP_TASKS_PER_NODE")
+            .or_else(|| var("SLURM_NTASKS_PER_NODE"))
             .or_else(|| var("SLURM_TASKS_PER_NODE"))
             .and_then(|v| v.split(['(', ',']).next().and_then(|n| n.trim().parse().ok()))
             .unwrap_or(world_size);
@@ -79,12 +81,17 @@ impl WorldInfo {
                 })?
             }
         };
-        // Every task of the job derives the same port from the job id, so concurrent jobs on
-        // shared nodes do not collide.
+        // Every task of the step derives the same port from the job and step ids, so concurrent
+        // jobs on shared nodes, and concurrent steps of one allocation (`srun ... &`), do not
+        // collide.
         let master_port = match port(&var)? {
             Some(p) => p,
             None => match var("SLURM_JOB_ID").and_then(|id| id.parse::<u64>().ok()) {
-                Some(id) => 20000 + (id % 20000) as u16,
+                Some(job) => {
+                    let step =
+                        var("SLURM_STEP_ID").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                    20000 + ((job * 101 + step) % 20000) as u16
+                }
                 None => DEFAULT_MASTER_PORT,
             },
         };
@@ -113,7 +120,10 @@ impl WorldInfo {
                 self.source, self.rank, self.world_size
             )));
         }
-        if self.local_world_size == 0 || self.local_rank >= self.local_world_size {
+        // A Slurm step may place uneven task counts on its nodes ("2,4"), so the local rank is
+        // checked against the per-node count only where the launcher set it for this node.
+        let own_count = self.source != "Slurm";
+        if self.local_world_size == 0 || (own_count && self.local_rank >= self.local_world_size) {
             return Err(dist_error(format!(
                 "{}: local rank {} is not below the local world size {}",
                 self.source, self.local_rank, self.local_world_size
@@ -143,23 +153,26 @@ fn port(var: &impl Fn(&str) -> Option<String>) -> Result<Option<u16>> {
         .transpose()
 }
 
-/// The first host of a Slurm host list: "gpu[003-005,9],login1" -> "gpu003".
+/// The first host of a Slurm host list: "gpu[003-005,9],login1" -> "gpu003". Each bracket
+/// group contributes its first value, and text around and between groups is kept, as Slurm's
+/// hostlist expansion does: "node[1-3]-ib" -> "node1-ib", "rack[1-2]n[07-08]" -> "rack1n07".
 pub fn first_host(list: &str) -> Option<String> {
-    let list = list.trim();
-    let end = list.find([',', '[']).unwrap_or(list.len());
-    let prefix = &list[..end];
-    if list[end..].starts_with('[') {
-        let inner = &list[end + 1..];
-        let first = inner.split([',', '-', ']']).next()?;
+    let mut host = String::new();
+    let mut rest = list.trim();
+    loop {
+        let end = rest.find([',', '[']).unwrap_or(rest.len());
+        host.push_str(&rest[..end]);
+        rest = &rest[end..];
+        let Some(group) = rest.strip_prefix('[') else { break };
+        let close = group.find(']')?;
+        let first = group[..close].split([',', '-']).next()?.trim();
         if first.is_empty() {
             return None;
         }
-        Some(format!("{prefix}{first}"))
-    } else if prefix.is_empty() {
-        None
-    } else {
-        Some(prefix.to_owned())
+        host.push_str(first);
+        rest = &group[close + 1..];
     }
+    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
@@ -209,7 +222,7 @@ mod tests {
             (6, 8, 2, 4)
         );
         assert_eq!(info.master_addr, "gpu007");
-        assert_eq!(info.master_port, 20000 + (123456 % 20000) as u16);
+        assert_eq!(info.master_port, 20000 + ((123456 * 101) % 20000) as u16);
         assert_eq!(info.source, "Slurm");
     }
 
@@ -230,5 +243,30 @@ mod tests {
         assert_eq!(first_host("solo").as_deref(), Some("solo"));
         assert_eq!(first_host("a[12]").as_deref(), Some("a12"));
         assert_eq!(first_host("").as_deref(), None);
+        assert_eq!(first_host("node[1-3]-ib,login").as_deref(), Some("node1-ib"));
+        assert_eq!(first_host("rack[1-2]n[07-08]").as_deref(), Some("rack1n07"));
+        assert_eq!(first_host("a[").as_deref(), None);
+        assert_eq!(first_host("a[]").as_deref(), None);
+    }
+
+    #[test]
+    fn slurm_uneven_nodes_and_concurrent_steps() {
+        // Node 1 of a "2,4" step: local ids 2 and 3 exist there.
+        let vars = |step: &'static str| {
+            vec![
+                ("SLURM_PROCID", "5"),
+                ("SLURM_NTASKS", "6"),
+                ("SLURM_LOCALID", "3"),
+                ("SLURM_NTASKS_PER_NODE", "8"),
+                ("SLURM_STEP_TASKS_PER_NODE", "2,4"),
+                ("SLURM_JOB_NODELIST", "gpu[1-2]"),
+                ("SLURM_JOB_ID", "77"),
+                ("SLURM_STEP_ID", step),
+            ]
+        };
+        let first = read(&vars("0")).unwrap().unwrap();
+        assert_eq!((first.local_rank, first.local_world_size), (3, 2));
+        let second = read(&vars("1")).unwrap().unwrap();
+        assert_ne!(first.master_port, second.master_port);
     }
 }

@@ -1,6 +1,6 @@
 //! Multi-process data-parallel training: where a worker stands (env), the rendezvous through
-//! c10d's TCPStore, c10d process groups and DDP's gradient reducer, and the weight fingerprint
-//! that proves every rank holds the same model.
+//! c10d's TCPStore, c10d process groups and DDP's gradient reducer, the weight fingerprint that
+//! proves every rank holds the same model, and the watchdog that stops every rank when one fails.
 
 pub mod env;
 pub mod fingerprint;
@@ -8,6 +8,7 @@ pub mod process_group;
 pub mod reducer;
 pub mod rendezvous;
 pub mod store;
+pub mod watchdog;
 
 pub use env::WorldInfo;
 pub use fingerprint::fingerprint;
@@ -15,3 +16,4 @@ pub use process_group::{Backend, ProcessGroup};
 pub use reducer::GradReducer;
 pub use rendezvous::{choose_backend, Dist};
 pub use store::{StoreOptions, TcpStore};
+pub use watchdog::{OnFatal, Watchdog, WatchdogOptions};

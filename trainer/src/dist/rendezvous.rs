@@ -8,17 +8,21 @@ use serde_json::{json, Value};
 use super::env::WorldInfo;
 use super::process_group::{Backend, ProcessGroup};
 use super::store::{StoreOptions, TcpStore};
+use super::watchdog::{OnFatal, Watchdog, WatchdogOptions};
 use crate::config::{DistBackend, DistConfig};
 use crate::error::{Result, TrainerError};
 
-/// A worker's membership of the job: its place, the store and the process group.
+/// A worker's membership of the job: its place, the store, the process group and the watchdog.
 pub struct Dist {
+    // First, so that it drops (and can still post an abort) while rank 0's store is up.
+    watchdog: Option<Watchdog>,
     pub info: WorldInfo,
     pub store: TcpStore,
     pub pg: ProcessGroup,
 }
 
 const POLL: Duration = Duration::from_millis(20);
+const SECOND: Duration = Duration::from_secs(1);
 
 fn err(message: String) -> TrainerError {
     TrainerError::Dist(message)
@@ -140,13 +144,41 @@ impl Dist {
             collective,
             info.local_rank,
         )?;
+        let watchdog = match cfg.heartbeat_timeout_secs {
+            0 => None,
+            secs => {
+                let timeout = Duration::from_secs(secs);
+                let options = WatchdogOptions { timeout, interval: (timeout / 4).min(SECOND) };
+                let (host, port) = (&info.master_addr, info.master_port);
+                Some(Watchdog::start(
+                    host,
+                    port,
+                    info.rank,
+                    info.world_size,
+                    options,
+                    exit(info.rank),
+                )?)
+            }
+        };
         tracing::info!(
             "rank {} of {} joined at {place} ({}, {backend:?} backend)",
             info.rank,
             info.world_size,
             info.source
         );
-        Ok(Self { info, store, pg })
+        Ok(Self { watchdog, info, store, pg })
+    }
+
+    /// This rank cannot go on: every other rank is told why and stops (see `dist::watchdog`).
+    pub fn abort(&mut self, why: &str) {
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.abort(why);
+        }
+    }
+
+    /// This rank's work ended normally; rank 0 waits for the others to say the same.
+    pub fn finish(mut self) -> Result<()> {
+        self.watchdog.take().map_or(Ok(()), Watchdog::finish)
     }
 
     pub fn rank(&self) -> usize {
@@ -197,6 +229,18 @@ impl Dist {
         let bytes = self.store.get(&slot)?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
+}
+
+/// The watchdog's way out: the training thread may be blocked in a collective that no peer
+/// will join, so the process ends from the watchdog's thread, after any checkpoint write under
+/// way has finished (the save lock), without running destructors that would wait on NCCL.
+fn exit(rank: usize) -> OnFatal {
+    Box::new(move |why| {
+        tracing::error!("rank {rank} stops: {why}");
+        let _no_save_in_flight = crate::checkpoint::hold_saves();
+        // SAFETY: _exit(2) ends the process at once; nothing after it runs.
+        unsafe { libc::_exit(1) }
+    })
 }
 
 fn hostname() -> String {

@@ -67,6 +67,22 @@ fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
 
 pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
+    match train_joined(cfg, opts, &mut replicas, device) {
+        Ok(outcome) => replicas.finish().map(|()| outcome),
+        Err(e) => {
+            // The other ranks would wait for this one in their next collective.
+            replicas.abort(&e.to_string());
+            Err(e)
+        }
+    }
+}
+
+fn train_joined(
+    cfg: &Config,
+    opts: TrainOptions,
+    replicas: &mut Replicas,
+    device: tch::Device,
+) -> Result<TrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let main = replicas.is_main();
     prepare_process(&cfg.train, device);
@@ -267,50 +283,46 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
                 )));
             }
             // The skipped step still consumed its batch; the step counter moves on so that the
-            // next step draws fresh noise.
+            // next step draws fresh noise (and a save that falls due on it still happens).
             state.step += 1;
-            if stop_now {
-                interrupted = true;
-                break;
-            }
-            continue;
-        }
-        nonfinite_in_row = 0;
-        let lr = schedule.at(state.step);
-        opt.step(lr)?;
-        opt.zero_grad();
-        state.step += 1;
-        ema.update(state.step);
-        window.loss_sum += loss_value;
-        window.steps += 1;
-        window.last_grad_norm = norm_value;
-        bar.set_position(state.step);
+        } else {
+            nonfinite_in_row = 0;
+            let lr = schedule.at(state.step);
+            opt.step(lr)?;
+            opt.zero_grad();
+            state.step += 1;
+            ema.update(state.step);
+            window.loss_sum += loss_value;
+            window.steps += 1;
+            window.last_grad_norm = norm_value;
+            bar.set_position(state.step);
 
-        if state.step % cfg.log.every_steps.max(1) == 0 || state.step == max_steps {
-            let now = Instant::now();
-            window.elapsed_secs = (now - window_clock).as_secs_f64();
-            window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
-            window_clock = now;
-            last_loss = Some(window.mean_loss());
-            window.reduce_over_ranks(device, |t| replicas.sum(t))?;
+            if state.step % cfg.log.every_steps.max(1) == 0 || state.step == max_steps {
+                let now = Instant::now();
+                window.elapsed_secs = (now - window_clock).as_secs_f64();
+                window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
+                window_clock = now;
+                last_loss = Some(window.mean_loss());
+                window.reduce_over_ranks(device, |t| replicas.sum(t))?;
+                if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
+                    log_window(events, jsonl, &bar, &window, state.step, lr, loader.stats().good)?;
+                }
+                window = StepMetrics::default();
+            }
+            let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
+            // Validation and sample grids run on rank 0 while the others wait at the next
+            // collective (dist.collective_timeout_secs bounds how long they may).
             if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
-                log_window(events, jsonl, &bar, &window, state.step, lr, loader.stats().good)?;
-            }
-            window = StepMetrics::default();
-        }
-        let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
-        // Validation and sample grids run on rank 0 while the others wait at the next
-        // collective (dist.collective_timeout_secs bounds how long they may).
-        if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
-            if due(cfg.train.validate_every) && !cached {
-                let batches = cfg.train.validate_batches;
-                log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
-            }
-            if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
-                sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
+                if due(cfg.train.validate_every) && !cached {
+                    let batches = cfg.train.validate_batches;
+                    log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
+                }
+                if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
+                    sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
+                }
             }
         }
-        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
+        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
         if state.step % every == 0 || state.step == max_steps {
             ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
             saved_at = Some(state.step);
@@ -323,7 +335,7 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     }
     if interrupted && saved_at != Some(state.step) {
         tracing::info!("stopping on signal at step {}: saving", state.step);
-        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas: &replicas };
+        let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
         ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
     }
     writer.wait()?;

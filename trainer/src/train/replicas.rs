@@ -47,6 +47,20 @@ impl Replicas {
         self.dist.as_ref().map_or(0, Dist::rank)
     }
 
+    /// This rank cannot go on: every other rank is told why and stops.
+    pub fn abort(&mut self, why: &str) {
+        if let Some(dist) = &mut self.dist {
+            dist.abort(why);
+        }
+    }
+
+    /// This rank's work ended normally (rank 0 waits for the others to say the same before its
+    /// store goes away).
+    pub fn finish(mut self) -> Result<()> {
+        self.reducer = None;
+        self.dist.take().map_or(Ok(()), Dist::finish)
+    }
+
     pub fn world_size(&self) -> usize {
         self.dist.as_ref().map_or(1, Dist::world_size)
     }

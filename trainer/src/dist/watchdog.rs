@@ -1,0 +1,208 @@
+//! Every rank stops when one cannot go on. A rank that fails (an error on rank 0 alone: a full
+//! disk at a save, a log it cannot write), dies (SIGKILL, the OOM killer) or loses its node
+//! would otherwise leave the others blocked in their next collective until NCCL's timeout
+//! (`dist.collective_timeout_secs`, 30 minutes): a job of many GPUs idle, and a scheduler that
+//! cannot restart it. So each rank runs a thread that, over a connection of its own to the
+//! rendezvous store, beats a counter, and watches for an abort posted by another rank; rank 0
+//! also watches every other rank's counter and posts an abort for one that has gone quiet. (The
+//! same idea as torchrun's agents and c10d's heartbeat monitor, on the store the job already
+//! has.)
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::store::{StoreOptions, TcpStore};
+use crate::error::{Result, TrainerError};
+
+const ABORT: &str = "watchdog/abort";
+const ABORT_CLAIM: &str = "watchdog/abort-claim";
+
+fn beat_key(rank: usize) -> String {
+    format!("watchdog/beat/{rank}")
+}
+
+fn done_key(rank: usize) -> String {
+    format!("watchdog/done/{rank}")
+}
+
+fn ack_key(rank: usize) -> String {
+    format!("watchdog/ack/{rank}")
+}
+
+/// How a rank's watchdog behaves.
+#[derive(Debug, Clone)]
+pub struct WatchdogOptions {
+    /// Rank 0 posts an abort for a rank whose counter has not moved for this long.
+    pub timeout: Duration,
+    /// How often each rank beats and looks for an abort.
+    pub interval: Duration,
+}
+
+/// What a watchdog does when the job cannot go on: given why, it ends the process (the
+/// training thread may be blocked in a collective that will never complete).
+pub type OnFatal = Box<dyn Fn(String) + Send>;
+
+pub struct Watchdog {
+    store: Arc<TcpStore>,
+    rank: usize,
+    world_size: usize,
+    options: WatchdogOptions,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl Watchdog {
+    /// Connects to the store at `host:port` and starts watching.
+    pub fn start(
+        host: &str,
+        port: u16,
+        rank: usize,
+        world_size: usize,
+        options: WatchdogOptions,
+        on_fatal: OnFatal,
+    ) -> Result<Self> {
+        let store = Arc::new(TcpStore::open(
+            &StoreOptions::client(host, port).timeout(options.timeout.max(Duration::from_secs(5))),
+        )?);
+        store.add(&beat_key(rank), 1)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let place = format!("{host}:{port}");
+        let thread = {
+            let (store, stop, options) = (store.clone(), stop.clone(), options.clone());
+            std::thread::Builder::new()
+                .name("dist-watchdog".into())
+                .spawn(move || watch(&store, rank, world_size, &options, &stop, &place, &*on_fatal))
+                .map_err(|e| TrainerError::Dist(format!("starting the watchdog: {e}")))?
+        };
+        Ok(Self { store, rank, world_size, options, stop, thread: Some(thread), finished: false })
+    }
+
+    /// Tells every rank that this one cannot go on, and why (the first abort posted wins). Rank
+    /// 0, whose process hosts the store, gives the others a moment to read it before it exits.
+    pub fn abort(&mut self, why: &str) {
+        // This rank's own watchdog must not take its own abort for another's.
+        self.halt();
+        let text = format!("rank {} failed: {why}", self.rank);
+        if let Err(e) = post_abort(&self.store, &text) {
+            tracing::warn!("could not tell the other ranks that this one failed: {e}");
+            return;
+        }
+        if self.rank == 0 {
+            let deadline = Instant::now() + self.options.interval * 4 + Duration::from_secs(1);
+            let acked = |r: usize| self.store.contains(&ack_key(r)).unwrap_or(true);
+            while Instant::now() < deadline && !(1..self.world_size).all(acked) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// This rank ended its work normally: the watchdog stops, and rank 0 (which hosts the store)
+    /// waits for the other ranks to say the same, so that none of them takes the store's going
+    /// away for a failure.
+    pub fn finish(mut self) -> Result<()> {
+        self.finished = true;
+        self.halt();
+        self.store.set(&done_key(self.rank), b"1")?;
+        if self.rank == 0 {
+            let deadline = Instant::now() + self.options.timeout;
+            let done = |r: usize| self.store.contains(&done_key(r)).unwrap_or(true);
+            while Instant::now() < deadline && !(1..self.world_size).all(done) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    /// A rank that leaves without `finish` (an error that was not posted, a panic) still tells
+    /// the others rather than leave them in a collective.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abort("it stopped before the end of its run (its own log says why)");
+        }
+        self.halt();
+    }
+}
+
+fn post_abort(store: &TcpStore, text: &str) -> Result<()> {
+    if store.add(ABORT_CLAIM, 1)? == 1 {
+        store.set(ABORT, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn watch(
+    store: &TcpStore,
+    rank: usize,
+    world_size: usize,
+    options: &WatchdogOptions,
+    stop: &AtomicBool,
+    place: &str,
+    on_fatal: &dyn Fn(String),
+) {
+    // Rank 0's view of every rank's counter: its last value and when it last moved.
+    let mut heard: Vec<(i64, Instant)> = vec![(0, Instant::now()); world_size];
+    while !stop.load(Ordering::SeqCst) {
+        match look(store, rank, options, &mut heard) {
+            Ok(None) => {}
+            Ok(Some(why)) => return on_fatal(why),
+            // The TCPStore lives in rank 0's process: it stops answering when rank 0 has exited.
+            Err(e) if !stop.load(Ordering::SeqCst) => {
+                return on_fatal(format!(
+                    "the rendezvous store at {place} stopped answering ({e}): rank 0 has exited \
+                     or its node is unreachable"
+                ))
+            }
+            Err(_) => return,
+        }
+        std::thread::sleep(options.interval);
+    }
+}
+
+/// One round: beat, read any abort, and on rank 0 check that every unfinished rank beats.
+fn look(
+    store: &TcpStore,
+    rank: usize,
+    options: &WatchdogOptions,
+    heard: &mut [(i64, Instant)],
+) -> Result<Option<String>> {
+    store.add(&beat_key(rank), 1)?;
+    if store.contains(ABORT)? {
+        let why = String::from_utf8_lossy(&store.get(ABORT)?).into_owned();
+        store.set(&ack_key(rank), b"1")?;
+        return Ok(Some(why));
+    }
+    if rank != 0 {
+        return Ok(None);
+    }
+    for (r, (count, moved)) in heard.iter_mut().enumerate().skip(1) {
+        if store.contains(&done_key(r))? {
+            continue;
+        }
+        let now = store.add(&beat_key(r), 0)?;
+        if now != *count {
+            *count = now;
+            *moved = Instant::now();
+        } else if moved.elapsed() > options.timeout {
+            let why = format!(
+                "rank {r} has not been heard from for {} s (its process died, or its node is \
+                 down or unreachable; dist.heartbeat_timeout_secs)",
+                moved.elapsed().as_secs()
+            );
+            post_abort(store, &why)?;
+            return Ok(Some(why));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,96 @@
+//! The distributed watchdog over a real c10d TCPStore in this process: a rank that goes quiet is
+//! named and every rank is told, an abort carries its rank's reason, a finished rank is left in
+//! peace, and a store that goes away (rank 0 exited) is noticed.
+
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use imagen_trainer::dist::{OnFatal, StoreOptions, TcpStore, Watchdog, WatchdogOptions};
+
+fn server() -> TcpStore {
+    TcpStore::open(&StoreOptions::server("127.0.0.1", 0).timeout(Duration::from_secs(10))).unwrap()
+}
+
+fn options(timeout_ms: u64) -> WatchdogOptions {
+    WatchdogOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        interval: Duration::from_millis(50),
+    }
+}
+
+/// A fatal handler that reports instead of ending the test process.
+fn reporter() -> (OnFatal, Receiver<String>) {
+    let (tx, rx) = channel();
+    (Box::new(move |why| tx.send(why).unwrap()), rx)
+}
+
+fn start(
+    store: &TcpStore,
+    rank: usize,
+    world: usize,
+    timeout_ms: u64,
+) -> (Watchdog, Receiver<String>) {
+    let (on_fatal, rx) = reporter();
+    let dog =
+        Watchdog::start("127.0.0.1", store.port(), rank, world, options(timeout_ms), on_fatal);
+    (dog.unwrap(), rx)
+}
+
+#[test]
+fn a_rank_that_goes_quiet_is_named_and_every_rank_is_told() {
+    let store = server();
+    let (_zero, zero_rx) = start(&store, 0, 3, 600);
+    let (one, one_rx) = start(&store, 1, 3, 600);
+    // Rank 2 checks in once (as a started watchdog does) and is never heard from again.
+    store.add("watchdog/beat/2", 1).unwrap();
+    let began = Instant::now();
+    let why = zero_rx.recv_timeout(Duration::from_secs(10)).expect("rank 0 did not notice");
+    assert!(began.elapsed() >= Duration::from_millis(500), "too early: {:?}", began.elapsed());
+    assert!(why.contains("rank 2 has not been heard from"), "{why}");
+    let told = one_rx.recv_timeout(Duration::from_secs(10)).expect("rank 1 was not told");
+    assert!(told.contains("rank 2 has not been heard from"), "{told}");
+    drop(one);
+}
+
+#[test]
+fn an_abort_carries_its_ranks_reason_to_the_others() {
+    let store = server();
+    let (_zero, zero_rx) = start(&store, 0, 2, 60_000);
+    let (mut one, one_rx) = start(&store, 1, 2, 60_000);
+    one.abort("No space left on device (os error 28) writing step-000000100");
+    let why = zero_rx.recv_timeout(Duration::from_secs(10)).expect("rank 0 was not told");
+    assert!(why.starts_with("rank 1 failed: No space left on device"), "{why}");
+    // The rank that posted the abort does not act on it itself.
+    assert!(one_rx.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn finished_ranks_are_not_taken_for_dead_ones() {
+    let store = server();
+    let (zero, zero_rx) = start(&store, 0, 2, 300);
+    let (one, one_rx) = start(&store, 1, 2, 300);
+    one.finish().unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(zero_rx.try_recv().is_err(), "rank 0 flagged a rank that had finished");
+    zero.finish().unwrap();
+    assert!(one_rx.try_recv().is_err());
+}
+
+#[test]
+fn a_rank_that_leaves_without_finishing_stops_the_others() {
+    let store = server();
+    let (_zero, zero_rx) = start(&store, 0, 2, 60_000);
+    let (one, _one_rx) = start(&store, 1, 2, 60_000);
+    drop(one);
+    let why = zero_rx.recv_timeout(Duration::from_secs(10)).expect("rank 0 was not told");
+    assert!(why.contains("rank 1 failed: it stopped before the end of its run"), "{why}");
+}
+
+#[test]
+fn a_store_that_goes_away_is_noticed() {
+    let store = server();
+    let (_one, one_rx) = start(&store, 1, 2, 60_000);
+    drop(store);
+    let why = one_rx.recv_timeout(Duration::from_secs(30)).expect("the lost store went unnoticed");
+    assert!(why.contains("stopped answering"), "{why}");
+}
