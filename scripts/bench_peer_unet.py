@@ -43,11 +43,44 @@ def offline_t5_config():
     transformers.T5Config.from_pretrained = from_pretrained
 
 
+def import_peer():
+    """Imports imagen-pytorch offline. Its data module imports `datasets` for one user-agent
+    string; where the machine's pyarrow or typing-extensions do not suit the carried `datasets`,
+    that one function is supplied instead (the U-Net does not use `datasets`)."""
+    offline_t5_config()
+    try:
+        import datasets.utils.file_utils  # noqa: F401
+    except Exception as e:  # an ImportError, or an AttributeError from a version mismatch
+        import types
+
+        print(f"note: `datasets` does not import here ({e!r}); imagen-pytorch gets a stand-in "
+              f"for the one function it imports from it", file=sys.stderr)
+        for name in [m for m in sys.modules if m == "datasets" or m.startswith("datasets.")]:
+            del sys.modules[name]
+        file_utils = types.ModuleType("datasets.utils.file_utils")
+        file_utils.get_datasets_user_agent = lambda *a, **k: "imagen-rs-bench"
+        utils = types.ModuleType("datasets.utils")
+        utils.file_utils = file_utils
+        package = types.ModuleType("datasets")
+        package.utils = utils
+        sys.modules.update({"datasets": package, "datasets.utils": utils,
+                            "datasets.utils.file_utils": file_utils})
+    import ema_pytorch  # noqa: F401
+    import imagen_pytorch  # noqa: F401
+
+
+def run_imagen(cmd):
+    """Runs our binary and returns its stdout; on failure its stderr is shown, not swallowed."""
+    try:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    except subprocess.CalledProcessError as e:
+        sys.stderr.write(e.stderr or "")
+        sys.exit(f"{' '.join(cmd[:3])} ... failed with exit code {e.returncode}")
+
+
 def imagen_json(args, *cmd):
     sets = [x for s in args.set for x in ("--set", s)]
-    out = subprocess.run([args.imagen, *cmd, "--config", args.config, *sets],
-                         check=True, capture_output=True, text=True).stdout
-    return out
+    return run_imagen([args.imagen, *cmd, "--config", args.config, *sets])
 
 
 def stage_config(args):
@@ -268,7 +301,7 @@ def ours(args):
            "--set", f"train.precision={args.precision}", "--stage", str(args.stage),
            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--json"]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return json.loads(run_imagen(cmd))
 
 
 def main():
@@ -294,9 +327,7 @@ def main():
                    help="only import the peer (offline, as a run does) and print {}")
     args = p.parse_args()
     if args.check_imports:
-        offline_t5_config()
-        import ema_pytorch  # noqa: F401
-        import imagen_pytorch  # noqa: F401
+        import_peer()
         print("{}")
         return
     if args.config is None or args.batch is None:
@@ -310,7 +341,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    offline_t5_config()
+    import_peer()
     cfg, stage = stage_config(args)
     text_len = cfg["text"]["max_length"]
     summary = json.loads(imagen_json(args, "model", "summary", "--stage", str(args.stage),
@@ -327,7 +358,7 @@ def main():
               f"without attention)", file=sys.stderr)
 
     our_rates, peer_rates, our_mem, peer_mem = [], [], [], []
-    for _ in range(args.runs):
+    for run in range(args.runs):
         r = ours(args)
         our_rates.append(r["samples_per_sec"])
         our_mem.append(r["peak_memory_bytes"])
@@ -335,6 +366,10 @@ def main():
         step, mem = peer_steps(peer_unet(stage, text_len, extras, mapping), stage, args, text_len)
         peer_rates.append(args.batch / step)
         peer_mem.append(mem)
+        # Each run as it ends, on stderr: a run cut short by a time limit still leaves these.
+        print(json.dumps({"run": run, "samples_per_sec_ours": our_rates[-1],
+                          "samples_per_sec_peer": peer_rates[-1], "peak_memory_ours": our_mem[-1],
+                          "peak_memory_peer": mem}), file=sys.stderr, flush=True)
         # Hand the peer's cached blocks back before our next run, a separate process on the
         # same GPU.
         gc.collect()

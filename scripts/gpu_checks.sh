@@ -15,9 +15,10 @@
 # All of it takes longer than one device call may run (10 minutes), so GPU_CHECKS_ONLY (a bash
 # regex over the check names) picks a part; the targets of issue 9 first, the rest second:
 #   GPU_CHECKS_ONLY='^(env|base64_bf16|sr256_bf16|peer_.*)$' scripts/gpu_checks.sh run OUT
-#   GPU_CHECKS_ONLY='^(env|base64_bf16_(loop_adamw|launch1|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|demo_.*)$' ...
+#   GPU_CHECKS_ONLY='^(env|nccl_match|base64_bf16_(loop_adamw|launch1|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|demo_.*)$' ...
 #   GPU_CHECKS_ONLY='^(env|ckpt_write_.*)$' ...      # a third call, if the budget allows
-# A call cut short still returns the lines that results.jsonl had by then.
+# A call cut short still returns the lines that results.jsonl had by then. Run `prepare` right
+# before the device calls: `.device/imagen` must be the binary of the commit being measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,10 +56,10 @@ run_checks() {
 
   # Sizes: the issue's base-64 and SR-256 models at training batches on the H200, or tiny ones.
   local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
-  local peer_steps=10 demo_steps=3000 timeout=240 ckpt_dim=256
+  local peer_steps=10 demo_steps=3000 timeout=240 peer_timeout=330 ckpt_dim=256
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
     base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
-    peer_steps=2 demo_steps=20 timeout=600 ckpt_dim=32
+    peer_steps=2 demo_steps=20 timeout=600 peer_timeout=600 ckpt_dim=32
   fi
 
   # check NAME SECONDS CMD...: runs CMD, appends {"check": NAME, "rc": .., "secs": .., "report":
@@ -100,33 +101,55 @@ PY
 
   nvidia-smi || true
   check env 60 "$bin" env --json
+  # The shim lays out ProcessGroupNCCL's options with the NCCL headers it was built against; the
+  # machine's libtorch must carry the same NCCL, or the group would be built on a wrong layout.
+  check nccl_match 60 python3 -c '
+import json, subprocess, sys, torch
+ours = json.loads(subprocess.run([sys.argv[1], "env", "--json"], capture_output=True,
+                                 text=True, check=True).stdout)["nccl_header_version"]
+major, minor, patch = torch.cuda.nccl.version()
+theirs = major * 10000 + minor * 100 + patch
+print(json.dumps({"shim_nccl": ours, "torch_nccl": theirs}))
+sys.exit(0 if ours == theirs else 1)
+' "$bin"
+  local nccl_rc=$last_rc
 
   # Issue 9: samples/s, phases, peak memory and MFU in bf16; AdamW fused (auto) against the loop.
   local bench=(bench train --steps "$steps" --warmup 3 --json)
   check base64_bf16 "$timeout" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch"
   check base64_bf16_loop_adamw "$timeout" "$bin" "${bench[@]}" --config "$base" \
     --batch "$base_batch" --set train.optimizer_kernel=loop
-  # fp32 only to price the bf16 lever: a few steps (about 10x slower per step).
-  check base64_fp32 "$timeout" "$bin" bench train --steps 5 --warmup 2 --json --config "$base" \
-    --batch "$base_batch" --set train.precision=fp32
+  # fp32 only to price the bf16 lever: a few steps (about 10x slower per step), at half the
+  # batch (fp32 feature maps at batch 64 may not fit beside 40 GB of weights and moments).
+  check base64_fp32 "$timeout" "$bin" bench train --steps 3 --warmup 1 --json --config "$base" \
+    --batch "$((base_batch / 2 > 0 ? base_batch / 2 : 1))" --set train.precision=fp32
   check sr256_bf16 "$timeout" "$bin" "${bench[@]}" --config "$sr" --batch "$sr_batch"
 
   # Issue 7: world size 1 through ProcessGroupNCCL (the all-reduce's overhead and its overlap
   # with the backward pass), set against the runs above without a process group.
-  check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- "${bench[@]}" \
-    --config "$base" --batch "$base_batch"
+  if [ "$nccl_rc" = 0 ] || ! wants nccl_match; then
+    check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- "${bench[@]}" \
+      --config "$base" --batch "$base_batch"
+  fi
 
   # Issue 9: the same steps of lucidrains' imagen-pytorch Unet, alternating with ours.
-  local peer=("${PYTHON:-python3}" scripts/bench_peer_unet.py --imagen "$bin" --steps "$peer_steps" --runs 3
+  # Two alternating runs of each side on the GPU (its timings are steady; each run of the peer
+  # builds a 2 B-parameter model), three on the CPU. Each run's figures also go to log.txt as it
+  # ends.
+  local peer=("${PYTHON:-python3}" scripts/bench_peer_unet.py --imagen "$bin" --steps "$peer_steps"
     --precision bf16 --json)
-  if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then peer+=(--device cpu --precision fp32); else peer+=(--device cuda); fi
+  if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
+    peer+=(--device cpu --precision fp32 --runs 3)
+  else
+    peer+=(--device cuda --runs 2)
+  fi
   # The carried wheels sit beside the image's own packages: import them once before relying
   # on them.
   last_rc=0
   check peer_import 120 "${PYTHON:-python3}" scripts/bench_peer_unet.py --check-imports
   if [ "$last_rc" = 0 ]; then
-    check peer_base64 "$timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
-    check peer_sr256 "$timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
+    check peer_base64 "$peer_timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
+    check peer_sr256 "$peer_timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
   fi
 
   # The demo's data, encoder and embedding cache, made once for the checks that train on them.
@@ -195,6 +218,9 @@ print(json.dumps({"step_after_save_s": after, "median_other_step_s": other[len(o
   check base64_bf16_no_cudnn_benchmark "$timeout" "$bin" "${lever[@]}" --set train.cudnn_benchmark=false
   rm -rf "$work"
   echo "results in $results"
+  # Close the pipe into tee and give it a moment, so log.txt is whole when the call returns.
+  exec >/dev/null 2>&1
+  sleep 1
 }
 
 case "${1:-}" in
