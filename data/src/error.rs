@@ -23,6 +23,9 @@ pub enum DataError {
     /// A configuration or option is unusable; the message says which and why.
     #[error("{0}")]
     Invalid(String),
+    /// A saved data cursor that this loader cannot continue exactly.
+    #[error("{0}")]
+    CursorMismatch(String),
 
     /// The loader's background thread stopped.
     #[error("data loader stopped: {0}")]

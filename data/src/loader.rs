@@ -18,7 +18,9 @@ use crossbeam_channel::{bounded, Receiver};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DataConfig, FormatChoice};
+use sha2::{Digest, Sha256};
+
+use crate::config::{DataConfig, FilterConfig, FormatChoice};
 use crate::decode::{decode_into, ImageLimits, Transform};
 use crate::embed_cache::{EmbedCache, TextBatch};
 use crate::error::{DataError, Result};
@@ -42,6 +44,57 @@ pub struct Cursor {
     pub stream: StreamPos,
     /// Good samples and skips so far.
     pub stats: SkipStats,
+    /// What else decides the stream's order; a cursor is exact only under the same settings.
+    /// (Absent from cursors saved before it existed: those are checked as before.)
+    #[serde(default)]
+    pub settings: Option<StreamSettings>,
+}
+
+/// The settings, besides seed, rank and world size, that decide which samples a rank's stream
+/// yields in which order: restoring a cursor under others would silently skip or repeat data.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamSettings {
+    /// SHA-256 (16 hex digits) of the shards' file names in order (names, not directories: a
+    /// dataset copied to another disk is the same list).
+    pub shard_list: String,
+    pub readers: usize,
+    pub shuffle_buffer: usize,
+    pub flip: bool,
+    pub filters: FilterConfig,
+}
+
+impl StreamSettings {
+    fn of(cfg: &DataConfig, shards: &[ShardEntry]) -> Self {
+        let mut hash = Sha256::new();
+        for entry in shards {
+            let name = entry.path.file_name().unwrap_or(entry.path.as_os_str());
+            hash.update(name.as_encoded_bytes());
+            hash.update([0]);
+        }
+        Self {
+            shard_list: hex::encode(&hash.finalize()[..8]),
+            readers: cfg.readers,
+            shuffle_buffer: cfg.shuffle_buffer,
+            flip: cfg.flip,
+            filters: cfg.filters.clone(),
+        }
+    }
+
+    /// The `data.*` settings that differ from `other`, as "field: saved -> now".
+    fn differences(&self, now: &Self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut differ = |field: &str, saved: String, current: String| {
+            if saved != current {
+                out.push(format!("data.{field}: {saved} -> {current}"));
+            }
+        };
+        differ("shards (file names)", self.shard_list.clone(), now.shard_list.clone());
+        differ("readers", self.readers.to_string(), now.readers.to_string());
+        differ("shuffle_buffer", self.shuffle_buffer.to_string(), now.shuffle_buffer.to_string());
+        differ("flip", self.flip.to_string(), now.flip.to_string());
+        differ("filters", format!("{:?}", self.filters), format!("{:?}", now.filters));
+        out
+    }
 }
 
 /// One batch: `pixels` is `len * side * side * 3` bytes, NHWC, RGB.
@@ -180,9 +233,10 @@ impl Loader {
             )));
         }
         check_filter_columns(cfg, &shards)?;
+        let settings = StreamSettings::of(cfg, &shards);
         if let Some(c) = &cursor {
             if (c.seed, c.rank, c.world, c.shards) != (cfg.seed, rank, world, shards.len()) {
-                return Err(DataError::Invalid(format!(
+                return Err(DataError::CursorMismatch(format!(
                     "data cursor is for seed {}, rank {}/{}, {} shards; this loader has seed {}, \
                      rank {rank}/{world}, {} shards",
                     c.seed,
@@ -191,6 +245,14 @@ impl Loader {
                     c.shards,
                     cfg.seed,
                     shards.len()
+                )));
+            }
+            let changed = c.settings.as_ref().map(|saved| saved.differences(&settings));
+            if let Some(changed) = changed.filter(|c| !c.is_empty()) {
+                return Err(DataError::CursorMismatch(format!(
+                    "the data cursor was saved under other data settings ({}), so it cannot \
+                     continue the same stream",
+                    changed.join("; ")
                 )));
             }
         }
@@ -219,7 +281,10 @@ impl Loader {
             batches: 0,
             stream: Stream::start(),
             stats: initial_stats,
+            settings: None,
         });
+        // Cursors saved from now on carry the settings (an old cursor gains them too).
+        let start = Cursor { settings: Some(settings), ..start };
         let transform = Transform {
             side,
             crop: cfg.crop,
@@ -314,6 +379,11 @@ impl Loader {
     /// Good samples and skips by reason, as of the last batch returned.
     pub fn stats(&self) -> SkipStats {
         self.cursor.stats.clone()
+    }
+
+    /// The settings that decide this rank's stream (its shard list's digest among them).
+    pub fn settings(&self) -> Option<&StreamSettings> {
+        self.cursor.settings.as_ref()
     }
 
     /// Batches per (nominal) epoch, the same on every rank.

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::synth_dataset;
-use imagen_data::{Batch, DataConfig, Loader};
+use imagen_data::{Batch, DataConfig, DataError, Loader};
 
 fn config(dir: &std::path::Path, container: &str) -> DataConfig {
     DataConfig {
@@ -55,6 +55,48 @@ fn same_seed_same_batches_and_a_cut_cursor_resumes_exactly() {
             .unwrap();
         assert_ne!(other.keys, full[0].keys);
     }
+}
+
+#[test]
+fn a_cursor_continues_only_under_the_settings_that_ordered_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let cfg = config(dir.path(), "parquet");
+    let mut a = Loader::new(&cfg, 16, 0, 1, None).unwrap();
+    let full = take(&mut a, 10);
+    let mut cut = Loader::new(&cfg, 16, 0, 1, None).unwrap();
+    take(&mut cut, 4);
+    let cursor = cut.cursor();
+    drop(cut);
+    let refused = |changed: DataConfig| match Loader::new(&changed, 16, 0, 1, Some(cursor.clone()))
+    {
+        Err(DataError::CursorMismatch(why)) => why,
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a cursor restored under other settings"),
+    };
+    let why = refused(DataConfig { readers: 3, ..cfg.clone() });
+    assert!(why.contains("data.readers: 2 -> 3"), "{why}");
+    let why = refused(DataConfig { shuffle_buffer: 48, flip: !cfg.flip, ..cfg.clone() });
+    assert!(why.contains("data.shuffle_buffer: 24 -> 48") && why.contains("data.flip"), "{why}");
+    // The same number of shards, one of them another file.
+    let train = dir.path().join("parquet").join("train");
+    let copy = dir.path().join("renamed");
+    std::fs::create_dir(&copy).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&train).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for (i, path) in names.iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = if i == 0 && name.ends_with(".parquet") { format!("x{name}") } else { name };
+        std::fs::copy(path, copy.join(name)).unwrap();
+    }
+    let why = refused(DataConfig { shards: vec![copy.display().to_string()], ..cfg.clone() });
+    assert!(why.contains("data.shards (file names)"), "{why}");
+    // The same files under another directory (a dataset copied to a local disk) continue.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&train, &moved).unwrap();
+    let cfg = DataConfig { shards: vec![moved.display().to_string()], ..cfg };
+    let mut d = Loader::new(&cfg, 16, 0, 1, Some(cursor)).unwrap();
+    assert_eq!(take(&mut d, 6), full[4..]);
 }
 
 #[test]

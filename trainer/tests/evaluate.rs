@@ -21,6 +21,7 @@ fn train_base(cfg: &imagen_trainer::config::Config, run_dir: &Path, steps: u64) 
             stop: StopFlag::default(),
             progress: false,
             inject_nonfinite_at: Vec::new(),
+            restart_data: false,
         },
     )
     .unwrap();

@@ -217,35 +217,75 @@ fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
     assert!(prints.len() == 2 && prints[0] == prints[1], "{prints:?}");
 }
 
+/// A worker as a scheduler would start it (torchrun's variables, nobody watching over the job),
+/// with collectives that would wait ten minutes for a missing peer.
+fn unwatched_worker(config: &Path, run: &Path, port: u16, rank: usize, extra: &[&str]) -> Child {
+    let mut cmd = single(config, run, 100_000, 2);
+    cmd.args(["--set", "dist.collective_timeout_secs=600"])
+        .args(["--set", "dist.heartbeat_timeout_secs=3"])
+        .args(extra)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", "2")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
+#[test]
+fn ranks_that_see_different_shard_lists_are_stopped_before_training() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("shard-lists");
+    // Rank 1 lists as many shards, but one of them is another file (a listing taken while a
+    // dataset was still being written, say).
+    let train = w.path().join("same").join("parquet").join("train");
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(&train)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    shards.sort();
+    let other = w.path().join("other-00001.parquet");
+    std::fs::copy(&shards[1], &other).unwrap();
+    let list = format!("data.shards=[\"{}\", \"{}\"]", shards[0].display(), other.display());
+    let port = free_port();
+    let mut zero = unwatched_worker(&config, &run, port, 0, &[]);
+    let mut one = unwatched_worker(&config, &run, port, 1, &["--set", &list]);
+    let zero_status = wait_exit(&mut zero, Duration::from_secs(60));
+    let one_status = wait_exit(&mut one, Duration::from_secs(60));
+    let (zero_err, one_err) = (stderr_of(&mut zero), stderr_of(&mut one));
+    assert!(!zero_status.success() && !one_status.success());
+    assert!(zero_err.contains("the ranks disagree on the data shard list"), "{zero_err}");
+    // Rank 1 hears rank 0's reason through the watchdog.
+    assert!(one_err.contains("rank 0 failed: distributed: the ranks disagree"), "{one_err}");
+    assert!(!checkpoint(&run, 4).exists());
+}
+
 #[test]
 fn a_dead_rank_without_a_launcher_stops_the_job_within_the_heartbeat_timeout() {
     let (w, config) = same_sample_world();
     let run = w.run_dir("no-launcher");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // Two workers as a scheduler would start them (torchrun's variables, nobody watching over
-    // both), with collectives that would wait ten minutes for a missing peer.
-    let worker = |rank: usize| {
-        let mut cmd = single(&config, &run, 100_000, 2);
-        cmd.args(["--set", "dist.collective_timeout_secs=600"])
-            .args(["--set", "dist.heartbeat_timeout_secs=3"])
-            .env("RANK", rank.to_string())
-            .env("WORLD_SIZE", "2")
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd.spawn().unwrap()
-    };
-    let mut zero = worker(0);
-    let mut one = worker(1);
+    let port = free_port();
+    let mut zero = unwatched_worker(&config, &run, port, 0, &[]);
+    let mut one = unwatched_worker(&config, &run, port, 1, &[]);
     wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero);
     one.kill().unwrap();
     one.wait().unwrap();
     let killed = Instant::now();
     let status = wait_exit(&mut zero, Duration::from_secs(60));
     let waited = killed.elapsed();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut zero.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_of(&mut zero);
     assert!(!status.success(), "rank 0 must fail when rank 1 dies");
     assert!(err.contains("rank 1 has not been heard from"), "{err}");
     eprintln!("rank 0 stopped {waited:?} after rank 1 was killed");

@@ -17,6 +17,7 @@ fn options(run_dir: &Path, stage: usize, max_steps: u64) -> TrainOptions {
         stop: StopFlag::default(),
         progress: false,
         inject_nonfinite_at: Vec::new(),
+        restart_data: false,
     }
 }
 
@@ -108,6 +109,27 @@ fn a_save_that_falls_due_on_a_skipped_step_still_happens() {
         checkpoint::list(&out.stage_dir).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![4, 8]);
     assert_eq!(out.last_checkpoint, Some(out.stage_dir.join("step-000000008")));
+}
+
+#[test]
+fn a_resume_under_other_data_settings_is_refused_unless_the_stream_restarts() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("data-settings");
+    train(&w.config, options(&run, 0, 4)).unwrap();
+    let mut changed = w.config.clone();
+    changed.data.shuffle_buffer += 8;
+    let err = train(&changed, options(&run, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("step-000000004"), "{err}");
+    assert!(err.contains("data.shuffle_buffer: 16 -> 24"), "{err}");
+    assert!(err.contains("--data-cursor restart"), "{err}");
+    let mut opts = options(&run, 0, 8);
+    opts.restart_data = true;
+    let out = train(&changed, opts).unwrap();
+    assert_eq!(out.step, 8);
+    // The restarted stream's cursor carries the new settings: the next resume is exact again.
+    let out = train(&changed, options(&run, 0, 12)).unwrap();
+    assert_eq!(out.step, 12);
 }
 
 #[test]

@@ -23,6 +23,17 @@ pub struct TrainArgs {
     /// "auto" (newest checkpoint if any), "latest" (must exist), "never", or a checkpoint dir.
     #[arg(long, default_value = "auto")]
     resume: String,
+    /// "exact" continues the checkpoint's data stream (refused when the data settings that
+    /// order it changed); "restart" keeps the weights, optimizer and step and starts the stream
+    /// afresh.
+    #[arg(long, value_enum, default_value_t = DataCursor::Exact)]
+    data_cursor: DataCursor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DataCursor {
+    Exact,
+    Restart,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -38,6 +49,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             stop: StopFlag::on_signals()?,
             progress: std::io::stdout().is_terminal(),
             inject_nonfinite_at: Vec::new(),
+            restart_data: args.data_cursor == DataCursor::Restart,
         },
     )?;
     println!(

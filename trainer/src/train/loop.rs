@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imagen_data::{Cursor, Loader};
+use imagen_data::{Cursor, DataError, Loader};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -36,6 +36,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Test seam: treat the loss of these steps as non-finite.
     pub inject_nonfinite_at: Vec<u64>,
+    /// Resume the weights, optimizer and step, but start the data stream afresh instead of
+    /// continuing the checkpoint's (after a change of the data settings).
+    pub restart_data: bool,
 }
 
 #[derive(Debug)]
@@ -148,10 +151,30 @@ fn train_joined(
     }
     replicas.attach(&model, cfg)?;
     let side = stage.data_side();
-    let mut loader = match model.text.cache() {
-        Some(cache) => Loader::with_text_cache(&data_cfg, side, rank, world, cursor, cache)?,
-        None => Loader::new(&data_cfg, side, rank, world, cursor)?,
+    if opts.restart_data && cursor.take().is_some() {
+        tracing::warn!("--data-cursor restart: the data stream starts afresh from its first pass");
+    }
+    let loader = match model.text.cache() {
+        Some(cache) => Loader::with_text_cache(&data_cfg, side, rank, world, cursor, cache),
+        None => Loader::new(&data_cfg, side, rank, world, cursor),
     };
+    let mut loader = loader.map_err(|e| match (e, &resume_from) {
+        (DataError::CursorMismatch(why), Some(ckpt)) => TrainerError::Checkpoint(format!(
+            "{}: {why}. To keep its weights, optimizer and step and start the data stream afresh \
+             (samples may come again), resume with --data-cursor restart",
+            ckpt.dir.display()
+        )),
+        (e, _) => e.into(),
+    })?;
+    // Every rank must deal from the same shard list (each resolves the globs itself, and an
+    // img2dataset output still being written can change between two listings).
+    if let Some(settings) = loader.settings() {
+        replicas.check_same_on_every_rank(
+            "data shard list (a digest of its file names; a dataset still being written, or \
+             nodes that see different files?)",
+            &settings.shard_list,
+        )?;
+    }
 
     let schedule = LrSchedule {
         lr: stage.lr(cfg.train.lr),

@@ -182,6 +182,28 @@ impl Replicas {
         }
     }
 
+    /// Refuses to go on when `value` (a digest, say) differs between ranks; rank 0 compares
+    /// and names the ranks that differ (its error stops the others through the watchdog).
+    pub fn check_same_on_every_rank(&self, what: &str, value: &str) -> Result<()> {
+        let Some(dist) = &self.dist else { return Ok(()) };
+        let Some(all) = dist.gather_json(&format!("same/{what}"), &json!(value))? else {
+            return Ok(());
+        };
+        let differ: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.as_str() != Some(value))
+            .map(|(r, v)| format!("rank {r} has {v}"))
+            .collect();
+        if differ.is_empty() {
+            return Ok(());
+        }
+        Err(TrainerError::Dist(format!(
+            "the ranks disagree on the {what}: rank 0 has {value:?}, {}",
+            differ.join(", ")
+        )))
+    }
+
     /// Every rank's data cursor and weight fingerprint at `step`, on rank 0. Refuses to go on
     /// when the ranks' weights differ: a checkpoint of one rank would not be the run's.
     pub fn gather_for_checkpoint(
