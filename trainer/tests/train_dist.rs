@@ -139,6 +139,9 @@ fn two_ranks_hold_identical_weights_and_train_like_one_rank_with_twice_the_batch
     saved.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(prints[0], fingerprint(&saved));
     assert_eq!(ckpt.state.samples_seen, steps * 4);
+    // Rank 0 logs the job's data counts, both ranks' loaders summed.
+    let good = common::logged(&two.join("stage-0"), "samples_good");
+    assert_eq!(good.last(), Some(&(steps, (steps * 4) as f64)));
 
     // The same samples and per-sample noise, averaged over two ranks instead of one batch:
     // equal up to float summation order. The weights moved far more than that.

@@ -326,9 +326,11 @@ fn train_joined(
                 window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
                 window_clock = now;
                 last_loss = Some(window.mean_loss());
+                let data = loader.stats();
+                (window.data_good, window.data_skipped) = (data.good, data.total_skipped());
                 window.reduce_over_ranks(device, |t| replicas.sum(t))?;
                 if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
-                    log_window(events, jsonl, &bar, &window, state.step, lr, loader.stats().good)?;
+                    log_window(events, jsonl, &bar, &window, state.step, lr)?;
                 }
                 window = StepMetrics::default();
             }
@@ -415,7 +417,6 @@ fn log_window(
     window: &StepMetrics,
     step: u64,
     lr: f64,
-    good_samples: u64,
 ) -> Result<()> {
     let samples_per_sec = window.samples as f64 / window.elapsed_secs.max(1e-9);
     let data_wait = window.data_wait_secs / window.elapsed_secs.max(1e-9);
@@ -440,7 +441,9 @@ fn log_window(
     events.flush()?;
     let mut record = serde_json::Map::new();
     record.insert("step".into(), json!(step));
-    record.insert("samples_good".into(), json!(good_samples));
+    // Counted by every rank's loader since the run began, summed over the ranks.
+    record.insert("samples_good".into(), json!(window.data_good));
+    record.insert("samples_skipped".into(), json!(window.data_skipped));
     for (k, v) in &scalars {
         record.insert(k.clone(), json!(v));
     }

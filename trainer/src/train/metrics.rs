@@ -73,6 +73,10 @@ pub struct StepMetrics {
     pub last_grad_norm: f64,
     /// GiB allocated on the training GPU at the window's end (None on the CPU).
     pub gpu_memory_gb: Option<f64>,
+    /// Good samples and skipped ones (corrupt, filtered, ...) the data loader has counted since
+    /// the run began: this rank's, then the job's after `reduce_over_ranks`.
+    pub data_good: u64,
+    pub data_skipped: u64,
 }
 
 impl StepMetrics {
@@ -86,17 +90,24 @@ impl StepMetrics {
         self.buckets.means()
     }
 
-    /// Sums the window's bucket figures and sample count over the ranks through `sum` (an
-    /// in-place all-reduce), so rank 0 logs the whole job's. Every rank calls it at the same step.
+    /// Sums the window's bucket figures, sample count and data counts over the ranks through
+    /// `sum` (an in-place all-reduce), so rank 0 logs the whole job's. Every rank calls it at the
+    /// same step.
     pub fn reduce_over_ranks(
         &mut self,
         device: tch::Device,
         sum: impl FnOnce(&[&Tensor]) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
-        let samples = Tensor::from(self.samples as f64).to_device(device);
+        // f64 holds these counts exactly (below 2^53).
+        let counts = [self.samples, self.data_good, self.data_skipped].map(|c| c as f64);
+        let counts = Tensor::from_slice(&counts).to_device(device);
         let (bucket_sum, bucket_count) = self.buckets.tensors(device);
-        sum(&[bucket_sum, bucket_count, &samples])?;
-        self.samples = samples.double_value(&[]) as u64;
+        sum(&[bucket_sum, bucket_count, &counts])?;
+        let summed = Vec::<f64>::try_from(counts.to_device(tch::Device::Cpu))
+            .map_err(crate::error::TrainerError::Torch)?;
+        self.samples = summed[0] as u64;
+        self.data_good = summed[1] as u64;
+        self.data_skipped = summed[2] as u64;
         Ok(())
     }
 
