@@ -148,7 +148,10 @@ impl Dist {
             0 => None,
             secs => {
                 let timeout = Duration::from_secs(secs);
-                let options = WatchdogOptions { timeout, interval: (timeout / 4).min(SECOND) };
+                // A round costs rank 0's store a few requests per rank: every 5 s at the default
+                // timeout keeps that small for a job of a thousand ranks.
+                let interval = (timeout / 12).clamp(SECOND, 5 * SECOND);
+                let options = WatchdogOptions { timeout, interval };
                 let (host, port) = (&info.master_addr, info.master_port);
                 Some(Watchdog::start(
                     host,
