@@ -91,8 +91,9 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // The launcher died before the prctl took effect. (No allocation here.)
                 if libc::getppid() != launcher_pid {
-                    return Err(std::io::Error::other("the launcher exited during the spawn"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
