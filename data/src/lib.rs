@@ -25,5 +25,5 @@ pub mod synth;
 pub use config::{DataConfig, FilterConfig, FormatChoice};
 pub use decode::CropMode;
 pub use error::{DataError, Result};
-pub use loader::{Batch, Cursor, Loader, StreamSettings};
+pub use loader::{epoch_batches, Batch, Cursor, Loader, StreamSettings};
 pub use stats::{SkipReason, SkipStats};

@@ -159,6 +159,26 @@ pub fn resolve_shards(cfg: &DataConfig) -> Result<(Vec<ShardEntry>, SkipStats)> 
     Ok((entries, stats))
 }
 
+/// Batches per epoch when `data.epoch_batches` is 0: every shard's samples counted (its stats
+/// marker, or its metadata), the shards a pass leaves out (`shards % world`) discounted, split
+/// over the ranks. In a job of many ranks one of them counts and tells the others
+/// ([`epoch_batches`] then `data.epoch_batches`), rather than every rank reading every shard.
+fn derived_epoch_batches(shards: &[ShardEntry], world: usize, batch_size: usize) -> u64 {
+    let total: u64 = shards.iter().map(|e| count_samples(&e.path, e.format)).sum();
+    let dealt = total * (shards.len() - shards.len() % world) as u64 / shards.len() as u64;
+    (dealt / world as u64 / batch_size as u64).max(1)
+}
+
+/// The batches per epoch a loader of `world` ranks under `cfg` yields: `data.epoch_batches`, or
+/// derived from the shards' sample counts.
+pub fn epoch_batches(cfg: &DataConfig, world: usize) -> Result<u64> {
+    if cfg.epoch_batches > 0 {
+        return Ok(cfg.epoch_batches);
+    }
+    let (shards, _) = resolve_shards(cfg)?;
+    Ok(derived_epoch_batches(&shards, world.clamp(1, shards.len()), cfg.batch_size.max(1)))
+}
+
 /// Refuses filters on columns the shards lack (checked on the first readable shard).
 fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
     let need = cfg.filters.required_columns();
@@ -256,12 +276,9 @@ impl Loader {
                 )));
             }
         }
-        let epoch_batches = if cfg.epoch_batches > 0 {
-            cfg.epoch_batches
-        } else {
-            let total: u64 = shards.iter().map(|e| count_samples(&e.path, e.format)).sum();
-            let dealt = total * (shards.len() - shards.len() % world) as u64 / shards.len() as u64;
-            (dealt / world as u64 / cfg.batch_size as u64).max(1)
+        let epoch_batches = match cfg.epoch_batches {
+            0 => derived_epoch_batches(&shards, world, cfg.batch_size),
+            n => n,
         };
         let spec = StreamSpec {
             shards: Arc::new(shards),

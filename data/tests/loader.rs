@@ -135,6 +135,8 @@ fn ranks_share_no_sample_within_a_pass_and_yield_equal_epochs() {
     for rank in 0..2 {
         let mut loader = Loader::new(&cfg, 16, rank, 2, None).unwrap();
         assert_eq!(loader.epoch_batches(), 10, "floor(200 * 4/5 / 2 / 8)");
+        // What rank 0 counts for a job and shares, so that the others need not count.
+        assert_eq!(imagen_data::epoch_batches(&cfg, 2).unwrap(), 10);
         let keys: HashSet<String> =
             take(&mut loader, 10).iter().flat_map(|b| b.keys.clone()).collect();
         assert_eq!(keys.len(), 80);

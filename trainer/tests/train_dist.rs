@@ -168,24 +168,30 @@ fn workers_of(launcher: &Child) -> Vec<u32> {
         .collect()
 }
 
+/// A launcher of two workers training for good, once they have saved step 4, and its workers.
+fn launched_and_saving(config: &Path, run: &Path) -> (Child, Vec<u32>) {
+    let mut launcher = launch(config, run, 100_000, 2).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&checkpoint(run, 4).join("state.json"), &mut launcher);
+    let workers = workers_of(&launcher);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    (launcher, workers)
+}
+
+/// Whether process `pid` still runs (a zombie awaiting its parent's wait does not).
+fn running(pid: &u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
 #[test]
 fn a_killed_worker_stops_the_other_and_the_launcher_fails() {
     let (w, config) = same_sample_world();
-    let run = w.run_dir("killed");
-    let mut launcher = launch(&config, &run, 100_000, 2).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&checkpoint(&run, 4).join("state.json"), &mut launcher);
-    let workers = workers_of(&launcher);
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    let (mut launcher, workers) = launched_and_saving(&config, &w.run_dir("killed"));
     // SAFETY: kill(2) on a process this test's launcher started.
     unsafe { libc::kill(workers[1] as i32, libc::SIGKILL) };
     let status = wait_exit(&mut launcher, Duration::from_secs(60));
     assert!(!status.success(), "the launcher must fail when a worker dies");
     for pid in workers {
-        let alive = Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ");
-        assert!(!alive, "worker {pid} still runs");
+        assert!(!running(&pid), "worker {pid} still runs");
     }
 }
 
@@ -193,19 +199,12 @@ fn a_killed_worker_stops_the_other_and_the_launcher_fails() {
 fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
     let (w, config) = same_sample_world();
     let run = w.run_dir("orphaned");
-    let mut launcher = launch(&config, &run, 100_000, 2).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&checkpoint(&run, 4).join("state.json"), &mut launcher);
-    let workers = workers_of(&launcher);
-    assert_eq!(workers.len(), 2, "{workers:?}");
+    let (mut launcher, workers) = launched_and_saving(&config, &run);
     // SIGKILL leaves the launcher no chance to forward anything: the kernel's parent-death
     // signal (SIGTERM) tells the workers.
     launcher.kill().unwrap();
     launcher.wait().unwrap();
     let start = Instant::now();
-    let running = |pid: &u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-    };
     while workers.iter().any(running) {
         assert!(start.elapsed() < Duration::from_secs(60), "orphaned workers still run");
         std::thread::sleep(Duration::from_millis(50));

@@ -151,6 +151,15 @@ fn train_joined(
     }
     replicas.attach(&model, cfg)?;
     let side = stage.data_side();
+    if world > 1 && data_cfg.epoch_batches == 0 {
+        // Counting means reading every shard's marker or metadata: rank 0 counts for the job
+        // instead of every rank reading every shard of a shared filesystem.
+        let counted = if main { imagen_data::epoch_batches(&data_cfg, world)? } else { 0 };
+        let shared = replicas.share_from_main("epoch-batches", &counted.to_string())?;
+        data_cfg.epoch_batches = shared.parse().map_err(|_| {
+            TrainerError::Dist(format!("rank 0 sent {shared:?} as the batches per epoch"))
+        })?;
+    }
     if opts.restart_data && cursor.take().is_some() {
         tracing::warn!("--data-cursor restart: the data stream starts afresh from its first pass");
     }

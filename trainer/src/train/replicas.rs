@@ -182,6 +182,14 @@ impl Replicas {
         }
     }
 
+    /// Rank 0's `value` on every rank (`value` is read on rank 0 only); `key` names it.
+    pub fn share_from_main(&self, key: &str, value: &str) -> Result<String> {
+        match &self.dist {
+            Some(dist) => dist.share_from_main(key, value),
+            None => Ok(value.to_owned()),
+        }
+    }
+
     /// Refuses to go on when `value` (a digest, say) differs between ranks; rank 0 compares
     /// and names the ranks that differ (its error stops the others through the watchdog).
     pub fn check_same_on_every_rank(&self, what: &str, value: &str) -> Result<()> {
