@@ -128,7 +128,7 @@ fn train_joined(
     let mut cursor: Option<Cursor> = None;
     if let Some(ckpt) = &resume_from {
         check_compatible(&ckpt.config_toml, cfg, opts.stage)?;
-        restore(&model, &mut opt, ckpt)?;
+        restore(&model, &mut opt, ckpt, main)?;
         state = ckpt.state.clone();
         if let Some(c) = replicas.cursor_of(ckpt)? {
             cursor = Some(serde_json::from_value(c).map_err(|e| {
@@ -499,9 +499,14 @@ impl Checkpointing<'_> {
     }
 }
 
-fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint) -> Result<()> {
-    copy_into(&ckpt.tensors("model")?, &model.vs, &ckpt.dir.join("model.safetensors"))?;
-    copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))?;
+/// Loads the optimizer's state and, where `weights` (rank 0, or a single process), the weights
+/// and their average: the other ranks of a job receive those from rank 0's broadcast
+/// (`Replicas::attach`), so they need not read them from a shared filesystem too.
+fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint, weights: bool) -> Result<()> {
+    if weights {
+        copy_into(&ckpt.tensors("model")?, &model.vs, &ckpt.dir.join("model.safetensors"))?;
+        copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))?;
+    }
     opt.load_state_tensors(ckpt.tensors("optimizer")?)
 }
 
