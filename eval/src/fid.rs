@@ -91,7 +91,8 @@ pub fn folder_statistics(
 ) -> Result<FidSide> {
     let acts = folder_activations(model, dir, batch_size, device)?;
     let dims = model.dims().dims();
-    if acts.images < dims {
+    // N images give a covariance of rank at most N - 1: singular unless N exceeds the dims.
+    if acts.images <= dims {
         tracing::warn!(
             "{}: {} images for {dims}-d features: the covariance is singular and the FID \
              unreliable; use more images than dimensions, or a smaller --dims",

@@ -267,3 +267,22 @@ fn random_crops_are_aligned_windows_of_each_image() {
     }
     assert!(offsets.len() > 5, "crops do not move: {offsets:?}");
 }
+
+#[test]
+fn configs_that_would_sample_outside_what_was_trained_or_representable_are_refused() {
+    // In f32 the cosine angle at t = 1 rounds past pi/2 from about logsnr_min = -36: NaN.
+    let t = Tensor::from_slice(&[1.0f32]);
+    let wide = DiffusionConfig { logsnr_min: -40.0, ..Default::default() };
+    let at_end = Schedule::new(&wide, 64).log_snr(&t).double_value(&[0]);
+    assert!(at_end.is_nan(), "{at_end}");
+    let err = wide.validate().unwrap_err().to_string();
+    assert!(err.contains("[-30, 30]"), "{err}");
+    let edge = DiffusionConfig { logsnr_min: -30.0, ..Default::default() };
+    edge.validate().unwrap();
+    assert!(Schedule::new(&edge, 64).log_snr(&t).double_value(&[0]).is_finite());
+    // Sampling may not noise the low-res condition beyond the levels training drew.
+    let mut cfg = DiffusionConfig { noise_aug_max: 0.1, ..Default::default() };
+    cfg.sampler.aug_level = 0.2;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("exceeds noise_aug_max"), "{err}");
+}

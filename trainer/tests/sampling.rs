@@ -250,3 +250,25 @@ fn tiny_model_overfits_coloured_squares_and_samples_them() {
 }
 
 const STEPS: usize = 600;
+
+#[test]
+fn a_super_resolution_stage_conditions_on_its_own_low_res_side_whatever_it_is_given() {
+    let _rng = exclusive();
+    tch::manual_seed(0);
+    // A 4 -> 8 stage given an 8-pixel previous output: it was trained on targets degraded to 4
+    // and back, so the condition must pass through 4 just the same.
+    let cfg = toy_unet(8, true, 16);
+    assert_eq!(cfg.lowres_side, 4);
+    let (_vs, unet) = random_unet(&cfg);
+    let diffusion = GaussianDiffusion::new(&DiffusionConfig::default(), 8).unwrap();
+    let sampler = SamplerConfig { kind: SamplerKind::Ddim, steps: 3, ..Default::default() };
+    let (text, mask) = captions(2);
+    let sharp = Tensor::rand([2, 3, 8, 8], CPU) * 2.0 - 1.0;
+    let sample = |prev: &Tensor| {
+        tch::manual_seed(5);
+        sample_stage(&unet, &diffusion, &sampler, &text, &mask, Some(prev))
+    };
+    let given_sharp = sample(&sharp);
+    let given_low = sample(&imagen_trainer::diffusion::augment::resize(&sharp, 4));
+    assert!((&given_sharp - &given_low).abs().max().double_value(&[]) < 1e-6);
+}

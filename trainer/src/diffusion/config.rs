@@ -171,6 +171,23 @@ impl DiffusionConfig {
                 return Err(bad(format!("{name} must lie in [0, 1], got {p}")));
             }
         }
+        // The cosine schedule's angle at t = 1 is pi/2 - exp(logsnr_min / 2); in f32 it rounds
+        // past pi/2 from about -36 on, and the log-SNR there becomes NaN.
+        if self.logsnr_min < -30.0 || self.logsnr_max > 30.0 {
+            return Err(bad(format!(
+                "logsnr_min and logsnr_max must lie in [-30, 30] (got {} and {}): beyond, the \
+                 cosine schedule's endpoints are not representable in f32",
+                self.logsnr_min, self.logsnr_max
+            )));
+        }
+        // The U-Net only learnt the augmentation levels of training.
+        if self.sampler.aug_level > self.noise_aug_max {
+            return Err(bad(format!(
+                "sampler.aug_level {} exceeds noise_aug_max {}: the low-res condition would be \
+                 noised beyond any level the stage was trained on",
+                self.sampler.aug_level, self.noise_aug_max
+            )));
+        }
         if self.shift_base_side < 1 || self.sampler.steps < 1 {
             return Err(bad("shift_base_side and sampler.steps must be positive".into()));
         }

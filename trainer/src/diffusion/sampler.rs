@@ -61,8 +61,9 @@ pub fn guidance_at(sampler: &SamplerConfig, log_snr: f64) -> f64 {
 }
 
 /// Samples one stage for the captions (text [B, L, D], mask [B, L]). For an SR stage,
-/// `prev` is the previous stage's output ([B, C, h, w] in [-1, 1]); it is resized to this
-/// stage's side and noise-augmented at the sampler's fixed `aug_level`. Draws from the
+/// `prev` is the previous stage's output ([B, C, h, w] in [-1, 1]); it is brought to the
+/// stage's `lowres_side` (what training degraded its targets to) if it has another side, resized
+/// to this stage's side and noise-augmented at the sampler's fixed `aug_level`. Draws from the
 /// global RNG; returns images in [-1, 1].
 pub fn sample_stage(
     unet: &UNet,
@@ -80,7 +81,17 @@ pub fn sample_stage(
         let (lowres, aug_level) = match prev {
             Some(prev) => {
                 let level = Tensor::full([b], sampler.aug_level, (Kind::Float, device));
-                let clean = resize(&prev.to_kind(Kind::Float), side);
+                let lowres_side = unet.config().lowres_side;
+                let mut prev = prev.to_kind(Kind::Float);
+                if prev.size()[2] != lowres_side {
+                    tracing::warn!(
+                        "the previous stage made {0}x{0} images and this stage was trained on \
+                         {lowres_side}x{lowres_side} conditions: resized to {lowres_side} first",
+                        prev.size()[2]
+                    );
+                    prev = resize(&prev, lowres_side);
+                }
+                let clean = resize(&prev, side);
                 let noisy =
                     noise_augment(diffusion.aug_schedule(), &clean, &level, &clean.randn_like());
                 (Some(noisy), Some(level))
