@@ -58,14 +58,55 @@ fn load_ema(model: &StageModel, ckpt: &Checkpoint) -> Result<()> {
     copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))
 }
 
-/// Samples `prompts` through `stages` (base first) with the EMA weights; deterministic for a
-/// seed on a given device. Returns each stage's images, [B, 3, H, W] in [-1, 1].
+/// Prompts sampled at a time when the command line does not say (`--batch-size`).
+pub const DEFAULT_SAMPLE_BATCH: usize = 64;
+
+/// Samples `prompts` through `stages` (base first) with the EMA weights, `batch_size` prompts at
+/// a time through the whole cascade (an FID's thousands of prompts would not fit in one batch:
+/// the encoder's attention, the U-Nets' activations, both doubled by guidance). Chunk k draws
+/// its noise from `seed + k`, so a run is deterministic for a seed, a batch size and a device,
+/// and the first `batch_size` prompts come out the same whatever follows them. Returns each
+/// stage's images on the host, [B, 3, H, W] in [-1, 1].
 pub fn sample_cascade(
     stages: &[LoadedStage],
     prompts: &[String],
     seed: i64,
+    batch_size: usize,
 ) -> Result<Vec<Tensor>> {
-    let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
+    if prompts.is_empty() {
+        return Err(TrainerError::Config {
+            source_name: "sampling".into(),
+            message: "no prompts to sample".into(),
+        });
+    }
+    let batch = batch_size.max(1);
+    let mut per_stage: Vec<Vec<Tensor>> = stages.iter().map(|_| Vec::new()).collect();
+    for (k, chunk) in prompts.chunks(batch).enumerate() {
+        if prompts.len() > batch {
+            tracing::info!(
+                "sampling prompts {}..{} of {}",
+                k * batch,
+                k * batch + chunk.len(),
+                prompts.len()
+            );
+        }
+        let outputs = sample_chunk(stages, chunk, k * batch, seed.wrapping_add(k as i64))?;
+        for (parts, images) in per_stage.iter_mut().zip(outputs) {
+            // Kept on the host: a 1024 stage's images for thousands of prompts are tens of GB.
+            parts.push(images.to_device(Device::Cpu));
+        }
+    }
+    Ok(per_stage.iter().map(|parts| Tensor::cat(parts, 0)).collect())
+}
+
+/// One chunk of [`sample_cascade`]: `prompts` are numbered from `first`.
+fn sample_chunk(
+    stages: &[LoadedStage],
+    prompts: &[String],
+    first: usize,
+    seed: i64,
+) -> Result<Vec<Tensor>> {
+    let keys: Vec<String> = (first..first + prompts.len()).map(|i| format!("prompt-{i}")).collect();
     tch::manual_seed(seed);
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
     for stage in stages {

@@ -292,11 +292,21 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
         .map(|i| imagen_trainer::sample::load_stage(&cfg, &run, i, tch::Device::Cpu).unwrap())
         .collect();
     let prompts = vec![common::all_captions()[3].clone(), common::all_captions()[100].clone()];
-    let a = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7).unwrap();
-    let b = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7).unwrap();
+    let a = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7, 64).unwrap();
+    let b = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7, 64).unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(a[1].size(), vec![2, 3, 16, 16]);
     assert!(a[1].equal(&b[1]), "same seed, different images");
+    // Three prompts one at a time: chunk k draws from seed + k, so the first prompt's images are
+    // those of a run of it alone, and each chunk goes through both stages.
+    let three = [prompts.clone(), vec![common::all_captions()[7].clone()]].concat();
+    let chunked = imagen_trainer::sample::sample_cascade(&stages, &three, 7, 1).unwrap();
+    assert_eq!(chunked[0].size(), vec![3, 3, 16, 16]);
+    assert_eq!(chunked[1].size(), vec![3, 3, 16, 16]);
+    let alone = imagen_trainer::sample::sample_cascade(&stages, &three[..1], 7, 64).unwrap();
+    assert!(chunked[1].narrow(0, 0, 1).equal(&alone[1]));
+    let second = imagen_trainer::sample::sample_cascade(&stages, &three[1..2], 8, 1).unwrap();
+    assert!(chunked[1].narrow(0, 1, 1).equal(&second[1]));
     let out = w.path().join("samples");
     let grid = imagen_trainer::sample::write_samples(&out, &a[1], &prompts).unwrap();
     assert!(grid.exists() && out.join("0001.png").exists());

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use imagen_trainer::evaluate::{evaluate, EvalOptions, EvalReport, Metric};
+use imagen_trainer::sample::DEFAULT_SAMPLE_BATCH;
 use imagen_trainer::text::prompts::read_prompts;
 
 use super::config::ConfigArgs;
@@ -33,6 +34,9 @@ pub struct MetricArgs {
     /// Seed of the sampling noise.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+    /// Prompts sampled at a time through the cascade (chunk k draws from seed + k).
+    #[arg(long, default_value_t = DEFAULT_SAMPLE_BATCH)]
+    batch_size: usize,
 }
 
 impl MetricArgs {
@@ -41,6 +45,7 @@ impl MetricArgs {
         let mut opts = EvalOptions::new(run_dir, prompts, out);
         opts.metrics = self.metrics.clone();
         opts.seed = self.seed;
+        opts.sample_batch = self.batch_size;
         opts.clip = self.clip.clone();
         opts.inception = self.inception.clone();
         opts.reference = self.reference.clone();

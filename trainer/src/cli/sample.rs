@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use imagen_trainer::sample::{load_stage, sample_cascade, write_samples};
+use imagen_trainer::sample::{load_stage, sample_cascade, write_samples, DEFAULT_SAMPLE_BATCH};
 use imagen_trainer::text::prompts::read_prompts;
 use imagen_trainer::train::{prepare_process, resolve_device};
 
@@ -30,6 +30,9 @@ pub struct SampleArgs {
     /// Seed of the sampling noise.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+    /// Prompts sampled at a time through the cascade (chunk k draws from seed + k).
+    #[arg(long, default_value_t = DEFAULT_SAMPLE_BATCH)]
+    batch_size: usize,
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
@@ -52,7 +55,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         tracing::info!("stage {index}: EMA weights of {}", stage.checkpoint.display());
         stages.push(stage);
     }
-    let outputs = sample_cascade(&stages, &prompts, args.seed)?;
+    let outputs = sample_cascade(&stages, &prompts, args.seed, args.batch_size)?;
     for (i, images) in outputs.iter().enumerate() {
         let dir = if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
         let grid = write_samples(&dir, images, &prompts)?;

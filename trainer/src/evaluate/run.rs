@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Result, TrainerError};
 use crate::sample::{
     load_stage, load_stage_from, sample_cascade, to_rgb8, write_samples, LoadedStage,
+    DEFAULT_SAMPLE_BATCH,
 };
 use crate::train::{prepare_process, resolve_device, validation_loss_of, Weights};
 
@@ -37,6 +38,8 @@ pub struct EvalOptions {
     pub metrics: Vec<Metric>,
     /// Seed of the sampling noise.
     pub seed: i64,
+    /// Prompts sampled at a time through the cascade (`sample_cascade`).
+    pub sample_batch: usize,
     /// CLIP model folder (Hugging Face layout), for `clip`.
     pub clip: Option<PathBuf>,
     /// pytorch-fid's Inception weights (safetensors), for `fid`.
@@ -60,6 +63,7 @@ impl EvalOptions {
             out,
             metrics: vec![Metric::Conditioning, Metric::ValLoss],
             seed: 0,
+            sample_batch: DEFAULT_SAMPLE_BATCH,
             clip: None,
             inception: None,
             reference: None,
@@ -152,7 +156,7 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     let device = resolve_device(&cfg.train.device)?;
     prepare_process(&cfg.train, device);
     let stages = load_stages(cfg, opts, device)?;
-    let outputs = sample_cascade(&stages, &opts.prompts, opts.seed)?;
+    let outputs = sample_cascade(&stages, &opts.prompts, opts.seed, opts.sample_batch)?;
     let images = outputs.last().expect("at least one stage");
     let samples_dir = opts.out.join("samples");
     write_samples(&samples_dir, images, &opts.prompts)?;
