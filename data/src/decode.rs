@@ -155,6 +155,12 @@ fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), Decod
         }
     }
     let corrupt = |e: &dyn std::fmt::Display| fail(SkipReason::CorruptImage, e);
+    // zune-jpeg fills what a truncated file lacks with grey and succeeds; its strict mode would
+    // also refuse the stray bytes between markers that libjpeg (and so PIL) decodes through with
+    // a warning. So truncation is checked on its own, as PIL refuses it.
+    if !ends_after_its_last_scan(bytes) {
+        return Err(corrupt(&"truncated: no end-of-image marker after the last scan"));
+    }
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_max_width(u16::MAX as usize)
@@ -169,6 +175,20 @@ fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), Decod
         return Err(corrupt(&"decoded size does not match the header"));
     }
     Ok((w, h, pixels))
+}
+
+/// Whether a JPEG's end-of-image marker (FF D9) follows its last start-of-scan (FF DA). Neither
+/// can occur inside entropy-coded data (an FF there is stuffed or a restart marker), and an
+/// embedded EXIF thumbnail's markers come before the image's own scan: a file cut anywhere in
+/// or after its scan data lacks the final FF D9.
+fn ends_after_its_last_scan(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        // No scan at all: the decoder's own error names what is missing.
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
 }
 
 thread_local! {

@@ -11,6 +11,7 @@
 //! captions up in the T5 embedding cache and widens them to f32, so a `frozen-cached` training
 //! step finds its text conditioning ready in [`Batch::text`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -324,7 +325,7 @@ impl Loader {
             .spawn(move || {
                 let mut stream = Stream::new(spec, restored, cursor.stats.clone());
                 let mut warner = SkipWarner::default();
-                let mut good_pass = cursor.stream.window_start.pass;
+                let mut undecoded = Undecoded::new(cursor.stream.window_start.pass);
                 loop {
                     let made = make_batch(
                         &mut stream,
@@ -332,7 +333,7 @@ impl Loader {
                         &transform,
                         batch_size,
                         &mut warner,
-                        &mut good_pass,
+                        &mut undecoded,
                     )
                     .and_then(|mut batch| {
                         if let Some(cache) = &text_cache {
@@ -420,6 +421,39 @@ impl Drop for Loader {
     }
 }
 
+/// The whole passes since the last decoded sample and the shards they dealt this rank: a rank
+/// reads only its share of a pass (one shard when shards == world), so it gives up only when
+/// those cover every shard of the list.
+struct Undecoded {
+    /// The last pass whose shards are in `shards`: at first the pass of the last decoded sample
+    /// (or the pass the stream starts in).
+    dealt_to: u64,
+    shards: HashSet<usize>,
+}
+
+impl Undecoded {
+    fn new(pass: u64) -> Self {
+        Undecoded { dealt_to: pass, shards: HashSet::new() }
+    }
+
+    fn decoded(&mut self, pass: u64) {
+        self.dealt_to = pass;
+        if !self.shards.is_empty() {
+            self.shards.clear();
+        }
+    }
+
+    /// Whether the whole passes between the last decoded sample and `pass` dealt this rank every
+    /// shard.
+    fn every_shard_failed(&mut self, spec: &StreamSpec, pass: u64) -> bool {
+        while self.dealt_to + 1 < pass {
+            self.dealt_to += 1;
+            self.shards.extend(spec.deal(self.dealt_to).into_iter().flatten());
+        }
+        self.shards.len() >= spec.shards.len()
+    }
+}
+
 /// Decodes samples from `stream` until `batch_size` succeeded, in stream order.
 fn make_batch(
     stream: &mut Stream,
@@ -427,7 +461,7 @@ fn make_batch(
     transform: &Transform,
     batch_size: usize,
     warner: &mut SkipWarner,
-    good_pass: &mut u64,
+    undecoded: &mut Undecoded,
 ) -> Result<Batch> {
     let side = transform.side;
     let image = side as usize * side as usize * 3;
@@ -450,7 +484,7 @@ fn make_batch(
         for (i, (item, result)) in items.into_iter().zip(results).enumerate() {
             match result {
                 Ok(()) => {
-                    *good_pass = item.pass;
+                    undecoded.decoded(item.pass);
                     let at = keys.len();
                     if at != filled + i {
                         pixels.copy_within(
@@ -463,9 +497,13 @@ fn make_batch(
                     captions.push(item.sample.caption);
                 }
                 Err(f) => {
-                    if item.pass >= *good_pass + 2 {
+                    if undecoded.every_shard_failed(stream.spec(), item.pass) {
+                        let spec = stream.spec();
                         return Err(DataError::Invalid(format!(
-                            "no sample decoded in two whole passes over the shards (last: {}: {})",
+                            "rank {} decoded no sample of any of the {} shards, each read whole \
+                             since its last decoded sample (last: {}: {})",
+                            spec.rank,
+                            spec.shards.len(),
                             f.reason.as_str(),
                             f.detail
                         )));

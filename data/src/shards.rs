@@ -31,12 +31,24 @@ impl ShardFormat {
 /// An entry is brace-expanded first; then each result is a glob (if it holds `*?[`), a directory
 /// (its `.parquet`/`.tar` files, sorted), a shard file, or else a list file. A missing path, a glob
 /// that matches nothing, or an empty result is an error.
+///
+/// A directory or glob leaves out `X.parquet` when `X.tar` sits beside it: img2dataset's
+/// WebDataset output writes that metadata-only side-car (no image column) next to each tar. A
+/// parquet named explicitly (as a file, a brace range or in a list file) is kept.
 pub fn expand_shards(entries: &[String]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut sidecars = 0;
     for entry in entries {
         for item in expand_braces(entry)? {
-            expand_item(&item, &mut out, 0)?;
+            expand_item(&item, &mut out, &mut sidecars, 0)?;
         }
+    }
+    if sidecars > 0 {
+        tracing::info!(
+            "left out {sidecars} .parquet file(s) of {entries:?}: each is the metadata side-car of \
+             the .tar of the same name beside it (img2dataset's WebDataset output); name one \
+             explicitly to read it"
+        );
     }
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
@@ -46,7 +58,22 @@ pub fn expand_shards(entries: &[String]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+/// Drops the `X.parquet` files that have an `X.tar` beside them; returns how many.
+fn drop_sidecars(files: &mut Vec<PathBuf>) -> usize {
+    let before = files.len();
+    files.retain(|p| {
+        ShardFormat::from_path(p) != Some(ShardFormat::Parquet)
+            || !p.with_extension("tar").is_file()
+    });
+    before - files.len()
+}
+
+fn expand_item(
+    item: &str,
+    out: &mut Vec<PathBuf>,
+    sidecars: &mut usize,
+    depth: usize,
+) -> Result<()> {
     if depth > 8 {
         return Err(DataError::ShardList(format!("{item}: list files nest too deeply")));
     }
@@ -57,9 +84,12 @@ fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
             .filter_map(|p| p.ok())
             .filter(|p| p.is_file() && ShardFormat::from_path(p).is_some())
             .collect();
+        let dropped = drop_sidecars(&mut matched);
+        *sidecars += dropped;
         if matched.is_empty() {
             return Err(DataError::ShardList(format!(
-                "{item}: glob matches no .parquet/.tar file"
+                "{item}: glob matches no .parquet/.tar file{}",
+                left_out(dropped)
             )));
         }
         matched.sort();
@@ -73,9 +103,12 @@ fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && ShardFormat::from_path(p).is_some())
             .collect();
+        let dropped = drop_sidecars(&mut files);
+        *sidecars += dropped;
         if files.is_empty() {
             return Err(DataError::ShardList(format!(
-                "{item}: directory holds no .parquet/.tar file"
+                "{item}: directory holds no .parquet/.tar file{}",
+                left_out(dropped)
             )));
         }
         files.sort();
@@ -94,11 +127,21 @@ fn expand_item(item: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
                 base.join(line).to_string_lossy().into_owned()
             };
             for e in expand_braces(&joined)? {
-                expand_item(&e, out, depth + 1)?;
+                expand_item(&e, out, sidecars, depth + 1)?;
             }
         }
     }
     Ok(())
+}
+
+/// The end of a "matches nothing" error when side-cars were all there was.
+fn left_out(sidecars: usize) -> String {
+    match sidecars {
+        0 => String::new(),
+        n => format!(
+            " ({n} .parquet file(s) left out as the metadata side-cars of the .tar beside them)"
+        ),
+    }
 }
 
 /// Bash-style brace expansion: `{0..12}`, `{00000..00012}` (width of the wider bound kept),

@@ -8,6 +8,7 @@
 //! A rank's shards are dealt round-robin to `readers` slots, read one unit per slot in turn. Passes
 //! follow each other endlessly; the loader cuts batches and nominal epochs from this stream.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -163,6 +164,10 @@ pub struct Stream {
     emitted: usize,
     exhausted: bool,
     samples_in_pass: u64,
+    /// Whether this stream read the current pass from its start (not from a cursor within it).
+    whole_pass: bool,
+    /// Shards dealt to this rank in whole passes without a sample, since the last pass with one.
+    fruitless: HashSet<usize>,
     pub stats: SkipStats,
     warner: SkipWarner,
 }
@@ -173,6 +178,7 @@ impl Stream {
     pub fn new(spec: StreamSpec, saved: Option<StreamPos>, stats: SkipStats) -> Stream {
         let fresh = saved.is_none();
         let pos = saved.unwrap_or_else(Stream::start);
+        let whole_pass = pos.window_start.slots.iter().all(|s| *s == SlotPos::default());
         let source = Source::new(spec, pos.window_start.clone());
         let mut stream = Stream {
             source,
@@ -182,6 +188,8 @@ impl Stream {
             emitted: 0,
             exhausted: false,
             samples_in_pass: 0,
+            whole_pass,
+            fruitless: HashSet::new(),
             stats,
             warner: SkipWarner::default(),
         };
@@ -206,9 +214,9 @@ impl Stream {
         &self.source.spec
     }
 
-    /// The next sample; an error only when two whole passes held no sample at all.
+    /// The next sample; an error only when this rank read every shard of the list whole, in
+    /// passes without a sample, since its last sample.
     pub fn next_item(&mut self) -> crate::Result<Item> {
-        let mut empty_passes = 0;
         loop {
             if self.emitted < self.items.len() {
                 let item = self.items[self.emitted].take().expect("each item is emitted once");
@@ -216,12 +224,17 @@ impl Stream {
                 return Ok(item);
             }
             if self.exhausted {
-                if self.samples_in_pass == 0 {
-                    empty_passes += 1;
-                    if empty_passes >= 2 {
+                if self.samples_in_pass > 0 {
+                    self.fruitless.clear();
+                } else if self.whole_pass {
+                    // A rank reads only its share of a pass (one shard when shards == world): an
+                    // unusable shard dealt to it twice in a row says nothing of the others.
+                    self.fruitless.extend(self.source.lists.iter().flatten());
+                    let n = self.source.spec.shards.len();
+                    if self.fruitless.len() >= n {
                         return Err(crate::DataError::Invalid(format!(
-                            "rank {} found no usable sample in two whole passes over its shards \
-                             (skips so far: {:?})",
+                            "rank {} found no usable sample in any of the {n} shards, each read \
+                             whole since its last sample (skips so far: {:?})",
                             self.source.spec.rank, self.stats.skipped
                         )));
                     }
@@ -229,6 +242,7 @@ impl Stream {
                 let pass = self.source.pos.pass + 1;
                 self.source.start_pass(pass);
                 self.samples_in_pass = 0;
+                self.whole_pass = true;
                 self.fill(0, true);
             } else {
                 self.fill(self.window + 1, true);

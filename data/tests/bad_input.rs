@@ -2,14 +2,98 @@
 
 mod common;
 
-use common::{fixture, read_all, synth_dataset};
-use imagen_data::decode::{decode_into, CropMode, ImageLimits, Transform};
-use imagen_data::reader::{ShardReader, Unit};
-use imagen_data::shards::ShardFormat;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{fixture, read_all, synth_dataset, write_parquet, write_sidecar_parquet};
+use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
+use imagen_data::reader::{count_samples, ShardReader, Unit};
+use imagen_data::shards::{expand_shards, ShardFormat};
+use imagen_data::stream::{ShardEntry, StreamSpec};
+use imagen_data::synth::{SynthOptions, SynthSample};
 use imagen_data::{DataConfig, FilterConfig, Loader, SkipReason};
 
 fn bad(name: &str) -> std::path::PathBuf {
     fixture(&format!("bad/{name}"))
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A ustar header for `name` with a raw 12-byte size field (octal, or GNU base-256).
+fn tar_header(name: &str, size: [u8; 12], kind: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(&size);
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+fn octal_size(n: usize) -> [u8; 12] {
+    format!("{n:011o}\0").into_bytes().try_into().unwrap()
+}
+
+/// A tar member: its header and its data padded to whole blocks.
+fn tar_member(name: &str, data: &[u8], kind: u8) -> Vec<u8> {
+    let mut m = tar_header(name, octal_size(data.len()), kind);
+    m.extend_from_slice(data);
+    m.resize(m.len().next_multiple_of(512), 0);
+    m
+}
+
+/// A JPEG of a synthetic scene, `side` pixels square.
+fn scene_jpeg(side: u32) -> Vec<u8> {
+    SynthSample::new(&SynthOptions { side, ..Default::default() }, 3).unwrap().image
+}
+
+/// A textured JPEG (x/y gradients that wrap), `side` pixels square: unlike the flat synthetic
+/// scenes, most of its bytes are entropy-coded data, so a cut at a third falls inside the scan.
+fn textured_jpeg(side: u32) -> Vec<u8> {
+    let mut pixels = Vec::new();
+    for y in 0..side {
+        for x in 0..side {
+            pixels.extend([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) * 3 % 256) as u8]);
+        }
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode(&pixels, side, side, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    jpeg
+}
+
+/// The first seed whose passes `passes` all deal rank 0 of `world` shard 0 of `shards`.
+fn seed_dealing_shard_0(shards: &[PathBuf], world: usize, passes: u64) -> u64 {
+    let entries = shards
+        .iter()
+        .map(|p| ShardEntry { path: p.clone(), format: ShardFormat::from_path(p).unwrap() })
+        .collect();
+    let mut spec = StreamSpec {
+        shards: Arc::new(entries),
+        seed: 0,
+        rank: 0,
+        world,
+        readers: 1,
+        window: 8,
+        flip: false,
+        filters: FilterConfig::default(),
+    };
+    (0..1000)
+        .find(|&seed| {
+            spec.seed = seed;
+            (0..passes).all(|p| spec.deal(p).concat() == [0])
+        })
+        .expect("a seed that deals shard 0 to rank 0 in the first passes")
 }
 
 #[test]
@@ -179,4 +263,202 @@ fn a_shard_list_with_only_unusable_shards_errors_instead_of_hanging() {
     let err = loader.next_batch().unwrap_err().to_string();
     assert!(err.contains("no usable sample"), "{err}");
     assert!(loader.next_batch().is_err());
+}
+
+#[test]
+fn a_directory_or_glob_of_img2dataset_webdataset_output_leaves_out_the_parquet_side_cars() {
+    // img2dataset's WebDataset output writes a metadata-only NNNNN.parquet beside each NNNNN.tar;
+    // read as shards, every sample would count again as a missing image and inflate the epoch.
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let wds = dir.path().join("wds/train");
+    for i in 0..5 {
+        write_sidecar_parquet(&wds.join(format!("{i:05}.parquet")), 40);
+    }
+    let tars: Vec<PathBuf> = (0..5).map(|i| wds.join(format!("{i:05}.tar"))).collect();
+    assert_eq!(expand_shards(&[display(&wds)]).unwrap(), tars);
+    assert_eq!(expand_shards(&[display(&wds.join("*"))]).unwrap(), tars);
+    // A parquet named explicitly is taken as given.
+    let named = wds.join("00000.parquet");
+    assert_eq!(expand_shards(&[display(&named)]).unwrap(), [named]);
+    let err = expand_shards(&[display(&wds.join("*.parquet"))]).unwrap_err().to_string();
+    assert!(err.contains("5 .parquet file(s) left out") && err.contains("side-car"), "{err}");
+    let cfg = DataConfig { shards: vec![display(&wds)], batch_size: 8, ..Default::default() };
+    let mut loader = Loader::new(&cfg, 16, 0, 1, None).unwrap();
+    assert_eq!(loader.epoch_batches(), 25, "200 samples in batches of 8");
+    for _ in 0..25 {
+        loader.next_batch().unwrap();
+    }
+    assert_eq!(loader.stats().total_skipped(), 0, "{:?}", loader.stats());
+}
+
+#[test]
+fn a_parquet_without_a_binary_image_column_is_one_unreadable_shard_listing_its_columns() {
+    // The file is what is wrong, not each of its rows: one skip, whose warning says what the file
+    // has instead, and no samples counted toward the epoch.
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = dir.path().join("00000.parquet");
+    write_sidecar_parquet(&sidecar, 6);
+    // Hugging Face's image struct {bytes, path} and a jpg column of strings are not read either.
+    let jpeg = scene_jpeg(16);
+    let hf = dir.path().join("hf.parquet");
+    write_parquet(
+        &hf,
+        "message schema { OPTIONAL group image { OPTIONAL BYTE_ARRAY bytes; \
+         OPTIONAL BYTE_ARRAY path (STRING); } OPTIONAL BYTE_ARRAY text (STRING); }",
+        &[vec![&jpeg[..]], vec![b"x.jpg"], vec![b"a red circle"]],
+    );
+    let text = dir.path().join("text.parquet");
+    write_parquet(
+        &text,
+        "message schema { REQUIRED BYTE_ARRAY jpg (STRING); REQUIRED BYTE_ARRAY caption (STRING); }",
+        &[vec![b"x.jpg"], vec![b"a red circle"]],
+    );
+    for (path, columns) in [
+        (&sidecar, &["url", "caption", "key", "status"][..]),
+        (&hf, &["image", "text"]),
+        (&text, &["jpg", "caption"]),
+    ] {
+        let units: Vec<Unit> = ShardReader::open(path, ShardFormat::Parquet).collect();
+        let [Unit::Skip { reason, detail, .. }] = &units[..] else {
+            panic!("{}: one skip, got {units:?}", path.display())
+        };
+        assert_eq!(*reason, SkipReason::UnreadableShard, "{detail}");
+        assert!(detail.contains("no image column"), "{detail}");
+        for column in columns {
+            assert!(detail.contains(&format!("\"{column}\"")), "{column} listed: {detail}");
+        }
+        assert_eq!(count_samples(path, ShardFormat::Parquet), 0, "{}", path.display());
+    }
+}
+
+#[test]
+fn a_jpeg_truncated_at_a_third_is_corrupt_at_full_scale_too() {
+    // zune-jpeg, the full-scale decoder, by default fills what a cut file lacks with grey.
+    let jpeg = textured_jpeg(96);
+    let cut = &jpeg[..jpeg.len() / 3];
+    let t = |side, dct_scaling| Transform {
+        side,
+        crop: CropMode::Center,
+        crop_at: 0.5,
+        flip: false,
+        limits: ImageLimits::default(),
+        dct_scaling,
+    };
+    // Side 64 is over half of 96: no DCT scale applies. Side 16 with dct_scaling off.
+    for t in [t(64, true), t(16, false), t(16, true)] {
+        let mut out = vec![0u8; (t.side * t.side * 3) as usize];
+        decode_into(&jpeg, &t, &mut out).unwrap();
+        let err = decode_into(cut, &t, &mut out).unwrap_err();
+        assert_eq!(err.reason, SkipReason::CorruptImage, "side {}: {}", t.side, err.detail);
+    }
+    assert_eq!(decode_rgb(&jpeg, &t(16, false)).unwrap().0, 96, "decoded at full scale");
+    // Stray bytes before a marker ("Corrupt JPEG data: 3 extraneous bytes before marker" in
+    // libjpeg, which PIL decodes through) are no reason to lose the image.
+    let dqt = jpeg.windows(2).position(|w| w == [0xFF, 0xDB]).unwrap();
+    let stray = [&jpeg[..dqt], &[0x00, 0x01, 0x02], &jpeg[dqt..]].concat();
+    let full = decode_rgb(&jpeg, &t(16, false)).unwrap();
+    assert_eq!(decode_rgb(&stray, &t(16, false)).unwrap(), full);
+}
+
+#[test]
+fn tar_member_sizes_that_overflow_are_a_damaged_shard_naming_the_member() {
+    // A base-256 size field or a pax size of 2^64 - 1 has no padded length: it must not panic (or
+    // wrap in release), and the sample before it is kept.
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = scene_jpeg(16);
+    let good = [tar_member("k.jpg", &jpeg, b'0'), tar_member("k.txt", b"good", b'0')].concat();
+    let mut base_256 = [0xffu8; 12];
+    base_256[..4].copy_from_slice(&[0x80, 0, 0, 0]);
+    let record = "29 size=18446744073709551615\n";
+    let tars = [
+        ("base256.tar", [tar_header("a.jpg", base_256, b'0'), vec![0; 1024]].concat()),
+        (
+            "pax.tar",
+            [
+                tar_member("PaxHeader/a.jpg", record.as_bytes(), b'x'),
+                tar_header("a.jpg", octal_size(0), b'0'),
+                vec![0; 1024],
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, tail) in tars {
+        let path = dir.path().join(name);
+        std::fs::write(&path, [&good[..], &tail].concat()).unwrap();
+        let units: Vec<Unit> = ShardReader::open(&path, ShardFormat::Wds).collect();
+        let [Unit::Sample(sample), Unit::Skip { reason, key, detail }] = &units[..] else {
+            panic!("{name}: the good sample, then one skip: {units:?}")
+        };
+        assert_eq!(sample.key, "k");
+        assert_eq!(*reason, SkipReason::DamagedShard, "{name}: {detail}");
+        assert_eq!(key.as_deref(), Some("a"), "{name}");
+        assert!(detail.contains("a.jpg") && detail.contains("overflows"), "{name}: {detail}");
+        // Counting samples for the epoch reads the same headers.
+        assert!(count_samples(&path, ShardFormat::Wds) <= 2, "{name}");
+    }
+}
+
+#[test]
+fn a_rank_dealt_the_same_empty_shard_in_two_passes_running_reads_on() {
+    // With as many shards as ranks a rank reads one shard a pass: the zero-byte one may come to
+    // it twice in a row while the other shard holds samples; the job must not stop for that.
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let shards = [bad("zero.tar"), dir.path().join("wds/train/00000.tar")];
+    let seed = seed_dealing_shard_0(&shards, 2, 2);
+    let cfg = DataConfig {
+        shards: shards.iter().map(|p| display(p)).collect(),
+        seed,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut loader = Loader::new(&cfg, 16, 0, 2, None).unwrap();
+    loader.next_batch().unwrap();
+    assert!(loader.stats().count(SkipReason::EmptyShard) >= 2, "{:?}", loader.stats());
+    // A list of unusable shards only is still an error, on every rank.
+    let cfg = DataConfig {
+        shards: vec![display(&bad("zero.tar")), display(&bad("damaged_footer.parquet"))],
+        ..cfg
+    };
+    for rank in 0..2 {
+        let err = Loader::new(&cfg, 16, rank, 2, None).unwrap().next_batch().unwrap_err();
+        assert!(err.to_string().contains("no usable sample"), "{err}");
+    }
+}
+
+#[test]
+fn a_rank_dealt_the_same_undecodable_shard_in_passes_running_reads_on() {
+    // As above, for a shard whose samples all fail to decode.
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let undecodable = dir.path().join("undecodable.tar");
+    let members: Vec<Vec<u8>> = (0..4)
+        .flat_map(|i| {
+            [
+                tar_member(&format!("u{i}.jpg"), b"<html>not an image</html>", b'0'),
+                tar_member(&format!("u{i}.txt"), b"caption", b'0'),
+            ]
+        })
+        .collect();
+    std::fs::write(&undecodable, [members.concat(), vec![0; 1024]].concat()).unwrap();
+    let shards = [undecodable.clone(), dir.path().join("wds/train/00000.tar")];
+    let seed = seed_dealing_shard_0(&shards, 2, 3);
+    let cfg = DataConfig {
+        shards: shards.iter().map(|p| display(p)).collect(),
+        seed,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut loader = Loader::new(&cfg, 16, 0, 2, None).unwrap();
+    loader.next_batch().unwrap();
+    assert!(loader.stats().count(SkipReason::NotAnImage) >= 12, "{:?}", loader.stats());
+    // Undecodable samples only is still an error, on every rank.
+    let copy = dir.path().join("undecodable2.tar");
+    std::fs::copy(&undecodable, &copy).unwrap();
+    let cfg = DataConfig { shards: vec![display(&undecodable), display(&copy)], ..cfg };
+    for rank in 0..2 {
+        let err = Loader::new(&cfg, 16, rank, 2, None).unwrap().next_batch().unwrap_err();
+        assert!(err.to_string().contains("decoded no sample"), "{err}");
+    }
 }

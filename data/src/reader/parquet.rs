@@ -66,6 +66,16 @@ impl ParquetShard {
                 || META_COLUMNS.contains(&name)
         };
         let root = reader.metadata().file_metadata().schema_descr().root_schema();
+        if !has_image_column(root) {
+            // A metadata-only parquet (img2dataset's side-car of a WebDataset tar, say) is one
+            // skip, not a missing image per row.
+            let columns: Vec<&str> = root.get_fields().iter().map(|f| f.name()).collect();
+            let detail = format!(
+                "no image column: none of {IMAGE_COLUMNS:?} is a binary column (its columns: \
+                 {columns:?})"
+            );
+            return Err((SkipReason::UnreadableShard, detail));
+        }
         let fields: Vec<_> = root
             .get_fields()
             .iter()
@@ -92,9 +102,12 @@ impl ParquetShard {
         Some(root.get_fields().iter().map(|f| f.name().to_string()).collect())
     }
 
-    /// Number of rows according to the footer (0 when unreadable).
+    /// Number of rows according to the footer (0 when unreadable or without an image column).
     pub fn footer_rows(path: &Path) -> u64 {
-        Self::footer(path).map(|m| m.num_rows().max(0) as u64).unwrap_or(0)
+        Self::footer(path)
+            .filter(|m| has_image_column(m.schema_descr().root_schema()))
+            .map(|m| m.num_rows().max(0) as u64)
+            .unwrap_or(0)
     }
 
     fn step(&mut self) -> Option<Unit> {
@@ -166,6 +179,29 @@ impl Iterator for ParquetShard {
         self.units += unit.is_some() as u64;
         unit
     }
+}
+
+/// Whether one of [`IMAGE_COLUMNS`] is a top-level column that reads as bytes: binary without a
+/// string annotation, not repeated (a struct such as `image {bytes, path}` is not read).
+fn has_image_column(root: &Type) -> bool {
+    use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as Physical};
+    root.get_fields().iter().any(|f| {
+        let info = f.get_basic_info();
+        if !IMAGE_COLUMNS.contains(&f.name())
+            || !f.is_primitive()
+            || (info.has_repetition() && info.repetition() == Repetition::REPEATED)
+        {
+            return false;
+        }
+        // As parquet's record reader maps them to `Field::Bytes`.
+        match (f.get_physical_type(), info.converted_type()) {
+            (Physical::BYTE_ARRAY, ConvertedType::NONE | ConvertedType::BSON) => true,
+            (Physical::FIXED_LEN_BYTE_ARRAY, ConvertedType::NONE) => {
+                info.logical_type_ref() != Some(&LogicalType::Float16)
+            }
+            _ => false,
+        }
+    })
 }
 
 /// One projected row (`row` counts rows of the shard, for a key when the key column is missing).

@@ -100,7 +100,7 @@ impl TarShard {
                 return count;
             }
             let Some(size) = parse_size(&header[124..136]) else { return count };
-            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            let Some(padded) = padded_size(size) else { return count };
             if header[156] == b'L' && size <= 4096 {
                 let mut data = vec![0u8; padded as usize];
                 if read_full(&mut file, &mut data).ok() != Some(data.len()) {
@@ -119,7 +119,8 @@ impl TarShard {
                     }
                 }
             }
-            if file.seek(SeekFrom::Current(padded as i64)).is_err() {
+            let Ok(offset) = i64::try_from(padded) else { return count };
+            if file.seek(SeekFrom::Current(offset)).is_err() {
                 return count;
             }
         }
@@ -216,11 +217,23 @@ impl TarShard {
             }
             let kind = header[156];
             let this_name = || Some(self.next_name.clone().unwrap_or_else(|| header_name(&header)));
-            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            // A base-256 or pax size near 2^64 has no padded length: the header is damaged.
+            let Some(padded) = padded_size(size) else {
+                let name = this_name();
+                let detail = format!(
+                    "member {}: size {size} overflows (damaged size field)",
+                    name.as_deref().unwrap_or("?")
+                );
+                return Member::Damaged(SkipReason::DamagedShard, detail, name);
+            };
+            let cut = |detail: &str, name: Option<String>| {
+                let detail = format!("member {}: {detail}", name.as_deref().unwrap_or("?"));
+                Member::Damaged(SkipReason::TruncatedShard, detail, name)
+            };
             let wanted = matches!(kind, b'0' | 0 | b'7' | b'x' | b'L');
             if !wanted || size > MAX_MEMBER_BYTES {
                 if let Err(detail) = skip_bytes(input, padded) {
-                    return Member::Damaged(SkipReason::TruncatedShard, detail, this_name());
+                    return cut(&detail, this_name());
                 }
                 let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
                 if wanted && !matches!(kind, b'x' | b'L') {
@@ -231,10 +244,7 @@ impl TarShard {
             let mut data = vec![0u8; padded as usize];
             match read_full(input, &mut data) {
                 Ok(n) if n == data.len() => {}
-                Ok(_) => {
-                    let detail = "member data cut short".into();
-                    return Member::Damaged(SkipReason::TruncatedShard, detail, this_name());
-                }
+                Ok(_) => return cut("data cut short", this_name()),
                 Err(e) => {
                     return Member::Damaged(SkipReason::UnreadableShard, e.to_string(), this_name())
                 }
@@ -382,11 +392,16 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// A member's size rounded up to whole blocks, or None when that overflows.
+fn padded_size(size: u64) -> Option<u64> {
+    size.checked_next_multiple_of(BLOCK as u64)
+}
+
 fn skip_bytes(input: &mut BufReader<File>, n: u64) -> Result<(), String> {
     let copied = std::io::copy(&mut input.by_ref().take(n), &mut std::io::sink())
         .map_err(|e| e.to_string())?;
     if copied < n {
-        return Err("member data cut short".into());
+        return Err("data cut short".into());
     }
     Ok(())
 }
