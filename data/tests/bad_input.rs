@@ -399,6 +399,28 @@ fn tar_member_sizes_that_overflow_are_a_damaged_shard_naming_the_member() {
     }
 }
 
+/// Rank 0 of 2 over `shards`, seeded so that it is dealt `shards[0]` for `passes` passes
+/// running, once it has returned its first batch.
+fn rank_0_past_its_first_batch(shards: &[PathBuf; 2], passes: u64) -> (Loader, DataConfig) {
+    let cfg = DataConfig {
+        shards: shards.iter().map(|p| display(p)).collect(),
+        seed: seed_dealing_shard_0(shards, 2, passes),
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut loader = Loader::new(&cfg, 16, 0, 2, None).unwrap();
+    loader.next_batch().unwrap();
+    (loader, cfg)
+}
+
+/// Both ranks of 2 fail on `cfg`'s shards with an error that says `what`.
+fn every_rank_fails(cfg: &DataConfig, what: &str) {
+    for rank in 0..2 {
+        let err = Loader::new(cfg, 16, rank, 2, None).unwrap().next_batch().unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+    }
+}
+
 #[test]
 fn a_rank_dealt_the_same_empty_shard_in_two_passes_running_reads_on() {
     // With as many shards as ranks a rank reads one shard a pass: the zero-byte one may come to
@@ -406,25 +428,14 @@ fn a_rank_dealt_the_same_empty_shard_in_two_passes_running_reads_on() {
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), 16);
     let shards = [bad("zero.tar"), dir.path().join("wds/train/00000.tar")];
-    let seed = seed_dealing_shard_0(&shards, 2, 2);
-    let cfg = DataConfig {
-        shards: shards.iter().map(|p| display(p)).collect(),
-        seed,
-        batch_size: 4,
-        ..Default::default()
-    };
-    let mut loader = Loader::new(&cfg, 16, 0, 2, None).unwrap();
-    loader.next_batch().unwrap();
+    let (loader, cfg) = rank_0_past_its_first_batch(&shards, 2);
     assert!(loader.stats().count(SkipReason::EmptyShard) >= 2, "{:?}", loader.stats());
     // A list of unusable shards only is still an error, on every rank.
     let cfg = DataConfig {
         shards: vec![display(&bad("zero.tar")), display(&bad("damaged_footer.parquet"))],
         ..cfg
     };
-    for rank in 0..2 {
-        let err = Loader::new(&cfg, 16, rank, 2, None).unwrap().next_batch().unwrap_err();
-        assert!(err.to_string().contains("no usable sample"), "{err}");
-    }
+    every_rank_fails(&cfg, "no usable sample");
 }
 
 #[test]
@@ -443,22 +454,11 @@ fn a_rank_dealt_the_same_undecodable_shard_in_passes_running_reads_on() {
         .collect();
     std::fs::write(&undecodable, [members.concat(), vec![0; 1024]].concat()).unwrap();
     let shards = [undecodable.clone(), dir.path().join("wds/train/00000.tar")];
-    let seed = seed_dealing_shard_0(&shards, 2, 3);
-    let cfg = DataConfig {
-        shards: shards.iter().map(|p| display(p)).collect(),
-        seed,
-        batch_size: 4,
-        ..Default::default()
-    };
-    let mut loader = Loader::new(&cfg, 16, 0, 2, None).unwrap();
-    loader.next_batch().unwrap();
+    let (loader, cfg) = rank_0_past_its_first_batch(&shards, 3);
     assert!(loader.stats().count(SkipReason::NotAnImage) >= 12, "{:?}", loader.stats());
     // Undecodable samples only is still an error, on every rank.
     let copy = dir.path().join("undecodable2.tar");
     std::fs::copy(&undecodable, &copy).unwrap();
     let cfg = DataConfig { shards: vec![display(&undecodable), display(&copy)], ..cfg };
-    for rank in 0..2 {
-        let err = Loader::new(&cfg, 16, rank, 2, None).unwrap().next_batch().unwrap_err();
-        assert!(err.to_string().contains("decoded no sample"), "{err}");
-    }
+    every_rank_fails(&cfg, "decoded no sample");
 }
