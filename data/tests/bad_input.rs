@@ -462,3 +462,19 @@ fn a_rank_dealt_the_same_undecodable_shard_in_passes_running_reads_on() {
     let cfg = DataConfig { shards: vec![display(&undecodable), display(&copy)], ..cfg };
     every_rank_fails(&cfg, "decoded no sample");
 }
+
+#[test]
+fn a_parquet_shard_counts_its_successful_downloads_for_the_epoch_not_its_footer_rows() {
+    // img2dataset's parquet output keeps a row for each failed download; its _stats.json marker
+    // counts the successes, as for a tar.
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), 16);
+    let shard = dir.path().join("parquet/train/00000.parquet");
+    let footer = count_samples(&shard, ShardFormat::Parquet);
+    assert!(footer > 10, "{footer}");
+    let marker = imagen_data::shards::stats_marker(&shard);
+    std::fs::write(&marker, format!(r#"{{"count": {footer}, "successes": 10}}"#)).unwrap();
+    assert_eq!(count_samples(&shard, ShardFormat::Parquet), 10);
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(count_samples(&shard, ShardFormat::Parquet), footer, "no marker: the footer");
+}

@@ -72,20 +72,20 @@ pub const META_COLUMNS: [&str; 7] = [
     "AESTHETIC_SCORE",
 ];
 
-/// Samples a shard holds, cheaply: the parquet footer's row count; for a tar, img2dataset's
-/// `_stats.json` `successes`, else a scan of its headers. Used to size nominal epochs.
+/// Samples a shard holds, cheaply: img2dataset's `_stats.json` `successes`, else the parquet
+/// footer's row count or a scan of the tar's headers. Used to size nominal epochs.
 pub fn count_samples(path: &Path, format: ShardFormat) -> u64 {
-    match format {
+    // img2dataset's marker counts the successful downloads, in both formats; a parquet's footer
+    // also counts the rows of failed ones (often a third or more of a LAION shard).
+    let marker = crate::shards::stats_marker(path);
+    let from_marker = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("successes")?.as_u64());
+    from_marker.unwrap_or_else(|| match format {
         ShardFormat::Parquet => ParquetShard::footer_rows(path),
-        ShardFormat::Wds => {
-            let marker = crate::shards::stats_marker(path);
-            let from_marker = std::fs::read(&marker)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v.get("successes")?.as_u64());
-            from_marker.unwrap_or_else(|| TarShard::scan_keys(path))
-        }
-    }
+        ShardFormat::Wds => TarShard::scan_keys(path),
+    })
 }
 
 /// An open shard of either format.
