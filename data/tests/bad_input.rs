@@ -115,6 +115,29 @@ fn truncated_tar_keeps_what_came_before_and_counts_the_cut() {
 }
 
 #[test]
+fn a_tar_without_its_end_blocks_keeps_its_last_whole_sample_and_counts_the_missing_end() {
+    // Cut cleanly between two members: Python's tarfile reads every member; the possible cut
+    // is counted, and nothing whole is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = scene_jpeg(16);
+    let members: Vec<Vec<u8>> = ["a", "b"]
+        .iter()
+        .flat_map(|k| {
+            [
+                tar_member(&format!("{k}.jpg"), &jpeg, b'0'),
+                tar_member(&format!("{k}.txt"), b"a caption", b'0'),
+            ]
+        })
+        .collect();
+    let path = dir.path().join("unterminated.tar");
+    std::fs::write(&path, members.concat()).unwrap();
+    let (keys, stats) = read_all(&path);
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(stats.count(SkipReason::TruncatedShard), 1);
+    assert_eq!(stats.total_skipped(), 1);
+}
+
+#[test]
 fn damaged_parquet_footer_and_row_group() {
     let (keys, stats) = read_all(&bad("damaged_footer.parquet"));
     assert!(keys.is_empty());

@@ -43,6 +43,10 @@ enum Member {
         data: Option<Vec<u8>>,
     },
     End,
+    /// The file ended cleanly between two members, without the end-of-archive blocks: every
+    /// member read so far is whole (Python's tarfile reads such a tar without complaint), but
+    /// the archive may have been cut.
+    Unterminated,
     /// The reason, a detail, and the damaged member's name when its header was read.
     Damaged(SkipReason, String, Option<String>),
 }
@@ -158,6 +162,20 @@ impl TarShard {
                     }
                     self.ready = self.ready.take().or(last);
                 }
+                Member::Unterminated => {
+                    self.finished = true;
+                    // The sample being assembled ends with a whole member: it is kept (or
+                    // skipped for what it lacks), and the missing end is counted after it.
+                    let detail = "no end-of-archive marker (cut short?)";
+                    let skip = Unit::skip(SkipReason::TruncatedShard, None, detail);
+                    return Some(match self.group.take() {
+                        Some(group) => {
+                            self.ready = Some(skip);
+                            group.into_unit()
+                        }
+                        None => skip,
+                    });
+                }
                 Member::Damaged(reason, detail, name) => {
                     self.finished = true;
                     // The sample being assembled is complete when the damaged member starts a new
@@ -188,10 +206,7 @@ impl TarShard {
         loop {
             let mut header = [0u8; BLOCK];
             match read_full(input, &mut header) {
-                Ok(0) => {
-                    let detail = "no end-of-archive marker".into();
-                    return Member::Damaged(SkipReason::TruncatedShard, detail, None);
-                }
+                Ok(0) => return Member::Unterminated,
                 Ok(n) if n < BLOCK => {
                     return Member::Damaged(SkipReason::TruncatedShard, "short header".into(), None)
                 }
