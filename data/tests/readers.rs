@@ -170,3 +170,47 @@ fn flip_mirrors_rows_and_random_crop_moves_along_the_long_axis() {
     let red = |img: &[u8]| img.chunks(3).map(|p| p[0] as u32).sum::<u32>();
     assert!(red(&right) > red(&left) + 8 * 64, "{} vs {}", red(&right), red(&left));
 }
+
+#[test]
+fn parquet_keys_are_integer_columns_as_text_or_else_the_file_name_and_row() {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    // The reader hands the image bytes on undecoded.
+    let jpeg = b"image bytes".to_vec();
+    // An integer key column (as some tools write), then no key column at all.
+    for (name, with_key) in [("int_key.parquet", true), ("no_key.parquet", false)] {
+        let schema = if with_key {
+            "message m { required int64 key; required binary jpg; required binary caption (UTF8); }"
+        } else {
+            "message m { required binary jpg; required binary caption (UTF8); }"
+        };
+        let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+        let file = std::fs::File::create(dir.path().join(name)).unwrap();
+        let props = Arc::new(WriterProperties::builder().build());
+        let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        if with_key {
+            let mut column = group.next_column().unwrap().unwrap();
+            column.typed::<Int64Type>().write_batch(&[7, 8], None, None).unwrap();
+            column.close().unwrap();
+        }
+        for values in [[jpeg.as_slice(), jpeg.as_slice()], [b"a cat", b"a dog"]] {
+            let values: Vec<ByteArray> = values.iter().map(|v| v.to_vec().into()).collect();
+            let mut column = group.next_column().unwrap().unwrap();
+            column.typed::<ByteArrayType>().write_batch(&values, None, None).unwrap();
+            column.close().unwrap();
+        }
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+    assert_eq!(read_all(&dir.path().join("int_key.parquet")).0, ["7", "8"]);
+    // The same keys whatever directory spelling reaches the file (`imagen embed` and training
+    // must agree for the embedding cache).
+    let plain = read_all(&dir.path().join("no_key.parquet")).0;
+    let dotted = read_all(&dir.path().join(".").join("no_key.parquet")).0;
+    assert_eq!(plain, ["no_key.parquet#0", "no_key.parquet#1"]);
+    assert_eq!(dotted, plain);
+}

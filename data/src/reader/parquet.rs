@@ -210,7 +210,14 @@ fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
         let i = columns.iter().position(|(n, _)| n == name)?;
         Some(std::mem::replace(&mut columns[i].1, Field::Null))
     };
-    let key = take("key").and_then(string).unwrap_or_else(|| format!("{}#{row}", path.display()));
+    // Without a usable key column, the file's name and the row: the same whichever directory
+    // (or spelling of it) `imagen embed` and training were given, so the embedding cache matches.
+    let key = take("key").and_then(key_text).unwrap_or_else(|| {
+        let name = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        format!("{name}#{row}")
+    });
     if let Some(status) = take("status").and_then(string) {
         if status != "success" {
             return Unit::skip(SkipReason::NotSuccess, Some(key), format!("status {status}"));
@@ -227,6 +234,17 @@ fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
         columns.iter().find(|(n, _)| n == name).and_then(|(_, f)| number(f))
     });
     Unit::Sample(RawSample { key, caption, image, meta })
+}
+
+/// A key column's value as text: a string, or an integer (some tools write integer keys).
+fn key_text(field: Field) -> Option<String> {
+    match field {
+        Field::Long(v) => Some(v.to_string()),
+        Field::Int(v) => Some(v.to_string()),
+        Field::ULong(v) => Some(v.to_string()),
+        Field::UInt(v) => Some(v.to_string()),
+        other => string(other),
+    }
 }
 
 /// A string column's value (a binary column without the UTF-8 annotation is accepted when valid).
