@@ -182,13 +182,10 @@ fn decode_jpeg(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), Decod
 /// embedded EXIF thumbnail's markers come before the image's own scan: a file cut anywhere in
 /// or after its scan data lacks the final FF D9.
 fn ends_after_its_last_scan(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
-    match (last(0xDA), last(0xD9)) {
-        (Some(scan), Some(end)) => end > scan,
-        // No scan at all: the decoder's own error names what is missing.
-        (None, _) => true,
-        (Some(_), None) => false,
-    }
+    // From the end, the first of the two met decides; a whole file meets FF D9 at once. No scan
+    // at all: the decoder's own error names what is missing.
+    let last = bytes.windows(2).rev().find(|w| w[0] == 0xFF && matches!(w[1], 0xD9 | 0xDA));
+    last.is_none_or(|w| w[1] == 0xD9)
 }
 
 thread_local! {
