@@ -39,6 +39,7 @@ fn main() {
         "native/store.cpp",
         "native/error.cpp",
         "native/cuda_memory.cpp",
+        "native/determinism.cpp",
         "native/process_group.cpp",
         "native/fused_adamw.cpp",
         "native/transfer.cpp",

@@ -24,6 +24,11 @@ int64_t imagen_autocast_increment_nesting(void);
 int64_t imagen_autocast_decrement_nesting(void);
 void imagen_autocast_clear_cache(void);
 
+// Deterministic algorithms (warn-only for ops without one) and deterministic cuDNN, with cuDNN's
+// autotuning off; and whether both are on.
+char* imagen_set_deterministic(bool deterministic);
+bool imagen_deterministic(void);
+
 // c10d::TCPStore, the rendezvous store of torchrun and PyTorch DDP.
 typedef struct imagen_store imagen_store;
 // num_workers < 0 means "not known"; timeout_ms bounds connect and get.

@@ -4,6 +4,7 @@
 #include "activation_checkpoint.cpp"
 #include "autocast.cpp"
 #include "cuda_memory.cpp"
+#include "determinism.cpp"
 #include "error.cpp"
 #include "fused_adamw.cpp"
 #include "process_group.cpp"

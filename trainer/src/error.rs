@@ -20,6 +20,11 @@ pub enum TrainerError {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
 
+    /// A checkpoint written in a layout this build does not read (not damage: every checkpoint
+    /// of that run is in it).
+    #[error("checkpoint: {path}: format version {found} (this imagen reads version {expected})")]
+    CheckpointVersion { path: PathBuf, found: u32, expected: u32 },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -18,6 +18,7 @@ fn state(step: u64) -> TrainState {
         data_cursors: vec![serde_json::json!({"epoch": 0, "pos": step})],
         seed: 1,
         nonfinite_skipped: 0,
+        nonfinite_in_row: 0,
         imagen_version: "test".into(),
         weight_fingerprints: vec![7],
         files: Default::default(),

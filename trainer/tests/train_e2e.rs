@@ -62,6 +62,23 @@ fn super_resolution_stage_trains() {
 }
 
 #[test]
+fn the_deterministic_mode_turns_on_and_computes_as_before_on_the_cpu() {
+    let _serial = common::serial();
+    let w = common::world();
+    let plain = train(&w.config, options(&w.run_dir("plain"), 0, 3)).unwrap();
+    assert!(!imagen_trainer::native::deterministic());
+    let mut cfg = w.config.clone();
+    cfg.train.deterministic = true;
+    let strict = train(&cfg, options(&w.run_dir("deterministic"), 0, 3)).unwrap();
+    assert!(imagen_trainer::native::deterministic());
+    // The CPU kernels are deterministic already: the same losses, bit for bit.
+    assert_eq!(losses(&plain.stage_dir), losses(&strict.stage_dir));
+    // The next run's config turns it off again.
+    train(&w.config, options(&w.run_dir("plain-again"), 0, 1)).unwrap();
+    assert!(!imagen_trainer::native::deterministic());
+}
+
+#[test]
 fn a_stage_s_own_learning_rate_replaces_train_lr() {
     let _serial = common::serial();
     let w = common::world();
@@ -90,9 +107,88 @@ fn nonfinite_steps_are_skipped_and_counted() {
     assert_eq!(out.step, 8);
     let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
     assert_eq!(ckpt.state.nonfinite_skipped, 2);
-    // Skipped steps log nothing.
+    // Skipped steps log no loss, but the count of skipped updates is logged at every step.
     let steps: Vec<u64> = losses(&out.stage_dir).iter().map(|x| x.0).collect();
     assert_eq!(steps, vec![1, 2, 5, 6, 7, 8]);
+    let skipped = common::logged(&out.stage_dir, "train/nonfinite_skipped");
+    let counts: Vec<(u64, f64)> = (1..=8).map(|s| (s, s.clamp(2, 4) as f64 - 2.0)).collect();
+    assert_eq!(skipped, counts);
+}
+
+#[test]
+fn a_resume_continues_a_run_of_non_finite_steps_and_logs_each_step_once() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.train.max_nonfinite_in_row = 3;
+    let run = w.run_dir("nan-resume");
+    // Steps 2 and 3 are skipped, the save at 4 falls on the second: two in a row so far.
+    let mut opts = options(&run, 0, 4);
+    opts.inject_nonfinite_at = vec![2, 3];
+    let out = train(&cfg, opts).unwrap();
+    let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    assert_eq!((ckpt.state.nonfinite_skipped, ckpt.state.nonfinite_in_row), (2, 2));
+    // A run killed after step 6 left records past its checkpoint: the resume writes them again.
+    let metrics = out.stage_dir.join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"step\":5,\"train/loss\":9.0}\n{\"step\":6,\"train/loss\":9.0}\n{\"st");
+    std::fs::write(&metrics, text).unwrap();
+    // One more in a row after the resume is the third: the run stops.
+    let mut opts = options(&run, 0, 8);
+    opts.inject_nonfinite_at = vec![4];
+    let err = train(&cfg, opts).unwrap_err().to_string();
+    assert!(err.contains("3 consecutive steps"), "{err}");
+    let steps: Vec<u64> = common::logged(&out.stage_dir, "train/lr").iter().map(|x| x.0).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4], "each step once, in order, nothing of the killed run");
+}
+
+#[test]
+fn a_run_with_periodic_saves_off_saves_at_its_end_and_a_resume_stopped_at_once_saves_nothing() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.train.checkpoint.every_steps = 0;
+    let run = w.run_dir("saves-off");
+    let out = train(&cfg, options(&run, 0, 6)).unwrap();
+    let steps: Vec<u64> =
+        checkpoint::list(&out.stage_dir).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![6]);
+    // The command line's horizon is what the checkpoint records as the run's.
+    let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    assert!(ckpt.config_toml.contains("max_steps = 6"), "{}", ckpt.config_toml);
+    let saved = std::fs::metadata(out.stage_dir.join("step-000000006/state.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let opts = options(&run, 0, 10);
+    opts.stop.raise();
+    let again = train(&cfg, opts).unwrap();
+    assert!(again.interrupted && again.step == 6 && again.last_checkpoint.is_none());
+    let now = std::fs::metadata(out.stage_dir.join("step-000000006/state.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(saved, now, "the checkpoint resumed from is not written again");
+}
+
+#[test]
+fn a_stage_directory_whose_checkpoints_are_all_damaged_is_not_silently_started_over() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("all-damaged");
+    let out = train(&w.config, options(&run, 0, 4)).unwrap();
+    let model = out.stage_dir.join("step-000000004/model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let err = train(&w.config, options(&run, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("none is intact") && err.contains("--resume never"), "{err}");
+    assert!(out.stage_dir.join("step-000000004").is_dir(), "nothing set aside");
+    // Asked for, the run starts afresh, the damaged checkpoint kept aside.
+    let mut opts = options(&run, 0, 4);
+    opts.resume = Resume::Never;
+    assert_eq!(train(&w.config, opts).unwrap().step, 4);
+    assert!(out.stage_dir.join("superseded-step-000000004").is_dir());
 }
 
 #[test]
@@ -123,10 +219,19 @@ fn a_resume_under_other_data_settings_is_refused_unless_the_stream_restarts() {
     assert!(err.contains("step-000000004"), "{err}");
     assert!(err.contains("data.shuffle_buffer: 16 -> 24"), "{err}");
     assert!(err.contains("--data-cursor restart"), "{err}");
-    let mut opts = options(&run, 0, 8);
+    // Nor is a rollback to a checkpoint whose stream it cannot continue: the checkpoints after
+    // it stay where they were.
+    train(&w.config, options(&run, 0, 8)).unwrap();
+    let mut rollback = options(&run, 0, 8);
+    rollback.resume = Resume::Path(run.join("stage-0/step-000000004"));
+    assert!(train(&changed, rollback).is_err());
+    let kept: Vec<u64> =
+        checkpoint::list(&run.join("stage-0")).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(kept, vec![4, 8]);
+    let mut opts = options(&run, 0, 10);
     opts.restart_data = true;
     let out = train(&changed, opts).unwrap();
-    assert_eq!(out.step, 8);
+    assert_eq!(out.step, 10);
     // The restarted stream's cursor carries the new settings: the next resume is exact again.
     let out = train(&changed, options(&run, 0, 12)).unwrap();
     assert_eq!(out.step, 12);

@@ -126,7 +126,7 @@ fn peak_memory(device: Device) -> i64 {
 
 pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
-    prepare_process(&cfg.train, device);
+    prepare_process(&cfg.train, device)?;
     let bf16 = use_bf16(cfg.train.precision, device);
     let stage = cfg.stage(opts.stage)?.clone();
     let unet_cfg = &stage.unet;

@@ -3,14 +3,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use super::write::list;
+use super::write::{io, list};
 use crate::error::{Result, TrainerError};
 
 /// `[train.checkpoint]`: how often to save and what to keep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Save every this many optimizer steps (and at the end of the run). Default: 1000.
+    /// Save every this many optimizer steps, and at the end of the run and on a stop signal
+    /// (0: only then). Default: 1000.
     pub every_steps: u64,
     /// Keep this many most recent checkpoints. Default: 3.
     pub keep_last: usize,
@@ -66,8 +67,13 @@ pub fn prune(run_dir: &Path, cfg: &RetentionConfig) -> Result<Vec<u64>> {
         if cfg.keep_every.is_some_and(|k| k > 0 && step % k == 0) {
             continue;
         }
-        std::fs::remove_dir_all(path)
-            .map_err(|source| TrainerError::Io { path: path.clone(), source })?;
+        // Renamed out of the listing first: a kill part-way through the deletion would leave a
+        // step directory without its state.json, never listed again and so never deleted.
+        // `recover_interrupted_saves` finishes such a deletion.
+        let name = path.file_name().expect("a listed checkpoint has a name").to_string_lossy();
+        let doomed = run_dir.join(format!(".del-{name}-{}", std::process::id()));
+        std::fs::rename(path, &doomed).map_err(io(path))?;
+        std::fs::remove_dir_all(&doomed).map_err(io(&doomed))?;
         removed.push(*step);
     }
     Ok(removed)

@@ -20,6 +20,10 @@ pub struct TrainState {
     pub seed: u64,
     /// Updates skipped because the loss or a gradient was not finite.
     pub nonfinite_skipped: u64,
+    /// How many of those came last, in a row: a resumed run stops after
+    /// `train.max_nonfinite_in_row` in a row counting the ones before its start.
+    #[serde(default)]
+    pub nonfinite_in_row: u64,
     /// The imagen version that wrote it.
     pub imagen_version: String,
     /// Each rank's weight fingerprint when saved (`imagen_trainer::dist::fingerprint` of the

@@ -24,7 +24,7 @@ fn dir_name(step: u64) -> String {
     format!("step-{step:09}")
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
     move |source| TrainerError::Io { path: path.to_owned(), source }
 }
 
@@ -122,25 +122,27 @@ pub fn save(
     Ok(final_dir)
 }
 
-/// Puts right what a save killed part-way left in `run_dir`, before a run starts there (rank 0,
-/// the stage directory's one writer): a `.tmp-step-N-PID` directory (a save that never reached
-/// its rename) is deleted; a `.old-step-N-PID` (a save of step N again, killed between its two
-/// renames) goes back to `step-N` where that is missing, and is deleted where the new one made
-/// it. Returns what it did, for the log.
+/// Puts right what a save or a pruning killed part-way left in `run_dir`, before a run starts
+/// there (rank 0, the stage directory's one writer): a `.tmp-step-N-PID` directory (a save that
+/// never reached its rename) and a `.del-step-N-PID` (a pruned checkpoint not yet all deleted)
+/// are deleted; a `.old-step-N-PID` (a save of step N again, killed between its two renames) goes
+/// back to `step-N` where that is missing, and is deleted where the new one made it. Returns what
+/// it did, for the log.
 pub fn recover_interrupted_saves(run_dir: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for (name, path) in entries(run_dir)? {
-        let (kind, rest) = match (name.strip_prefix(".tmp-"), name.strip_prefix(".old-")) {
-            (Some(rest), _) => ("tmp", rest),
-            (_, Some(rest)) => ("old", rest),
-            _ => continue,
+        let Some((kind, rest)) = [".tmp-", ".old-", ".del-"]
+            .into_iter()
+            .find_map(|prefix| name.strip_prefix(prefix).map(|rest| (prefix, rest)))
+        else {
+            continue;
         };
         let Some((checkpoint, _pid)) = rest.rsplit_once('-') else { continue };
         if !checkpoint.starts_with("step-") || !path.is_dir() {
             continue;
         }
         let target = run_dir.join(checkpoint);
-        if kind == "old" && !target.exists() {
+        if kind == ".old-" && !target.exists() {
             std::fs::rename(&path, &target).map_err(io(&path))?;
             done.push(format!(
                 "restored {} from {name}, left by a save that was killed",
@@ -148,7 +150,8 @@ pub fn recover_interrupted_saves(run_dir: &Path) -> Result<Vec<String>> {
             ));
         } else {
             std::fs::remove_dir_all(&path).map_err(io(&path))?;
-            done.push(format!("removed {}, left by a save that was killed", path.display()));
+            let by = if kind == ".del-" { "a pruning" } else { "a save" };
+            done.push(format!("removed {}, left by {by} that was killed", path.display()));
         }
     }
     if !done.is_empty() {
@@ -198,11 +201,11 @@ impl Checkpoint {
         let state: TrainState = serde_json::from_slice(&bytes)
             .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", state_path.display())))?;
         if state.version != STATE_VERSION {
-            return Err(TrainerError::Checkpoint(format!(
-                "{}: format version {} (this imagen reads version {STATE_VERSION})",
-                state_path.display(),
-                state.version
-            )));
+            return Err(TrainerError::CheckpointVersion {
+                path: state_path,
+                found: state.version,
+                expected: STATE_VERSION,
+            });
         }
         let config_path = dir.join("config.toml");
         let config_toml = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
@@ -278,15 +281,46 @@ pub fn latest_intact(run_dir: &Path) -> Result<Option<Checkpoint>> {
     newest_passing(run_dir, Checkpoint::verify)
 }
 
+/// Whether an error opening a checkpoint shows the checkpoint itself is damaged (a file missing,
+/// cut short, altered or unparsable), so that the one before it may stand in. Anything else (a
+/// disk or network filesystem failing to answer, a permission, a format version this build does
+/// not read) says nothing about the checkpoint and must stop the caller: passing over every
+/// checkpoint for it would start a run over from step 0.
+fn is_damage(e: &TrainerError) -> bool {
+    match e {
+        TrainerError::Checkpoint(_) => true,
+        TrainerError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 fn newest_passing(
     run_dir: &Path,
     check: impl Fn(&mut Checkpoint) -> Result<()>,
 ) -> Result<Option<Checkpoint>> {
+    let mut damaged = Vec::new();
     for (_, dir) in list(run_dir)?.into_iter().rev() {
         match Checkpoint::open(&dir).and_then(|mut ckpt| check(&mut ckpt).map(|()| ckpt)) {
             Ok(ckpt) => return Ok(Some(ckpt)),
-            Err(e) => tracing::warn!("skipping damaged checkpoint: {e}"),
+            Err(e) if is_damage(&e) => {
+                tracing::warn!("skipping damaged checkpoint: {e}");
+                damaged.push(e.to_string());
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    // Every checkpoint damaged is no reason to start again from nothing on its own.
+    Err(TrainerError::Checkpoint(format!(
+        "{} holds {} checkpoint(s) and none is intact ({}); to start the run from scratch \
+         anyway (they are kept, set aside), pass --resume never",
+        run_dir.display(),
+        damaged.len(),
+        damaged.join("; ")
+    )))
 }

@@ -47,7 +47,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let run_dir = args.run_dir.clone().unwrap_or_else(|| cfg.run.run_dir());
     let device = resolve_device(&cfg.train.device)?;
     // The same threads and cuDNN autotuning as training: every denoising step repeats one shape.
-    prepare_process(&cfg.train, device);
+    prepare_process(&cfg.train, device)?;
     let last = args.stop_at_stage.unwrap_or(cfg.stages.len() - 1).min(cfg.stages.len() - 1);
     let mut stages = Vec::new();
     for index in 0..=last {

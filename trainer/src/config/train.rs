@@ -69,6 +69,13 @@ pub struct TrainConfig {
     /// `imagen eval run` use it too: every denoising step repeats one shape. CUDA only.
     /// Default: true.
     pub cudnn_benchmark: bool,
+    /// libtorch's deterministic mode (`torch.use_deterministic_algorithms(True, warn_only=True)`
+    /// with `torch.backends.cudnn.deterministic`, cuDNN autotuning off and cuBLAS's fixed
+    /// workspace, `CUBLAS_WORKSPACE_CONFIG=:4096:8`): on CUDA, two runs of one config, or a run
+    /// and its resume, then compute alike wherever the kernels allow, at some cost in speed;
+    /// ops that have no deterministic kernel warn. The CPU is deterministic without it.
+    /// Default: false.
+    pub deterministic: bool,
     /// AdamW's betas, eps and weight decay.
     pub optimizer: AdamWConfig,
     /// AdamW's implementation: "auto" (libtorch's fused kernel where it has one for the device,
@@ -102,6 +109,7 @@ impl Default for TrainConfig {
             activation_checkpointing: false,
             channels_last: false,
             cudnn_benchmark: true,
+            deterministic: false,
             optimizer: AdamWConfig::default(),
             optimizer_kernel: OptimizerKernel::Auto,
             ema: EmaConfig::default(),

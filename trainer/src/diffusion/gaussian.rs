@@ -150,9 +150,39 @@ impl GaussianDiffusion {
         lowres_side: Option<i64>,
         draws: &TrainingDraws,
     ) -> (Tensor, Tensor) {
+        self.loss_with(unet, x0, text, mask, lowres_side, draws, true)
+    }
+
+    /// The loss of the network as it samples, for validation: as [`Self::training_loss`] but
+    /// with dropout off and every caption kept (no classifier-free condition dropout).
+    pub fn validation_loss(
+        &self,
+        unet: &UNet,
+        x0: &Tensor,
+        text: &Tensor,
+        mask: &Tensor,
+        lowres_side: Option<i64>,
+    ) -> (Tensor, Tensor) {
+        let shape = self.draw_shape(x0, lowres_side);
+        let draws = TrainingDraws::global(x0.size()[0], shape, x0.device());
+        self.loss_with(unet, x0, text, mask, lowres_side, &draws, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn loss_with(
+        &self,
+        unet: &UNet,
+        x0: &Tensor,
+        text: &Tensor,
+        mask: &Tensor,
+        lowres_side: Option<i64>,
+        draws: &TrainingDraws,
+        train: bool,
+    ) -> (Tensor, Tensor) {
         let t = &draws.t;
         let x_t = self.q_sample(x0, t, &draws.noise);
-        let cond_drop = draws.drop_u.lt(self.cfg.cond_drop_prob);
+        let drop_prob = if train { self.cfg.cond_drop_prob } else { 0.0 };
+        let cond_drop = draws.drop_u.lt(drop_prob);
         let (lowres, aug_level) = match (lowres_side, &draws.aug_u, &draws.aug_noise) {
             (Some(side), Some(u), Some(noise)) => {
                 let level = u * self.cfg.noise_aug_max;
@@ -170,7 +200,7 @@ impl GaussianDiffusion {
             lowres.as_ref(),
             aug_level.as_ref(),
             &cond_drop,
-            true,
+            train,
         );
         let (alpha, sigma) = self.alpha_sigma(t);
         let goal = target(self.cfg.objective, x0, &draws.noise, &alpha, &sigma);

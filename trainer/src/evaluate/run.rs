@@ -154,7 +154,7 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
         return Err(invalid("the val-loss metric needs data.heldout_shards in the config".into()));
     }
     let device = resolve_device(&cfg.train.device)?;
-    prepare_process(&cfg.train, device);
+    prepare_process(&cfg.train, device)?;
     let stages = load_stages(cfg, opts, device)?;
     let outputs = sample_cascade(&stages, &opts.prompts, opts.seed, opts.sample_batch)?;
     let images = outputs.last().expect("at least one stage");

@@ -35,6 +35,9 @@ extern "C" {
     pub fn imagen_autocast_decrement_nesting() -> i64;
     pub fn imagen_autocast_clear_cache();
 
+    pub fn imagen_set_deterministic(deterministic: bool) -> *mut c_char;
+    pub fn imagen_deterministic() -> bool;
+
     pub fn imagen_store_new(
         host: *const c_char,
         port: u16,

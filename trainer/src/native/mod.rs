@@ -25,6 +25,19 @@ pub(crate) use ffi::*;
 pub use fused_adamw::{fused_adamw_available, fused_adamw_step, FusedAdamWStep};
 pub use transfer::to_device_async;
 
+/// libtorch's deterministic mode: deterministic algorithms where an op has one (a warning where
+/// it has none), deterministic cuDNN, no cuDNN autotuning.
+pub fn set_deterministic(deterministic: bool) -> Result<()> {
+    // SAFETY: plain value.
+    check("deterministic mode", unsafe { ffi::imagen_set_deterministic(deterministic) })
+}
+
+/// Whether libtorch's deterministic mode is on.
+pub fn deterministic() -> bool {
+    // SAFETY: no arguments.
+    unsafe { ffi::imagen_deterministic() }
+}
+
 /// Whether the shim was compiled with c10d's ProcessGroupNCCL, and the NCCL header version.
 pub fn nccl_build_info() -> Result<(bool, i64)> {
     let mut version = 0i64;

@@ -5,15 +5,23 @@ use crate::config::{Precision, TrainConfig};
 use crate::error::{Result, TrainerError};
 
 /// Process-wide settings of a training (or benchmarked) step on `device`: libtorch's CPU
-/// threads, the host allocator, and cuDNN's autotuning.
-pub fn prepare_process(train: &TrainConfig, device: Device) {
+/// threads, the host allocator, cuDNN's autotuning and the deterministic mode. Called before
+/// the process's first CUDA computation (cuBLAS reads its workspace setting once).
+pub fn prepare_process(train: &TrainConfig, device: Device) -> Result<()> {
     if train.threads > 0 {
         tch::set_num_threads(train.threads as i32);
     }
     keep_freed_host_memory();
-    if device.is_cuda() {
+    if train.deterministic && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        // cuBLAS's split-K reductions are deterministic only with a fixed workspace (the CUDA
+        // toolkit's cuBLAS notes on reproducibility).
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    crate::native::set_deterministic(train.deterministic)?;
+    if !train.deterministic && device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(train.cudnn_benchmark);
     }
+    Ok(())
 }
 
 /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".

@@ -10,8 +10,8 @@ use super::device::{prepare_process, resolve_device, use_bf16};
 use super::metrics::{bucket_tag, StepMetrics};
 use super::model::{param_groups, StageModel};
 use super::replicas::Replicas;
-use super::resume::{check_compatible, Resume};
-use super::run_dir::stage_dir;
+use super::resume::{check_compatible, saved_max_steps, Resume};
+use super::run_dir::{stage_dir, StageLock};
 use super::signals::StopFlag;
 use super::validate::log_validation;
 use crate::autocast::Autocast;
@@ -62,6 +62,9 @@ fn step_seed(seed: u64, step: u64) -> i64 {
     (x >> 1) as i64
 }
 
+/// Mixed into the step's seed for the crop stream (b"crop").
+const CROP_STREAM: u64 = 0x6372_6f70;
+
 /// The seeds of samples `first..first + n` of a step's global batch (numbered across ranks and
 /// micro-batches): a sample's noise and times do not depend on how the batch is split.
 fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
@@ -88,13 +91,21 @@ fn train_joined(
 ) -> Result<TrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let main = replicas.is_main();
-    prepare_process(&cfg.train, device);
+    prepare_process(&cfg.train, device)?;
     let bf16 = use_bf16(cfg.train.precision, device);
     let dir = stage_dir(&opts.run_dir, opts.stage);
     std::fs::create_dir_all(&dir)
         .map_err(|source| TrainerError::Io { path: dir.clone(), source })?;
+    // Rank 0 writes the stage directory, so it holds the lock, until this function returns.
+    let _lock = main.then(|| StageLock::acquire(&dir)).transpose()?;
     let max_steps = opts.max_steps.unwrap_or(cfg.train.max_steps);
-    let config_toml = cfg.to_toml();
+    // Checkpoints record the config the run trains under: --max-steps sets the learning rate's
+    // horizon, so it goes in too.
+    let config_toml = {
+        let mut resolved = cfg.clone();
+        resolved.train.max_steps = max_steps;
+        resolved.to_toml()
+    };
 
     let model = StageModel::new(cfg, opts.stage, device)?;
     let stage = model.cfg.clone();
@@ -121,15 +132,28 @@ fn train_joined(
         data_cursors: Vec::new(),
         seed: cfg.run.seed,
         nonfinite_skipped: 0,
+        nonfinite_in_row: 0,
         imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
         weight_fingerprints: Vec::new(),
         files: Default::default(),
     };
     let mut cursor: Option<Cursor> = None;
+    let mut saved_horizon = None;
     if let Some(ckpt) = &resume_from {
         check_compatible(&ckpt.config_toml, cfg, opts.stage)?;
+        saved_horizon = saved_max_steps(&ckpt.config_toml);
         restore(&model, &mut opt, ckpt, main)?;
         state = ckpt.state.clone();
+        if state.seed != cfg.run.seed {
+            tracing::warn!(
+                "run.seed is {} where the checkpoint's run had {}: the noise drawn from here on \
+                 is not what the run would have drawn",
+                cfg.run.seed,
+                state.seed
+            );
+            state.seed = cfg.run.seed;
+        }
+        state.imagen_version = env!("CARGO_PKG_VERSION").to_owned();
         if let Some(c) = replicas.cursor_of(ckpt)? {
             cursor = Some(serde_json::from_value(c).map_err(|e| {
                 TrainerError::Checkpoint(format!("{}: data cursor: {e}", ckpt.dir.display()))
@@ -141,13 +165,6 @@ fn train_joined(
             ckpt.dir.display(),
             state.step
         );
-    }
-    if main {
-        // Behind newer checkpoints (a damaged newest one passed over, a --resume PATH rollback,
-        // --resume never): they would be pruned as the newest or resumed after a crash.
-        for path in checkpoint::set_aside_after(&dir, state.step)? {
-            tracing::warn!("newer than this run's start, set aside as {}", path.display());
-        }
     }
     replicas.attach(&model, cfg)?;
     let side = stage.data_side();
@@ -184,6 +201,14 @@ fn train_joined(
             &settings.shard_list,
         )?;
     }
+    if main {
+        // Behind newer checkpoints (a damaged newest one passed over, a --resume PATH rollback,
+        // --resume never): they would be pruned as the newest or resumed after a crash. Only
+        // once every start-up check has passed: a refused rollback leaves them where they were.
+        for path in checkpoint::set_aside_after(&dir, state.step)? {
+            tracing::warn!("newer than this run's start, set aside as {}", path.display());
+        }
+    }
 
     let schedule = LrSchedule {
         lr: stage.lr(cfg.train.lr),
@@ -192,15 +217,33 @@ fn train_joined(
         total_steps: max_steps,
         min_lr_ratio: cfg.train.min_lr_ratio,
     };
+    if let Some(before) = saved_horizon.filter(|&h| h != max_steps) {
+        if schedule.kind != crate::optim::ScheduleKind::Constant && main {
+            let then = LrSchedule { total_steps: before, ..schedule.clone() };
+            tracing::warn!(
+                "the learning rate's horizon moves from {before} steps (the checkpoint's) to \
+                 {max_steps}: at step {} it goes from {:.3e} to {:.3e}",
+                state.step,
+                then.at(state.step),
+                schedule.at(state.step)
+            );
+        }
+    }
     // Rank 0 speaks for the run: logs, progress, checkpoints.
-    let mut events = main.then(|| EventWriter::create(&dir)).transpose()?;
-    let mut jsonl = main.then(|| MetricsJsonl::open(&dir)).transpose()?;
-    let bar = if opts.progress && main {
-        crate::progress::bar(Some(max_steps), &format!("stage {}", opts.stage))
-    } else {
-        indicatif::ProgressBar::hidden()
+    let mut logs = Logs {
+        events: main.then(|| EventWriter::create(&dir)).transpose()?,
+        jsonl: main.then(|| MetricsJsonl::open(&dir, state.step)).transpose()?,
+        bar: if opts.progress && main {
+            crate::progress::bar(Some(max_steps), &format!("stage {}", opts.stage))
+        } else {
+            indicatif::ProgressBar::hidden()
+        },
+        clock: Instant::now(),
+        logged_at: state.step,
     };
-    bar.set_position(state.step);
+    logs.bar.set_position(state.step);
+    // The rate estimate starts here, not at step 0 (a resume's jump is no progress).
+    logs.bar.reset_eta();
     tracing::info!(
         "training stage {} on {device:?} ({}), {} parameters, batch {} x {world} rank(s), writing {}",
         opts.stage,
@@ -221,16 +264,15 @@ fn train_joined(
             "text.mode = \"frozen-cached\": periodic validation and sample grids are off (they need the encoder online)"
         );
     }
-    let every = cfg.train.checkpoint.every_steps.max(1);
+    let every = cfg.train.checkpoint.every_steps;
     let mut window = StepMetrics::default();
     let mut last_loss = None;
-    let mut nonfinite_in_row = 0u64;
     let mut writer = CheckpointWriter::new(cfg.train.checkpoint.write.in_background(device));
-    // Every rank tracks the saved step (only rank 0 has the path), so all join each save.
-    let mut saved_at = None;
+    // Every rank tracks the saved step (only rank 0 has the path), so all join each save. A
+    // resumed run's start is saved already: a stop before its first step need not save again.
+    let mut saved_at = resume_from.as_ref().map(|c| c.state.step);
     let mut interrupted = false;
-    let window_start = Instant::now();
-    let mut window_clock = window_start;
+    let mut lr = schedule.at(state.step);
 
     while state.step < max_steps {
         // A single process stops before starting a step; ranks agree on stopping at the end of
@@ -241,9 +283,13 @@ fn train_joined(
         }
         let seed = step_seed(cfg.run.seed, state.step);
         let mut loss_total = Tensor::zeros([], (Kind::Float, device));
+        // Per-sample losses and times, bucketed into the window once the step is known finite.
+        let mut sample_losses = Vec::with_capacity(accum as usize);
         for micro in 0..accum {
-            // Crops draw from a per-rank stream; the diffusion draws are per sample.
-            tch::manual_seed(step_seed(seed as u64, rank as u64 + (micro << 32)));
+            // Crops draw from a per-rank stream; the diffusion draws are per sample. The salt
+            // keeps the two families of seeds apart (rank r's crops would otherwise be seeded
+            // as sample r - 1's noise).
+            tch::manual_seed(step_seed(seed as u64 ^ CROP_STREAM, rank as u64 + (micro << 32)));
             let wait = Instant::now();
             let batch = loader.next_batch()?;
             window.data_wait_secs += wait.elapsed().as_secs_f64();
@@ -277,7 +323,7 @@ fn train_joined(
             }
             loss.backward();
             loss_total += loss.detach();
-            window.add_bucketed(&losses, &t);
+            sample_losses.push((losses.detach(), t));
             window.samples += batch.len() as u64;
             state.samples_seen += (batch.len() * world) as u64;
         }
@@ -298,28 +344,29 @@ fn train_joined(
         let (loss_value, norm_value) = (host[0], host[1]);
         let stop_now = host[2] > 0.0;
         let injected = opts.inject_nonfinite_at.contains(&state.step);
+        lr = schedule.at(state.step);
         if !loss_value.is_finite() || !norm_value.is_finite() || injected {
             opt.zero_grad();
             state.nonfinite_skipped += 1;
-            nonfinite_in_row += 1;
+            state.nonfinite_in_row += 1;
             tracing::warn!(
                 "step {}: non-finite loss {loss_value} or gradient norm {norm_value}; update skipped ({} in a row)",
-                state.step, nonfinite_in_row
+                state.step, state.nonfinite_in_row
             );
-            if nonfinite_in_row >= cfg.train.max_nonfinite_in_row.max(1) {
+            if state.nonfinite_in_row >= cfg.train.max_nonfinite_in_row.max(1) {
                 return Err(TrainerError::Diverged(format!(
-                    "{nonfinite_in_row} consecutive steps had a non-finite loss or gradient (up to step {}); \
+                    "{} consecutive steps had a non-finite loss or gradient (up to step {}); \
                      the last good checkpoint is in {}. Lower train.lr or raise train.max_nonfinite_in_row",
+                    state.nonfinite_in_row,
                     state.step,
                     dir.display()
                 )));
             }
             // The skipped step still consumed its batch; the step counter moves on so that the
-            // next step draws fresh noise (and a save that falls due on it still happens).
+            // next step draws fresh noise (and a save, log or validation due on it still happens).
             state.step += 1;
         } else {
-            nonfinite_in_row = 0;
-            let lr = schedule.at(state.step);
+            state.nonfinite_in_row = 0;
             opt.step(lr)?;
             opt.zero_grad();
             state.step += 1;
@@ -327,37 +374,33 @@ fn train_joined(
             window.loss_sum += loss_value;
             window.steps += 1;
             window.last_grad_norm = norm_value;
-            bar.set_position(state.step);
-
-            if state.step % cfg.log.every_steps.max(1) == 0 || state.step == max_steps {
-                let now = Instant::now();
-                window.elapsed_secs = (now - window_clock).as_secs_f64();
-                window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
-                window_clock = now;
-                last_loss = Some(window.mean_loss());
-                let data = loader.stats();
-                (window.data_good, window.data_skipped) = (data.good, data.total_skipped());
-                window.reduce_over_ranks(device, |t| replicas.sum(t))?;
-                if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
-                    log_window(events, jsonl, &bar, &window, state.step, lr)?;
-                }
-                window = StepMetrics::default();
+            for (losses, t) in &sample_losses {
+                window.add_bucketed(losses, t);
             }
-            let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
-            // Validation and sample grids run on rank 0 while the others wait at the next
-            // collective (dist.collective_timeout_secs bounds how long they may).
-            if let (Some(events), Some(jsonl)) = (events.as_mut(), jsonl.as_mut()) {
-                if due(cfg.train.validate_every) && !cached {
-                    let batches = cfg.train.validate_batches;
-                    log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
-                }
-                if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
-                    sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
-                }
+        }
+        logs.bar.set_position(state.step);
+
+        let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
+        if due(cfg.log.every_steps.max(1)) {
+            if let Some(loss) =
+                logs.close_window(&mut window, &loader, replicas, device, &state, lr)?
+            {
+                last_loss = Some(loss);
+            }
+        }
+        // Validation and sample grids run on rank 0 while the others wait at the next
+        // collective (dist.collective_timeout_secs bounds how long they may).
+        if let (Some(events), Some(jsonl)) = (logs.events.as_mut(), logs.jsonl.as_mut()) {
+            if due(cfg.train.validate_every) && !cached {
+                let batches = cfg.train.validate_batches;
+                log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
+            }
+            if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
+                sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
             }
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
-        if state.step % every == 0 || state.step == max_steps {
+        if (every > 0 && state.step % every == 0) || state.step == max_steps {
             ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
             saved_at = Some(state.step);
         }
@@ -367,16 +410,23 @@ fn train_joined(
             break;
         }
     }
+    if interrupted && logs.logged_at < state.step {
+        // The steps since the last log, so that a stop loses none of the curve. Every rank
+        // comes here at the same step (the stop is agreed), for the window's collectives.
+        if let Some(loss) = logs.close_window(&mut window, &loader, replicas, device, &state, lr)? {
+            last_loss = Some(loss);
+        }
+    }
     if interrupted && saved_at != Some(state.step) {
         tracing::info!("stopping on signal at step {}: saving", state.step);
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
         ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
     }
     writer.wait()?;
-    if let Some(events) = events.as_mut() {
+    if let Some(events) = logs.events.as_mut() {
         events.flush()?;
     }
-    bar.finish_and_clear();
+    logs.bar.finish_and_clear();
     let stats = loader.stats();
     tracing::info!("data: {} good samples, skipped {:?}", stats.good, stats.skipped);
     Ok(TrainOutcome {
@@ -419,25 +469,80 @@ fn sample_grid(
     events.flush()
 }
 
-fn log_window(
-    events: &mut EventWriter,
-    jsonl: &mut MetricsJsonl,
-    bar: &indicatif::ProgressBar,
-    window: &StepMetrics,
-    step: u64,
-    lr: f64,
-) -> Result<()> {
-    let samples_per_sec = window.samples as f64 / window.elapsed_secs.max(1e-9);
-    let data_wait = window.data_wait_secs / window.elapsed_secs.max(1e-9);
-    let buckets = window.bucket_means();
-    let mut scalars: Vec<(String, f64)> = vec![
-        ("train/loss".into(), window.mean_loss()),
-        ("train/lr".into(), lr),
-        ("train/grad_norm".into(), window.last_grad_norm),
-        ("perf/samples_per_sec".into(), samples_per_sec),
-        ("perf/data_wait_fraction".into(), data_wait),
-    ];
-    for (i, b) in buckets.iter().enumerate() {
+/// Rank 0's outputs (TensorBoard, `metrics.jsonl`; none on the other ranks), the progress bar
+/// and the logging window's clock.
+struct Logs {
+    events: Option<EventWriter>,
+    jsonl: Option<MetricsJsonl>,
+    bar: indicatif::ProgressBar,
+    clock: Instant,
+    /// The step of the last log (the run's start before the first).
+    logged_at: u64,
+}
+
+impl Logs {
+    /// Ends the logging window at `state.step`: its figures are summed over the ranks (every
+    /// rank calls this at the same step) and written. Returns the window's mean loss, none when
+    /// every step of it was skipped.
+    fn close_window(
+        &mut self,
+        window: &mut StepMetrics,
+        loader: &Loader,
+        replicas: &Replicas,
+        device: tch::Device,
+        state: &TrainState,
+        lr: f64,
+    ) -> Result<Option<f64>> {
+        let now = Instant::now();
+        window.elapsed_secs = (now - self.clock).as_secs_f64();
+        window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
+        self.clock = now;
+        self.logged_at = state.step;
+        let data = loader.stats();
+        (window.data_good, window.data_skipped) = (data.good, data.total_skipped());
+        window.reduce_over_ranks(device, |t| replicas.sum(t))?;
+        let loss = (window.steps > 0).then(|| window.mean_loss());
+        if let (Some(events), Some(jsonl)) = (self.events.as_mut(), self.jsonl.as_mut()) {
+            let scalars = window_scalars(window, lr, state.nonfinite_skipped);
+            let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            events.scalars(state.step as i64, &refs)?;
+            events.flush()?;
+            let mut record = serde_json::Map::new();
+            record.insert("step".into(), json!(state.step));
+            // Counted by every rank's loader since the run began, summed over the ranks.
+            record.insert("samples_good".into(), json!(window.data_good));
+            record.insert("samples_skipped".into(), json!(window.data_skipped));
+            for (k, v) in &scalars {
+                record.insert(k.clone(), json!(v));
+            }
+            jsonl.write(&serde_json::Value::Object(record))?;
+            let speed = window.samples as f64 / window.elapsed_secs.max(1e-9);
+            let shown = loss.map_or("skipped".to_owned(), |l| format!("{l:.4}"));
+            self.bar.set_message(format!("loss {shown} | {speed:.1} samples/s"));
+            tracing::debug!("step {}: loss {shown} lr {lr:.3e}", state.step);
+        }
+        *window = StepMetrics::default();
+        Ok(loss)
+    }
+}
+
+/// A window's scalars, by TensorBoard tag. The loss, its buckets and the gradient norm are left
+/// out of a window whose every step was skipped (they would be NaN); the count of skipped
+/// updates since the run began is always there.
+fn window_scalars(window: &StepMetrics, lr: f64, nonfinite_skipped: u64) -> Vec<(String, f64)> {
+    let elapsed = window.elapsed_secs.max(1e-9);
+    let mut scalars: Vec<(String, f64)> = Vec::new();
+    if window.steps > 0 {
+        scalars.push(("train/loss".into(), window.mean_loss()));
+    }
+    scalars.push(("train/lr".into(), lr));
+    if window.steps > 0 {
+        scalars.push(("train/grad_norm".into(), window.last_grad_norm));
+    }
+    scalars.push(("train/nonfinite_skipped".into(), nonfinite_skipped as f64));
+    scalars.push(("perf/samples_per_sec".into(), window.samples as f64 / elapsed));
+    scalars.push(("perf/data_wait_fraction".into(), window.data_wait_secs / elapsed));
+    for (i, b) in window.bucket_means().iter().enumerate() {
         if b.is_finite() {
             scalars.push((bucket_tag("train", i), *b));
         }
@@ -445,21 +550,7 @@ fn log_window(
     if let Some(mem) = window.gpu_memory_gb {
         scalars.push(("perf/gpu_memory_gb".into(), mem));
     }
-    let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    events.scalars(step as i64, &refs)?;
-    events.flush()?;
-    let mut record = serde_json::Map::new();
-    record.insert("step".into(), json!(step));
-    // Counted by every rank's loader since the run began, summed over the ranks.
-    record.insert("samples_good".into(), json!(window.data_good));
-    record.insert("samples_skipped".into(), json!(window.data_skipped));
-    for (k, v) in &scalars {
-        record.insert(k.clone(), json!(v));
-    }
-    jsonl.write(&serde_json::Value::Object(record))?;
-    bar.set_message(format!("loss {:.4} | {:.1} samples/s", window.mean_loss(), samples_per_sec));
-    tracing::debug!("step {step}: loss {:.5} lr {lr:.3e}", window.mean_loss());
-    Ok(())
+    scalars
 }
 
 /// Where and how a step's checkpoint is written: every rank takes part (cursors and weight

@@ -61,9 +61,34 @@ pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Res
     let unet =
         |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
     diff(&format!("stages[{stage}].unet"), unet(&saved).as_ref(), unet(&now).as_ref(), &mut diffs);
-    for key in ["model", "mode", "max_length"] {
-        let get = |v: &Value| v.get("text").and_then(|t| t.get(key)).cloned();
-        diff(&format!("text.{key}"), get(&saved).as_ref(), get(&now).as_ref(), &mut diffs);
+    let text = |v: &Value, key: &str| v.get("text").and_then(|t| t.get(key)).cloned();
+    for key in ["model", "max_length"] {
+        diff(
+            &format!("text.{key}"),
+            text(&saved, key).as_ref(),
+            text(&now, key).as_ref(),
+            &mut diffs,
+        );
+    }
+    // The two frozen modes hold the same tensors (none of the encoder's): a run may switch
+    // between the cache and the online encoder. Fine-tuning adds the encoder's weights and
+    // optimizer state, and which of them train.
+    let mode = |v: &Value| {
+        let m = text(v, "mode");
+        match m.as_ref().and_then(Value::as_str) {
+            Some("frozen-cached" | "frozen-online") => {
+                Some(Value::from("frozen-cached or frozen-online"))
+            }
+            _ => m,
+        }
+    };
+    let (saved_mode, now_mode) = (mode(&saved), mode(&now));
+    diff("text.mode", saved_mode.as_ref(), now_mode.as_ref(), &mut diffs);
+    if now_mode.as_ref().and_then(Value::as_str) == Some("finetune") && saved_mode == now_mode {
+        for key in ["freeze_embedding", "freeze_lowest_blocks"] {
+            let (a, b) = (text(&saved, key), text(&now, key));
+            diff(&format!("text.{key}"), a.as_ref(), b.as_ref(), &mut diffs);
+        }
     }
     if diffs.is_empty() {
         return Ok(());
@@ -72,6 +97,13 @@ pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Res
         "the config changes the model's shape since the checkpoint was written; differing fields: {}",
         diffs.join(", ")
     )))
+}
+
+/// The `train.max_steps` a checkpoint's run trained under (the horizon of its cosine decay).
+pub fn saved_max_steps(saved_toml: &str) -> Option<u64> {
+    let saved: Value = toml::from_str(saved_toml).ok()?;
+    let steps = saved.get("train")?.get("max_steps")?.as_integer()?;
+    u64::try_from(steps).ok()
 }
 
 fn diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {

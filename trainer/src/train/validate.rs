@@ -91,7 +91,7 @@ pub fn validation_loss_of(
         }
         let (losses, t) = tch::no_grad(|| -> Result<_> {
             let (emb, mask) = text.encode(&batch.captions, &batch.keys)?;
-            Ok(model.diffusion.training_loss(unet, &x0, &emb, &mask, stage.train_lowres_side()))
+            Ok(model.diffusion.validation_loss(unet, &x0, &emb, &mask, stage.train_lowres_side()))
         })?;
         buckets.add(&losses, &t);
         let host = losses.to_kind(Kind::Double).to_device(Device::Cpu);
