@@ -185,7 +185,7 @@ def forward_flops(unet, stage, text_len):
     return counter.get_total_flops()
 
 
-def matched_peer(stage, text_len, ours_params, ours_flops, mapping="auto"):
+def matched_peer(stage, text_len, ours_params, ours_flops, mapping="auto", peer_dim=None):
     """(params gap, flops gap, mapping, extras, params, flops) of the closest peer: within 5%
     of our parameters where possible, then nearest our forward FLOPs. The candidates are built
     on torch's meta device: no memory and no kernels, so a 2B-parameter config is sized in
@@ -193,10 +193,10 @@ def matched_peer(stage, text_len, ours_params, ours_flops, mapping="auto"):
     import torch
 
     with torch.device("meta"):
-        return closest_peer(stage, text_len, ours_params, ours_flops, mapping)
+        return closest_peer(stage, text_len, ours_params, ours_flops, mapping, peer_dim)
 
 
-def closest_peer(stage, text_len, ours_params, ours_flops, mapping):
+def closest_peer(stage, text_len, ours_params, ours_flops, mapping, peer_dim=None):
     u = stage["unet"]
     mappings = ["same", "standard"]
     if level0_is_one_plain_block(u, len(u["dim_mults"])):
@@ -213,7 +213,9 @@ def closest_peer(stage, text_len, ours_params, ours_flops, mapping):
             # attention-pooled text), widths in steps of 8 (GroupNorm's groups) from -16% to +24%.
             base = {"use_global_context_attn": False, "final_resnet_block": False,
                     "ff_mult": 2.0, "attn_pool_text": True}
-            for dim in range(max(8, round(u["dim"] * 0.84 / 8) * 8), u["dim"] * 5 // 4 + 1, 8):
+            dims = range(max(8, round(u["dim"] * 0.84 / 8) * 8), u["dim"] * 5 // 4 + 1, 8)
+            # A width found before (BENCHMARKS.md) skips the search: 20-40 s for a 2B model.
+            for dim in [peer_dim] if peer_dim else dims:
                 extras = {**base, "dim": dim}
                 n = sum(p.numel() for p in peer_unet(stage, text_len, extras, mapping).parameters())
                 candidates.append([abs(n - ours_params) / ours_params, None, mapping, extras, n,
@@ -320,6 +322,9 @@ def main():
     p.add_argument("--mapping", choices=["auto", "same", "shifted", "standard"], default="auto",
                    help="how our levels map onto the peer's (see peer_unet); auto: the "
                         "closest in FLOPs")
+    p.add_argument("--peer-dim", type=int,
+                   help="with --mapping standard: the peer's width, instead of searching the "
+                        "widths for the closest in parameters")
     p.add_argument("--peer-optimizer", choices=["fused", "default"], default="fused",
                    help="the peer's AdamW: torch's fused kernel (as ours) or torch's default")
     p.add_argument("--json", action="store_true")
@@ -332,6 +337,8 @@ def main():
         return
     if args.config is None or args.batch is None:
         p.error("--config and --batch are required")
+    if args.peer_dim and args.mapping != "standard":
+        p.error("--peer-dim goes with --mapping standard")
     # imagen-pytorch prints advice when a U-Net is built; with --json, stdout is the report alone.
     report_to = sys.stdout
     if args.json:
@@ -347,7 +354,8 @@ def main():
     summary = json.loads(imagen_json(args, "model", "summary", "--stage", str(args.stage),
                                      "--json"))
     gap, flops_gap, mapping, extras, peer_params, peer_flops = matched_peer(
-        stage, text_len, summary["total_params"], summary["flops_per_sample_fwd"], args.mapping)
+        stage, text_len, summary["total_params"], summary["flops_per_sample_fwd"], args.mapping,
+        args.peer_dim)
     if gap > 0.05:
         sys.exit(f"no peer configuration within 5% of {summary['total_params']} parameters "
                  f"(closest {peer_params}, {gap:.1%}); adjust the config")
@@ -363,7 +371,25 @@ def main():
         our_rates.append(r["samples_per_sec"])
         our_mem.append(r["peak_memory_bytes"])
         torch.manual_seed(0)
-        step, mem = peer_steps(peer_unet(stage, text_len, extras, mapping), stage, args, text_len)
+        try:
+            # Built where it trains: initialising 2B parameters on one CPU thread and copying
+            # them over took longer than the peer's timed steps.
+            with torch.device(args.device):
+                unet = peer_unet(stage, text_len, extras, mapping)
+            step, mem = peer_steps(unet, stage, args, text_len)
+        except torch.OutOfMemoryError as e:
+            # A peer that does not fit at this batch is a result too (ours did), not a crash
+            # that loses our figures.
+            print(json.dumps({"run": run, "samples_per_sec_ours": our_rates[-1],
+                              "peak_memory_ours": our_mem[-1], "peer_oom": str(e)[:300]}),
+                  file=sys.stderr, flush=True)
+            result = {"config": args.config, "batch": args.batch, "device": args.device,
+                      "samples_per_sec_ours": our_rates[-1], "peak_memory_ours": our_mem[-1],
+                      "peer_oom_at_batch": args.batch}
+            print(json.dumps(result, indent=2), file=report_to)
+            return
+        finally:
+            unet = None
         peer_rates.append(args.batch / step)
         peer_mem.append(mem)
         # Each run as it ends, on stderr: a run cut short by a time limit still leaves these.

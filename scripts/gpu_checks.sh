@@ -13,12 +13,20 @@
 # configs and batches (how the script itself is tried on a machine without a GPU).
 #
 # All of it takes longer than one device call may run (10 minutes), so GPU_CHECKS_ONLY (a bash
-# regex over the check names) picks a part; the targets of issue 9 first, the rest second:
+# regex over the check names) picks a part; the targets of issue 9 first, the rest second, sent
+# at once after the first (the machine goes back after 30 s idle, and a new one costs minutes of
+# a session's 15):
 #   GPU_CHECKS_ONLY='^(env|base64_bf16|sr256_bf16|peer_.*)$' scripts/gpu_checks.sh run OUT
 #   GPU_CHECKS_ONLY='^(env|nccl_match|base64_bf16_(loop_adamw|launch1|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|demo_.*)$' ...
 #   GPU_CHECKS_ONLY='^(env|ckpt_write_.*)$' ...      # a third call, if the budget allows
-# A call cut short still returns the lines that results.jsonl had by then. Run `prepare` right
-# before the device calls: `.device/imagen` must be the binary of the commit being measured.
+# With the machine's start-up, two calls fill a session's 15 minutes: give the second the
+# budget left (GPU_CHECKS_BUDGET).
+# A call cut short still returns the lines that results.jsonl had by then, but a check killed
+# mid-way is lost: GPU_CHECKS_BUDGET (seconds, default 540, under the device's 600 s per call)
+# caps each check's limit at the time left and skips the checks that no longer fit, so the call
+# ends by itself. Run `prepare` right before the device calls: `.device/imagen` must be the
+# binary of the commit being measured (`run` prints .device/COMMIT).
+# GPU_CHECKS_DEMO_STEPS sets the GPU demo's training steps (default 1500).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +35,8 @@ prepare() {
   make build
   mkdir -p .device
   strip -o .device/imagen target/release/imagen
+  echo "$(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')" \
+    >.device/COMMIT
   rm -rf .device/whl
   # The peer and whichever of its imports the GPU machine's image lacks (device KINDS.md), for
   # its Python 3.12.
@@ -45,7 +55,14 @@ run_checks() {
   : >"$results"
   exec > >(tee -a "$log") 2>&1
   local bin=${IMAGEN:-.device/imagen}
-  [ -x "$bin" ] || bin=target/release/imagen
+  if [ ! -x "$bin" ]; then
+    echo "no $bin: run 'scripts/gpu_checks.sh prepare' here and carry .device" >&2
+    return 1
+  fi
+  echo "binary: $bin, commit $(cat .device/COMMIT 2>/dev/null || echo unknown)"
+  # Nothing may reach for the network (imagen-pytorch's import asks Hugging Face's hub).
+  export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+  local deadline=$(($(date +%s) + ${GPU_CHECKS_BUDGET:-540}))
   local torch_lib
   torch_lib=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null)/lib
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -56,10 +73,18 @@ run_checks() {
 
   # Sizes: the issue's base-64 and SR-256 models at training batches on the H200, or tiny ones.
   local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
-  local peer_steps=10 demo_steps=3000 timeout=240 peer_timeout=330 ckpt_dim=256
+  local peer_steps=10 demo_steps=${GPU_CHECKS_DEMO_STEPS:-1500} timeout=240 peer_timeout=330
+  local ckpt_dim=256
+  # On the GPU every command asks for CUDA: "auto" would fall back to the CPU where CUDA does not
+  # load, and spend each check's limit on a 2B-parameter model there.
+  local dev=(--set train.device=cuda)
+  # The peer's widths the search finds (BENCHMARKS.md, "Training step against imagen-pytorch";
+  # the search takes 20-40 s a check).
+  local peer_base=(--mapping standard --peer-dim 584) peer_sr=(--mapping standard --peer-dim 152)
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
     base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
-    peer_steps=2 demo_steps=20 timeout=600 peer_timeout=600 ckpt_dim=32
+    peer_steps=2 demo_steps=20 timeout=600 peer_timeout=600 ckpt_dim=32 dev=() peer_base=()
+    peer_sr=()
   fi
 
   # check NAME SECONDS CMD...: runs CMD, appends {"check": NAME, "rc": .., "secs": .., "report":
@@ -72,10 +97,19 @@ run_checks() {
     if ! wants "$name"; then
       return 0
     fi
-    echo "== $name: $*"
+    local left=$((deadline - $(date +%s) - 10))
+    if ((left < 20)); then
+      echo "== $name: skipped, ${left}s left of GPU_CHECKS_BUDGET"
+      echo "{\"check\": \"$name\", \"skipped\": \"budget\"}" >>"$results"
+      return 0
+    fi
+    ((limit > left)) && limit=$left
+    echo "== $name (limit ${limit}s): $*"
     local start rc
     start=$(date +%s.%N)
-    timeout "$limit" "$@" >"$work/$name.json"
+    # SIGTERM first (a training saves and exits), SIGKILL 15 s later (a process stuck in a CUDA
+    # or NCCL call does not answer SIGTERM).
+    timeout -k 15 "$limit" "$@" >"$work/$name.json"
     rc=$?
     python3 - "$name" "$rc" "$start" "$work/$name.json" >>"$results" <<'PY'
 import json, sys, time
@@ -99,37 +133,47 @@ PY
     last_rc=$rc
   }
 
+  echo "checks selected: ${GPU_CHECKS_ONLY:-all}"
   nvidia-smi || true
   check env 60 "$bin" env --json
+  if [ "${GPU_CHECKS_SMALL:-0}" != 1 ] && wants env &&
+    ! grep -q '"cuda_available": *true' "$work/env.json"; then
+    echo "CUDA is not available to $bin (see env above): no GPU check can run"
+    return 1
+  fi
   # The shim lays out ProcessGroupNCCL's options with the NCCL headers it was built against; the
   # machine's libtorch must carry the same NCCL, or the group would be built on a wrong layout.
   check nccl_match 60 python3 -c '
 import json, subprocess, sys, torch
 ours = json.loads(subprocess.run([sys.argv[1], "env", "--json"], capture_output=True,
                                  text=True, check=True).stdout)["nccl_header_version"]
-major, minor, patch = torch.cuda.nccl.version()
+major, minor, patch = torch.cuda.nccl.version()[:3]
 theirs = major * 10000 + minor * 100 + patch
-print(json.dumps({"shim_nccl": ours, "torch_nccl": theirs}))
+print(json.dumps({"shim_nccl": ours, "torch_nccl": theirs, "torch": torch.__version__,
+                  "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0)}))
 sys.exit(0 if ours == theirs else 1)
 ' "$bin"
   local nccl_rc=$last_rc
 
   # Issue 9: samples/s, phases, peak memory and MFU in bf16; AdamW fused (auto) against the loop.
-  local bench=(bench train --steps "$steps" --warmup 3 --json)
+  local bench=(bench train --steps "$steps" --warmup 3 --json "${dev[@]}")
   check base64_bf16 "$timeout" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch"
   check base64_bf16_loop_adamw "$timeout" "$bin" "${bench[@]}" --config "$base" \
     --batch "$base_batch" --set train.optimizer_kernel=loop
   # fp32 only to price the bf16 lever: a few steps (about 10x slower per step), at half the
   # batch (fp32 feature maps at batch 64 may not fit beside 40 GB of weights and moments).
-  check base64_fp32 "$timeout" "$bin" bench train --steps 3 --warmup 1 --json --config "$base" \
+  check base64_fp32 "$timeout" "$bin" bench train --steps 3 --warmup 1 --json "${dev[@]}" \
+    --config "$base" \
     --batch "$((base_batch / 2 > 0 ? base_batch / 2 : 1))" --set train.precision=fp32
   check sr256_bf16 "$timeout" "$bin" "${bench[@]}" --config "$sr" --batch "$sr_batch"
 
   # Issue 7: world size 1 through ProcessGroupNCCL (the all-reduce's overhead and its overlap
   # with the backward pass), set against the runs above without a process group.
+  # Fewer steps: in a process group the bench times each step twice over (with and without the
+  # all-reduce), and flattens the 2B parameters for its rounds.
   if [ "$nccl_rc" = 0 ] || ! wants nccl_match; then
-    check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- "${bench[@]}" \
-      --config "$base" --batch "$base_batch"
+    check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- bench train \
+      --steps 8 --warmup 3 --json "${dev[@]}" --config "$base" --batch "$base_batch"
   fi
 
   # Issue 9: the same steps of lucidrains' imagen-pytorch Unet, alternating with ours.
@@ -148,8 +192,9 @@ sys.exit(0 if ours == theirs else 1)
   last_rc=0
   check peer_import 120 "${PYTHON:-python3}" scripts/bench_peer_unet.py --check-imports
   if [ "$last_rc" = 0 ]; then
-    check peer_base64 "$peer_timeout" "${peer[@]}" --config "$base" --batch "$base_batch"
-    check peer_sr256 "$peer_timeout" "${peer[@]}" --config "$sr" --batch "$sr_batch"
+    check peer_base64 "$peer_timeout" "${peer[@]}" "${peer_base[@]}" --config "$base" \
+      --batch "$base_batch"
+    check peer_sr256 "$peer_timeout" "${peer[@]}" "${peer_sr[@]}" --config "$sr" --batch "$sr_batch"
   fi
 
   # The demo's data, encoder and embedding cache, made once for the checks that train on them.
@@ -169,19 +214,29 @@ sys.exit(0 if ours == theirs else 1)
           >"$demo/$split.txt"
     done
     "$bin" text make-demo --captions "$demo/train.txt" --out "$demo/t5" >/dev/null
-    "$bin" embed --config configs/demo.toml "${sets[@]:2}" >/dev/null && touch "$demo/t5-cache.done"
+    "$bin" embed --config configs/demo.toml "${sets[@]:2}" "${dev[@]}" >/dev/null &&
+      touch "$demo/t5-cache.done"
+  }
+  # As a check: its time counts against the budget, and its failure shows in results.jsonl.
+  demo_ready() {
+    [ -f "$demo/t5-cache.done" ] && return 0
+    # Whatever GPU_CHECKS_ONLY picks, the checks that train on the demo's data need it made.
+    GPU_CHECKS_ONLY='' check demo_data 180 bash -c "$(declare -p demo sets dev bin); $(declare -f demo_data); demo_data"
+    [ -f "$demo/t5-cache.done" ]
   }
 
   # Issue 6: `imagen train` on the GPU (bf16 autocast, fused AdamW, GPU memory in the metrics)
   # with the demo's data and stage 0, then its samples scored.
-  if wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score; then
-    demo_data
+  if (wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score) &&
+    demo_ready; then
     check demo_train "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
-      --max-steps "$demo_steps" "${sets[@]}" --set train.precision=bf16
+      --max-steps "$demo_steps" "${sets[@]}" "${dev[@]}" --set train.precision=bf16
     tail -n 3 "$demo/run/stage-0/metrics.jsonl" >"$work/demo_metrics.txt"
+    cp "$demo/run/stage-0/metrics.jsonl" "$out/demo_metrics.jsonl" 2>/dev/null
     check demo_metrics 10 cat "$work/demo_metrics.txt"
     check demo_sample "$timeout" "$bin" sample --config configs/demo.toml "${sets[@]}" \
-      --prompts "$demo/heldout.txt" --out "$demo/samples" --stop-at-stage 0
+      "${dev[@]}" --prompts "$demo/heldout.txt" --out "$demo/samples" --stop-at-stage 0
+    cp "$demo/samples/grid.png" "$out/demo_grid.png" 2>/dev/null
     check demo_score 120 "$bin" eval conditioning "$demo/samples" --json
   fi
 
@@ -192,9 +247,10 @@ sys.exit(0 if ours == theirs else 1)
   for write in in-place background; do
     local name=ckpt_write_${write/-/_}
     wants "${name}_train" || wants "${name}_steps" || continue
-    demo_data
+    demo_ready || continue
     check "${name}_train" "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
-      --max-steps 20 "${sets[@]:2}" --run-dir "$demo/ckpt-$write" --set train.precision=bf16 \
+      --max-steps 20 "${sets[@]:2}" "${dev[@]}" --run-dir "$demo/ckpt-$write" \
+      --set train.precision=bf16 \
       --set "stages.0.unet.dim=$ckpt_dim" --set train.checkpoint.every_steps=5 \
       --set "train.checkpoint.write=$write" --set log.every_steps=1
     check "${name}_steps" 30 python3 -c '
@@ -212,7 +268,8 @@ print(json.dumps({"step_after_save_s": after, "median_other_step_s": other[len(o
   # fewer steps each: activation checkpointing (peak memory saved against one more forward
   # pass), channels-last feature maps (cuDNN's NHWC convolutions), and cuDNN's autotuning (on
   # by default) switched off.
-  local lever=(bench train --steps 10 --warmup 2 --json --config "$base" --batch "$base_batch")
+  local lever=(bench train --steps 10 --warmup 2 --json "${dev[@]}" --config "$base"
+    --batch "$base_batch")
   check base64_bf16_act_ckpt "$timeout" "$bin" "${lever[@]}" --set train.activation_checkpointing=true
   check base64_bf16_channels_last "$timeout" "$bin" "${lever[@]}" --set train.channels_last=true
   check base64_bf16_no_cudnn_benchmark "$timeout" "$bin" "${lever[@]}" --set train.cudnn_benchmark=false
