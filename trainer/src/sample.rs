@@ -43,7 +43,7 @@ pub fn load_stage_from(
     index: usize,
     device: Device,
 ) -> Result<LoadedStage> {
-    crate::train::check_compatible(&ckpt.config_toml, cfg, index)?;
+    crate::train::check_compatible(ckpt, cfg, index)?;
     // New prompts are not in the embedding cache: sampling runs the same frozen encoder online.
     let mut cfg = cfg.clone();
     if cfg.text.mode == TextMode::FrozenCached {

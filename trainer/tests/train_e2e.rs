@@ -307,6 +307,36 @@ fn resuming_with_a_different_unet_is_refused_with_the_fields() {
 }
 
 #[test]
+fn the_text_encoder_copied_elsewhere_is_recognised_and_another_one_refused() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("encoder-moved");
+    train(&w.config, options(&run, 0, 4)).unwrap();
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(&w.config.text.model).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    // Copied to another disk: the same files, so the run resumes (and its stages sample).
+    let moved = w.dir.path().join("local-disk/t5");
+    copy(&moved);
+    let mut cfg = w.config.clone();
+    cfg.text.model = moved.clone();
+    assert_eq!(train(&cfg, options(&run, 0, 6)).unwrap().step, 6);
+    // Another encoder (here, another tokenizer) at that path is refused, naming the field.
+    let other = w.dir.path().join("other/t5");
+    copy(&other);
+    let tokenizer = other.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tokenizer).unwrap();
+    std::fs::write(&tokenizer, format!("{text}\n")).unwrap();
+    cfg.text.model = other;
+    let err = train(&cfg, options(&run, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("text.model ("), "{err}");
+}
+
+#[test]
 fn tensorboard_reads_the_training_logs() {
     let _serial = common::serial();
     let w = common::world();

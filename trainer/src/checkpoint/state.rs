@@ -26,6 +26,10 @@ pub struct TrainState {
     pub nonfinite_in_row: u64,
     /// The imagen version that wrote it.
     pub imagen_version: String,
+    /// `text::identity::encoder_fingerprint` of `text.model` when the run started: a config
+    /// naming the encoder at another path is accepted where the fingerprint matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<String>,
     /// Each rank's weight fingerprint when saved (`imagen_trainer::dist::fingerprint` of the
     /// model tensors): equal on every rank, or the checkpoint is refused.
     #[serde(default)]

@@ -29,6 +29,25 @@ pub fn sha256_files(paths: &[impl AsRef<Path>]) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A cheap fingerprint of an encoder folder, to recognise it at another path (copied to a
+/// node's local disk, or sampled on another machine): SHA-256 over its `config.json`, its
+/// `tokenizer.json`, and the names and sizes of its weight files. Not their contents: hashing a
+/// T5-XXL's weights would add a minute to every start.
+pub fn encoder_fingerprint(model_dir: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for name in ["config.json", "tokenizer.json"] {
+        hasher.update(sha256_files(&[model_dir.join(name)])?.as_bytes());
+    }
+    for file in weight_files(model_dir)? {
+        let size = std::fs::metadata(&file)
+            .map_err(|source| TrainerError::Io { path: file.clone(), source })?
+            .len();
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        hasher.update(format!("{name}:{size};").as_bytes());
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// What an embedding cache made with `cfg`'s encoder must record: hashes of the weight files
 /// and of `tokenizer.json`, max length, dtype and width.
 pub fn encoder_identity(cfg: &TextConfig, t5: &T5Config) -> Result<EncoderIdentity> {

@@ -134,13 +134,14 @@ fn train_joined(
         nonfinite_skipped: 0,
         nonfinite_in_row: 0,
         imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
+        text_encoder: None,
         weight_fingerprints: Vec::new(),
         files: Default::default(),
     };
     let mut cursor: Option<Cursor> = None;
     let mut saved_horizon = None;
     if let Some(ckpt) = &resume_from {
-        check_compatible(&ckpt.config_toml, cfg, opts.stage)?;
+        check_compatible(ckpt, cfg, opts.stage)?;
         saved_horizon = saved_max_steps(&ckpt.config_toml);
         restore(&model, &mut opt, ckpt, main)?;
         state = ckpt.state.clone();
@@ -165,6 +166,11 @@ fn train_joined(
             ckpt.dir.display(),
             state.step
         );
+    }
+    if main {
+        // Recorded so that the encoder is recognised at another path (a resume from a local
+        // copy, sampling on another machine).
+        state.text_encoder = crate::text::identity::encoder_fingerprint(&cfg.text.model).ok();
     }
     replicas.attach(&model, cfg)?;
     let side = stage.data_side();

@@ -5,6 +5,7 @@ use toml::Value;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
 use crate::error::{Result, TrainerError};
+use crate::text::identity::encoder_fingerprint;
 
 /// Where a run starts from.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -51,10 +52,11 @@ impl Resume {
     }
 }
 
-/// Refuses to resume when the config changes what the checkpoint's tensors mean: the stage's
-/// U-Net topology, the text encoder and its mode. Lists every differing field.
-pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Result<()> {
-    let saved: Value = toml::from_str(saved_toml)
+/// Refuses to resume (or sample) when the config changes what the checkpoint's tensors mean: the
+/// stage's U-Net topology, the text encoder and its mode. Lists every differing field. The
+/// encoder at another path is the same encoder where its fingerprint matches the checkpoint's.
+pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Result<()> {
+    let saved: Value = toml::from_str(&ckpt.config_toml)
         .map_err(|e| TrainerError::Checkpoint(format!("stored config.toml: {e}")))?;
     let now: Value = toml::from_str(&current.to_toml()).expect("a config round-trips through TOML");
     let mut diffs = Vec::new();
@@ -62,13 +64,22 @@ pub fn check_compatible(saved_toml: &str, current: &Config, stage: usize) -> Res
         |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
     diff(&format!("stages[{stage}].unet"), unet(&saved).as_ref(), unet(&now).as_ref(), &mut diffs);
     let text = |v: &Value, key: &str| v.get("text").and_then(|t| t.get(key)).cloned();
-    for key in ["model", "max_length"] {
-        diff(
-            &format!("text.{key}"),
-            text(&saved, key).as_ref(),
-            text(&now, key).as_ref(),
-            &mut diffs,
-        );
+    let length = |v: &Value| text(v, "max_length");
+    diff("text.max_length", length(&saved).as_ref(), length(&now).as_ref(), &mut diffs);
+    let (saved_model, now_model) = (text(&saved, "model"), text(&now, "model"));
+    if saved_model != now_model {
+        let moved = ckpt.state.text_encoder.as_ref().is_some_and(|recorded| {
+            encoder_fingerprint(&current.text.model).is_ok_and(|now| &now == recorded)
+        });
+        if moved {
+            tracing::info!(
+                "text.model: {} holds the encoder the checkpoint was trained with (at {})",
+                current.text.model.display(),
+                saved_model.as_ref().and_then(toml::Value::as_str).unwrap_or("?")
+            );
+        } else {
+            diff("text.model", saved_model.as_ref(), now_model.as_ref(), &mut diffs);
+        }
     }
     // The two frozen modes hold the same tensors (none of the encoder's): a run may switch
     // between the cache and the online encoder. Fine-tuning adds the encoder's weights and
