@@ -5,7 +5,7 @@ mod common;
 
 use imagen_trainer::diffusion::{
     guidance_at, guided_prediction, sample_cascade, sample_stage, DiffusionConfig,
-    GaussianDiffusion, Objective, SamplerConfig, SamplerKind, Stage, Thresholding,
+    GaussianDiffusion, LossMode, Objective, SamplerConfig, SamplerKind, Stage, Thresholding,
 };
 use imagen_trainer::unet::{UNet, UNetConfig};
 use tch::nn::{self, OptimizerConfig};
@@ -159,9 +159,9 @@ fn training_loss_is_per_sample_and_reproducible_for_a_seed() {
     let x0 = Tensor::rand([3, 3, 16, 16], CPU) * 2.0 - 1.0;
     let (text, mask) = captions(3);
     tch::manual_seed(5);
-    let (loss, t) = diffusion.training_loss(&unet, &x0, &text, &mask, Some(8));
+    let (loss, t) = diffusion.loss(&unet, &x0, &text, &mask, Some(8), LossMode::Train);
     tch::manual_seed(5);
-    let (again, t_again) = diffusion.training_loss(&unet, &x0, &text, &mask, Some(8));
+    let (again, t_again) = diffusion.loss(&unet, &x0, &text, &mask, Some(8), LossMode::Train);
     assert_eq!(loss.size(), vec![3]);
     assert_eq!(t.size(), vec![3]);
     assert_eq!((&loss - again).abs().max().double_value(&[]), 0.0);
@@ -209,7 +209,8 @@ fn tiny_model_overfits_coloured_squares_and_samples_them() {
     let eval_loss = |seed: i64| {
         tch::no_grad(|| {
             tch::manual_seed(seed);
-            let (loss, _) = diffusion.training_loss(&unet, &batch.0, &batch.1, &batch.2, None);
+            let (loss, _) =
+                diffusion.loss(&unet, &batch.0, &batch.1, &batch.2, None, LossMode::Train);
             loss.mean(Kind::Float).double_value(&[])
         })
     };
@@ -218,7 +219,7 @@ fn tiny_model_overfits_coloured_squares_and_samples_them() {
     let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
     tch::manual_seed(1);
     for _ in 0..STEPS {
-        let (loss, _) = diffusion.training_loss(&unet, &batch.0, &batch.1, &batch.2, None);
+        let (loss, _) = diffusion.loss(&unet, &batch.0, &batch.1, &batch.2, None, LossMode::Train);
         opt.backward_step(&loss.mean(Kind::Float));
     }
     let after: f64 = (0..4).map(|s| eval_loss(100 + s)).sum::<f64>() / 4.0;

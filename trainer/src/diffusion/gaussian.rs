@@ -16,6 +16,15 @@ pub(crate) fn per_sample(t: &Tensor) -> Tensor {
     t.view([-1, 1, 1, 1])
 }
 
+/// What a loss is measured for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossMode {
+    /// Dropout on, captions dropped at `cond_drop_prob` (classifier-free guidance's training).
+    Train,
+    /// Dropout off, every caption kept: the network as it samples.
+    Validate,
+}
+
 #[derive(Debug, Clone)]
 pub struct GaussianDiffusion {
     cfg: DiffusionConfig,
@@ -126,21 +135,23 @@ impl GaussianDiffusion {
     /// Per-sample loss [B] for clean images x0 in [-1, 1] and the times [B] drawn. For SR
     /// stages (`lowres_side` set) the low-res condition is derived from x0 and noise-augmented
     /// at a level uniform on [0, noise_aug_max]. Times, noise, levels and condition dropout
-    /// come from the global RNG (`tch::manual_seed`).
-    pub fn training_loss(
+    /// come from the global RNG (`tch::manual_seed`). `LossMode::Validate` measures the network
+    /// as it samples: dropout off and every caption kept.
+    pub fn loss(
         &self,
         unet: &UNet,
         x0: &Tensor,
         text: &Tensor,
         mask: &Tensor,
         lowres_side: Option<i64>,
+        mode: LossMode,
     ) -> (Tensor, Tensor) {
         let shape = self.draw_shape(x0, lowres_side);
         let draws = TrainingDraws::global(x0.size()[0], shape, x0.device());
-        self.training_loss_with(unet, x0, text, mask, lowres_side, &draws)
+        self.loss_with(unet, x0, text, mask, lowres_side, &draws, mode == LossMode::Train)
     }
 
-    /// As [`Self::training_loss`], with the step's random numbers given.
+    /// The training loss, with the step's random numbers given.
     pub fn training_loss_with(
         &self,
         unet: &UNet,
@@ -151,21 +162,6 @@ impl GaussianDiffusion {
         draws: &TrainingDraws,
     ) -> (Tensor, Tensor) {
         self.loss_with(unet, x0, text, mask, lowres_side, draws, true)
-    }
-
-    /// The loss of the network as it samples, for validation: as [`Self::training_loss`] but
-    /// with dropout off and every caption kept (no classifier-free condition dropout).
-    pub fn validation_loss(
-        &self,
-        unet: &UNet,
-        x0: &Tensor,
-        text: &Tensor,
-        mask: &Tensor,
-        lowres_side: Option<i64>,
-    ) -> (Tensor, Tensor) {
-        let shape = self.draw_shape(x0, lowres_side);
-        let draws = TrainingDraws::global(x0.size()[0], shape, x0.device());
-        self.loss_with(unet, x0, text, mask, lowres_side, &draws, false)
     }
 
     #[allow(clippy::too_many_arguments)]

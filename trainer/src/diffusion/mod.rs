@@ -18,6 +18,6 @@ pub use config::{
     Thresholding,
 };
 pub use draws::{DrawShape, TrainingDraws};
-pub use gaussian::GaussianDiffusion;
+pub use gaussian::{GaussianDiffusion, LossMode};
 pub use sampler::{guidance_at, guided_prediction, sample_stage};
 pub use schedule::{alpha_sigma_from_log_snr, Schedule};

@@ -6,6 +6,7 @@ use super::batch::images_to_tensor;
 use super::metrics::{bucket_tag, BucketedLoss};
 use super::model::StageModel;
 use crate::diffusion::augment::random_crop;
+use crate::diffusion::LossMode;
 use crate::error::{Result, TrainerError};
 use crate::logs::{EventWriter, MetricsJsonl};
 use crate::text::TextConditioner;
@@ -91,7 +92,8 @@ pub fn validation_loss_of(
         }
         let (losses, t) = tch::no_grad(|| -> Result<_> {
             let (emb, mask) = text.encode(&batch.captions, &batch.keys)?;
-            Ok(model.diffusion.validation_loss(unet, &x0, &emb, &mask, stage.train_lowres_side()))
+            let side = stage.train_lowres_side();
+            Ok(model.diffusion.loss(unet, &x0, &emb, &mask, side, LossMode::Validate))
         })?;
         buckets.add(&losses, &t);
         let host = losses.to_kind(Kind::Double).to_device(Device::Cpu);
