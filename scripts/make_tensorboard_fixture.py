@@ -24,4 +24,6 @@ with open(path, "wb") as f:
     img = summary_pb2.Summary.Image(height=2, width=3, colorspace=3, encoded_image_string=b"\x89PNGfake")
     s = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="samples", image=img)])
     w.write(event_pb2.Event(wall_time=1700000002.0, step=8, summary=s).SerializeToString())
+    start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+    w.write(event_pb2.Event(wall_time=1700000003.0, step=5, session_log=start).SerializeToString())
 print(f"wrote {path}")

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use imagen_trainer::logs::tensorboard::{
-    tfrecord, Event, EventWriter, Summary, SummaryImage, SummaryValue,
+    tfrecord, Event, EventWriter, SessionLog, Summary, SummaryImage, SummaryValue,
 };
 use prost::Message;
 
@@ -29,12 +29,14 @@ fn records_match_tensorboards_writer_byte_for_byte() {
             step: 0,
             file_version: Some("brain.Event:2".into()),
             summary: None,
+            session_log: None,
         },
         Event {
             wall_time: 1700000001.0,
             step: 7,
             file_version: None,
             summary: Some(Summary { value: vec![scalar("loss", 0.25), scalar("lr", 1e-4)] }),
+            session_log: None,
         },
         Event {
             wall_time: 1700000002.0,
@@ -52,6 +54,14 @@ fn records_match_tensorboards_writer_byte_for_byte() {
                     }),
                 }],
             }),
+            session_log: None,
+        },
+        Event {
+            wall_time: 1700000003.0,
+            step: 5,
+            file_version: None,
+            summary: None,
+            session_log: Some(SessionLog { status: 1 }),
         },
     ];
     let ours: Vec<u8> = events.iter().flat_map(|e| tfrecord(&e.encode_to_vec())).collect();

@@ -282,6 +282,15 @@ fn a_rollback_sets_the_newer_checkpoints_aside_and_continues_its_own_timeline() 
     opts.resume = Resume::Path(dir.join("step-000000004"));
     train(&w.config, opts).unwrap();
     assert_eq!(steps(&dir), vec![4, 6]);
+    // TensorBoard shows the new timeline alone: the old run's steps 5 to 12 are dropped.
+    let board = common::read_tensorboard(&dir);
+    let logged: Vec<u64> = board["scalars"]["train/loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(logged, (1..=6).collect::<Vec<u64>>());
     assert!(dir.join("superseded-step-000000008/model.safetensors").is_file());
     assert!(dir.join("superseded-step-000000012/model.safetensors").is_file());
     // A newest checkpoint damaged after its save is passed over, and set aside.

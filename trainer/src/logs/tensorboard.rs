@@ -22,6 +22,16 @@ pub struct Event {
     pub file_version: Option<String>,
     #[prost(message, optional, tag = "5")]
     pub summary: Option<Summary>,
+    #[prost(message, optional, tag = "7")]
+    pub session_log: Option<SessionLog>,
+}
+
+/// `tensorflow.SessionLog`: only its status.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionLog {
+    /// 1 = START.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -85,9 +95,17 @@ impl EventWriter {
         let io = |source| TrainerError::Io { path: dir.to_owned(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let name = format!("events.out.tfevents.{}.{host}.{}", now() as u64, std::process::id());
+        // A counter after the process id, as PyTorch's writer has: two runs of one process in
+        // one second (a resume, the arms of an ablation) get two files, in the order written.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name =
+            format!("events.out.tfevents.{}.{host}.{}.{n}", now() as u64, std::process::id());
         let path = dir.join(name);
-        let file = File::create(&path)
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .map_err(|source| TrainerError::Io { path: path.clone(), source })?;
         let mut writer = Self { path, out: BufWriter::new(file) };
         writer.write_event(&Event {
@@ -95,6 +113,7 @@ impl EventWriter {
             step: 0,
             file_version: Some("brain.Event:2".into()),
             summary: None,
+            session_log: None,
         })?;
         writer.flush()?;
         Ok(writer)
@@ -109,6 +128,21 @@ impl EventWriter {
         self.out
             .write_all(&record)
             .map_err(|source| TrainerError::Io { path: self.path.clone(), source })
+    }
+
+    /// Marks a (re)start of the run whose first logged step is `first_step`: TensorBoard drops
+    /// whatever earlier event files of the directory logged at that step or later (the steps a
+    /// killed run logged after its last checkpoint, a rolled-back timeline), so every step shows
+    /// once. A `SessionLog` START, as TensorFlow's supervisors wrote at each (re)start.
+    pub fn start_session(&mut self, first_step: i64) -> Result<()> {
+        self.write_event(&Event {
+            wall_time: now(),
+            step: first_step,
+            file_version: None,
+            summary: None,
+            session_log: Some(SessionLog { status: 1 }),
+        })?;
+        self.flush()
     }
 
     /// Scalars that share a step, in one event.
@@ -126,6 +160,7 @@ impl EventWriter {
             step,
             file_version: None,
             summary: Some(Summary { value }),
+            session_log: None,
         })
     }
 
@@ -162,6 +197,7 @@ impl EventWriter {
                     image: Some(image),
                 }],
             }),
+            session_log: None,
         })
     }
 

@@ -247,6 +247,9 @@ fn train_joined(
         clock: Instant::now(),
         logged_at: state.step,
     };
+    if let Some(events) = logs.events.as_mut() {
+        events.start_session(state.step as i64 + 1)?;
+    }
     logs.bar.set_position(state.step);
     // The rate estimate starts here, not at step 0 (a resume's jump is no progress).
     logs.bar.reset_eta();
