@@ -1,8 +1,8 @@
-"""Reads a run directory's TensorBoard event files with TensorBoard's own EventAccumulator and
+"""Reads a stage directory's TensorBoard event files (RUN/stage-N) with TensorBoard's own EventAccumulator and
 prints what it found as JSON: scalar tags with their (step, value) lists, image tags with their
 sizes. Used by trainer/tests/tensorboard.rs and handy for checking a real run.
 
-Run: .venv-tools/bin/python scripts/read_tensorboard.py RUN_DIR
+Run: .venv-tools/bin/python scripts/read_tensorboard.py RUN/stage-N
 """
 import json
 import sys

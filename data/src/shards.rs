@@ -52,6 +52,11 @@ pub fn expand_shards(entries: &[String]) -> Result<Vec<PathBuf>> {
     }
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
+    if entries.is_empty() {
+        return Err(DataError::ShardList(
+            "data.shards is empty: list the training shards (files, directories or globs)".into(),
+        ));
+    }
     if out.is_empty() {
         return Err(DataError::ShardList(format!("{entries:?} names no shard")));
     }

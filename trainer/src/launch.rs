@@ -177,11 +177,19 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
                 tracing::warn!("rank {rank} did not stop within {:?}: killing it", opts.grace);
                 let _ = child.kill();
             }
+            // Once: a killed worker may take a poll or two to be reaped.
+            kill_at = Some(Instant::now() + Duration::from_secs(3600 * 24 * 365));
         }
         std::thread::sleep(POLL);
     }
     Ok(match failure {
         None => 0,
-        Some((_, status)) => status.code().filter(|&c| c != 0).unwrap_or(1),
+        Some((rank, status)) => {
+            tracing::error!(
+                "rank {rank} failed ({}); the other workers were stopped",
+                describe(status)
+            );
+            status.code().filter(|&c| c != 0).unwrap_or(1)
+        }
     })
 }

@@ -1,8 +1,14 @@
 //! `tracing` set-up for the binary: human-readable lines on stderr.
 
+use std::io::IsTerminal;
+
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `default_filter`.
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over `default_filter`. Colours
+/// only on a terminal (not in Slurm's or a redirected log). In a worker of a multi-process job
+/// every line names its rank, so the workers' interleaved lines can be told apart.
 pub fn init(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
@@ -11,6 +17,37 @@ pub fn init(default_filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_timer(RankedTime { rank: worker_rank() })
         .with_target(false)
         .try_init();
+}
+
+/// This process's rank in a job of several (torchrun's or `imagen launch`'s `RANK` and
+/// `WORLD_SIZE`, or Slurm's `SLURM_PROCID` and `SLURM_NTASKS`); none when it runs alone.
+fn worker_rank() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok();
+    let several = |n: Option<String>| n.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 1);
+    if several(var("WORLD_SIZE")) {
+        var("RANK")
+    } else if several(var("SLURM_NTASKS")) {
+        var("SLURM_PROCID")
+    } else {
+        None
+    }
+}
+
+/// The default timestamp, then the rank where there is one.
+struct RankedTime {
+    rank: Option<String>,
+}
+
+impl FormatTime for RankedTime {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        SystemTime.format_time(w)?;
+        match &self.rank {
+            Some(rank) => write!(w, " rank {rank}"),
+            None => Ok(()),
+        }
+    }
 }

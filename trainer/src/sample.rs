@@ -35,6 +35,25 @@ pub fn load_stage(
     load_stage_from(cfg, &ckpt, index, device)
 }
 
+/// The last stage to run for `--stop-at-stage` (all of them without it); a stage the config does
+/// not have is refused, not quietly taken as the last one.
+pub fn last_stage(stop_at_stage: Option<usize>, stages: usize) -> Result<usize> {
+    if stages == 0 {
+        return Err(TrainerError::Config {
+            source_name: "stages".into(),
+            message: "the config has no stage".into(),
+        });
+    }
+    match stop_at_stage {
+        Some(s) if s >= stages => Err(TrainerError::Config {
+            source_name: "--stop-at-stage".into(),
+            message: format!("{s}, but the config has {stages} stage(s), 0 to {}", stages - 1),
+        }),
+        Some(s) => Ok(s),
+        None => Ok(stages - 1),
+    }
+}
+
 /// Loads stage `index` of the cascade from the EMA weights of `ckpt` (one of that stage's step
 /// directories).
 pub fn load_stage_from(
@@ -160,6 +179,36 @@ fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
         .map_err(|e| TrainerError::Io { path: path.to_owned(), source: std::io::Error::other(e) })
 }
 
+/// Removes what an earlier `write_samples` into `out` wrote (its `prompts.txt` marks it): its
+/// numbered images, grid, prompts and page, and the `stage-N/` folders of an earlier cascade's
+/// intermediate stages. Called before sampling into `out` again: otherwise a run with fewer
+/// prompts, or fewer stages, would leave the old images among the new. Other files are left
+/// alone.
+pub fn clear_previous_samples(out: &Path) -> Result<()> {
+    if !out.join("prompts.txt").is_file() {
+        return Ok(());
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TrainerError::Io { path, source }
+    };
+    for entry in std::fs::read_dir(out).map_err(io(out))? {
+        let path = entry.map_err(io(out))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let numbered = name.len() == 8
+            && name.ends_with(".png")
+            && name[..4].bytes().all(|b| b.is_ascii_digit());
+        if numbered || ["grid.png", "prompts.txt", "index.html"].contains(&name.as_str()) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        } else if name.starts_with("stage-") && path.join("prompts.txt").is_file() {
+            clear_previous_samples(&path)?;
+            // Only if nothing else was put there.
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `<out>/<NNNN>.png` per image, `<out>/grid.png`, `<out>/prompts.txt` (line i is the
 /// prompt of image i) and `<out>/index.html` (each image above its prompt). Returns the grid's
 /// path.
@@ -201,6 +250,14 @@ pub fn write_samples(out: &Path, images: &Tensor, prompts: &[String]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_past_the_cascade_is_refused_by_name() {
+        assert_eq!(last_stage(None, 3).unwrap(), 2);
+        assert_eq!(last_stage(Some(1), 3).unwrap(), 1);
+        let err = last_stage(Some(5), 2).unwrap_err().to_string();
+        assert!(err.contains("--stop-at-stage") && err.contains("0 to 1"), "{err}");
+    }
 
     #[test]
     fn grid_places_images_row_major_with_borders() {

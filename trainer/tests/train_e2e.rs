@@ -459,6 +459,18 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
         recorded.lines().collect::<Vec<_>>(),
         prompts.iter().map(String::as_str).collect::<Vec<_>>()
     );
+    // Sampling into that folder again with one prompt and one stage leaves none of the old
+    // images, and nothing that is not a sample is touched.
+    imagen_trainer::sample::write_samples(&out.join("stage-0"), &a[0], &prompts).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    imagen_trainer::sample::clear_previous_samples(&out).unwrap();
+    imagen_trainer::sample::write_samples(&out, &a[1].narrow(0, 0, 1), &prompts[..1]).unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["0000.png", "grid.png", "index.html", "notes.txt", "prompts.txt"]);
     // No checkpoint for a stage is a clear error.
     let err = imagen_trainer::sample::load_stage(&cfg, &w.run_dir("none"), 0, tch::Device::Cpu)
         .err()

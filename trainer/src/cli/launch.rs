@@ -60,7 +60,8 @@ pub fn run(args: LaunchArgs) -> Result<()> {
         args: args.command,
     })?;
     if code != 0 {
-        anyhow::bail!("a worker failed (exit code {code}); the others were stopped");
+        // The failing rank and how it ended are in the launcher's last log line.
+        anyhow::bail!("a worker failed; the launcher exits with code {code}");
     }
     Ok(())
 }

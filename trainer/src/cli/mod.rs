@@ -74,6 +74,11 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `imagen ... | head` would panic on its next print; a command line
+    // tool ends quietly instead, as others do. (A training killed this way is a kill like any
+    // other: its checkpoints are atomic.)
+    // SAFETY: restoring a signal's default disposition, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     imagen_trainer::logging::init(&cli.log_level);
     let result = match cli.command {
@@ -94,8 +99,22 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: the library's errors already name their cause in their
+/// message (`path: No such file or directory`), which `{:#}` would repeat.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -48,7 +48,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let device = resolve_device(&cfg.train.device)?;
     // The same threads and cuDNN autotuning as training: every denoising step repeats one shape.
     prepare_process(&cfg.train, device)?;
-    let last = args.stop_at_stage.unwrap_or(cfg.stages.len() - 1).min(cfg.stages.len() - 1);
+    let last = imagen_trainer::sample::last_stage(args.stop_at_stage, cfg.stages.len())?;
     let mut stages = Vec::new();
     for index in 0..=last {
         let stage = load_stage(&cfg, &run_dir, index, device)?;
@@ -56,6 +56,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         stages.push(stage);
     }
     let outputs = sample_cascade(&stages, &prompts, args.seed, args.batch_size)?;
+    imagen_trainer::sample::clear_previous_samples(&args.out)?;
     for (i, images) in outputs.iter().enumerate() {
         let dir = if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
         let grid = write_samples(&dir, images, &prompts)?;

@@ -69,7 +69,16 @@ impl Config {
         } else {
             format!("{source_name} (with --set overrides)")
         };
+        // An override into a section the file leaves out edits that section's defaults: a list
+        // (`stages.0.unet.dim`) must be there to be indexed.
+        let defaults: Table =
+            toml::from_str(&Config::default().to_toml()).expect("the defaults round-trip");
         for o in overrides {
+            if let Some(first) = o.path.first() {
+                if let (false, Some(default)) = (table.contains_key(first), defaults.get(first)) {
+                    table.insert(first.clone(), default.clone());
+                }
+            }
             apply_override(&mut table, o).map_err(|message| TrainerError::Config {
                 source_name: source_name.clone(),
                 message,
@@ -149,6 +158,20 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(Config::from_toml_str("x", "", &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn overrides_index_the_default_stages_of_a_file_without_any() {
+        let set = [parse_override("stages.0.unet.dim=64").unwrap()];
+        let cfg = Config::from_toml_str("x", "[run]\nname = \"a\"\n", &set).unwrap();
+        assert_eq!(cfg.stages.len(), Config::default().stages.len());
+        assert_eq!(cfg.stages[0].unet.dim, 64);
+        assert_eq!(cfg.run.name, "a");
+        // Nothing else of the defaults moves.
+        let mut expected = Config::default();
+        expected.run.name = "a".into();
+        expected.stages[0].unet.dim = 64;
+        assert_eq!(cfg, expected);
     }
 
     #[test]

@@ -129,8 +129,7 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
             (run_dir, index, Some(ckpt))
         }
         None => {
-            let last = opts.stop_at_stage.unwrap_or(stages.saturating_sub(1));
-            (opts.run_dir.clone(), last.min(stages.saturating_sub(1)), None)
+            (opts.run_dir.clone(), crate::sample::last_stage(opts.stop_at_stage, stages)?, None)
         }
     };
     let mut loaded = Vec::new();
@@ -159,6 +158,7 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     let outputs = sample_cascade(&stages, &opts.prompts, opts.seed, opts.sample_batch)?;
     let images = outputs.last().expect("at least one stage");
     let samples_dir = opts.out.join("samples");
+    crate::sample::clear_previous_samples(&samples_dir)?;
     write_samples(&samples_dir, images, &opts.prompts)?;
     let rgb = rgb_images(images)?;
 

@@ -13,7 +13,7 @@ use super::encode::encode_captions;
 use super::identity::encoder_identity;
 use crate::error::{Result, TrainerError};
 use crate::native::to_device_async;
-use crate::t5::{load::load_weights, Freeze, T5Config, T5Encoder, T5Tokenizer};
+use crate::t5::{load::load_weights, Freeze, T5Encoder, T5Tokenizer};
 
 /// The VarStore group of the encoder's parameters in "finetune" mode, so that the optimizer can
 /// give them `finetune_lr` and `finetune_weight_decay` (`opt.set_lr_group(TEXT_ENCODER_GROUP, lr)`).
@@ -43,7 +43,7 @@ impl TextConditioner {
     /// are created frozen in `cfg.dtype`. "frozen-cached" builds no encoder: it opens the cache
     /// of `cfg.cache_dir`, refusing it unless it was made by `cfg.model` with these settings.
     pub fn new(path: nn::Path, cfg: &TextConfig, device: Device) -> Result<Self> {
-        let t5 = T5Config::from_file(&cfg.model.join("config.json"))?;
+        let t5 = cfg.encoder_config()?;
         let source = match cfg.mode {
             TextMode::FrozenCached => {
                 let dir = cfg.cache_dir.clone().ok_or_else(|| {

@@ -70,3 +70,24 @@ impl Default for TextConfig {
         }
     }
 }
+
+impl TextConfig {
+    /// The architecture of the encoder `text.model` names (its `config.json`). A folder without
+    /// one is refused naming the setting, with how to make the demo encoder.
+    pub fn encoder_config(&self) -> crate::error::Result<crate::t5::T5Config> {
+        let path = self.model.join("config.json");
+        if !path.is_file() {
+            return Err(crate::error::TrainerError::Model {
+                path: self.model.clone(),
+                message: format!(
+                    "text.model: no config.json {}; point text.model at a Hugging Face T5 folder \
+                     (config.json, tokenizer.json, model.safetensors), or make the DEMO-ONLY \
+                     encoder there with `imagen text make-demo --captions FILE --out {}`",
+                    if self.model.is_dir() { "in this folder" } else { "(no such folder)" },
+                    self.model.display()
+                ),
+            });
+        }
+        crate::t5::T5Config::from_file(&path)
+    }
+}

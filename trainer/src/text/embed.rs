@@ -15,7 +15,7 @@ use super::config::{TextConfig, TextDtype};
 use super::encode::{encode_captions, real_token_bytes};
 use super::identity::encoder_identity;
 use crate::error::{Result, TrainerError};
-use crate::t5::{load::load_weights, Freeze, T5Config, T5Encoder, T5Tokenizer};
+use crate::t5::{load::load_weights, Freeze, T5Encoder, T5Tokenizer};
 
 /// One data shard's captions as the embed job sees it.
 pub trait CaptionShard {
@@ -112,7 +112,7 @@ pub fn embed_shards(
     world: usize,
     device: Device,
 ) -> Result<EmbedReport> {
-    let t5 = T5Config::from_file(&cfg.model.join("config.json"))?;
+    let t5 = cfg.encoder_config()?;
     let identity = encoder_identity(cfg, &t5)?;
     Manifest::create_or_check(
         cache_dir,

@@ -223,15 +223,24 @@ fn train_joined(
         total_steps: max_steps,
         min_lr_ratio: cfg.train.min_lr_ratio,
     };
-    if let Some(before) = saved_horizon.filter(|&h| h != max_steps) {
-        if schedule.kind != crate::optim::ScheduleKind::Constant && main {
-            let then = LrSchedule { total_steps: before, ..schedule.clone() };
+    if state.step >= max_steps && main {
+        tracing::info!(
+            "stage {} is at step {} already (max_steps {max_steps}): nothing to train",
+            opts.stage,
+            state.step
+        );
+    }
+    if let Some(before) = saved_horizon.filter(|&h| h != max_steps && state.step < max_steps) {
+        let then = LrSchedule { total_steps: before, ..schedule.clone() };
+        let (was, is) = (then.at(state.step), schedule.at(state.step));
+        // During warm-up, or on a constant schedule, the rate does not move.
+        if (was - is).abs() > 1e-9 * was.abs().max(is.abs()) && main {
             tracing::warn!(
                 "the learning rate's horizon moves from {before} steps (the checkpoint's) to \
                  {max_steps}: at step {} it goes from {:.3e} to {:.3e}",
                 state.step,
-                then.at(state.step),
-                schedule.at(state.step)
+                was,
+                is
             );
         }
     }
@@ -246,6 +255,7 @@ fn train_joined(
         },
         clock: Instant::now(),
         logged_at: state.step,
+        max_steps,
     };
     if let Some(events) = logs.events.as_mut() {
         events.start_session(state.step as i64 + 1)?;
@@ -441,7 +451,11 @@ fn train_joined(
     Ok(TrainOutcome {
         step: state.step,
         stage_dir: dir,
-        last_checkpoint: writer.last().cloned(),
+        // Nothing saved (a run already at its last step): the checkpoint it started from.
+        last_checkpoint: writer
+            .last()
+            .cloned()
+            .or_else(|| resume_from.as_ref().filter(|_| main).map(|c| c.dir.clone())),
         last_loss,
         nonfinite_skipped: state.nonfinite_skipped,
         interrupted,
@@ -487,6 +501,7 @@ struct Logs {
     clock: Instant,
     /// The step of the last log (the run's start before the first).
     logged_at: u64,
+    max_steps: u64,
 }
 
 impl Logs {
@@ -506,7 +521,7 @@ impl Logs {
         window.elapsed_secs = (now - self.clock).as_secs_f64();
         window.gpu_memory_gb = crate::native::cuda_memory_allocated_gb(device);
         self.clock = now;
-        self.logged_at = state.step;
+        let steps = state.step - std::mem::replace(&mut self.logged_at, state.step);
         let data = loader.stats();
         (window.data_good, window.data_skipped) = (data.good, data.total_skipped());
         window.reduce_over_ranks(device, |t| replicas.sum(t))?;
@@ -528,7 +543,17 @@ impl Logs {
             let speed = window.samples as f64 / window.elapsed_secs.max(1e-9);
             let shown = loss.map_or("skipped".to_owned(), |l| format!("{l:.4}"));
             self.bar.set_message(format!("loss {shown} | {speed:.1} samples/s"));
-            tracing::debug!("step {}: loss {shown} lr {lr:.3e}", state.step);
+            if self.bar.is_hidden() {
+                // No bar off a terminal (Slurm, nohup, a redirected log): a line per log step.
+                let per_step = window.elapsed_secs / steps.max(1) as f64;
+                let eta = per_step * self.max_steps.saturating_sub(state.step) as f64;
+                tracing::info!(
+                    "step {}/{}: loss {shown}, lr {lr:.3e}, {speed:.1} samples/s, eta {}",
+                    state.step,
+                    self.max_steps,
+                    indicatif::HumanDuration(std::time::Duration::from_secs_f64(eta))
+                );
+            }
         }
         *window = StepMetrics::default();
         Ok(loss)
