@@ -342,6 +342,14 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_exactly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("written by 2 rank(s) and this run has 1"), "{err}");
+    assert!(err.contains("--data-cursor restart"), "{err}");
+    // With the stream started afresh, one rank takes the weights, optimizer and step on.
+    let out = single(&config, &stopped, steps + 4, 4)
+        .args(["--data-cursor", "restart"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(checkpoint(&stopped, steps + 4).join("state.json").is_file());
 }
 
 #[test]

@@ -155,7 +155,9 @@ fn train_joined(
             state.seed = cfg.run.seed;
         }
         state.imagen_version = env!("CARGO_PKG_VERSION").to_owned();
-        if let Some(c) = replicas.cursor_of(ckpt)? {
+        // A stream that starts afresh needs no rank's cursor: any world size may resume.
+        let saved_cursor = if opts.restart_data { None } else { replicas.cursor_of(ckpt)? };
+        if let Some(c) = saved_cursor {
             cursor = Some(serde_json::from_value(c).map_err(|e| {
                 TrainerError::Checkpoint(format!("{}: data cursor: {e}", ckpt.dir.display()))
             })?);
@@ -183,7 +185,7 @@ fn train_joined(
             TrainerError::Dist(format!("rank 0 sent {shared:?} as the batches per epoch"))
         })?;
     }
-    if opts.restart_data && cursor.take().is_some() {
+    if opts.restart_data && resume_from.is_some() {
         tracing::warn!("--data-cursor restart: the data stream starts afresh from its first pass");
     }
     let loader = match model.text.cache() {

@@ -104,8 +104,9 @@ impl Replicas {
         if cursors.len() != self.world_size() {
             return Err(TrainerError::Checkpoint(format!(
                 "{} was written by {} rank(s) and this run has {}: each rank's data position is \
-                 saved on its own, so an exact resume needs the same world size (or start a new \
-                 run directory with --resume never)",
+                 saved on its own, so an exact resume needs the same world size. To resume the \
+                 weights, optimizer and step on this world size with the data stream started \
+                 afresh, pass --data-cursor restart",
                 ckpt.dir.display(),
                 cursors.len(),
                 self.world_size()
