@@ -188,4 +188,23 @@ fn the_cli_evaluates_a_step_directory_and_refuses_missing_weights() {
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("one of conditioning, clip, fid, val-loss")
     );
+
+    // Without --config, sampling a run takes the config its checkpoints recorded (not the
+    // defaults, whose U-Net would not fit the weights).
+    let samples = w.path().join("cli-samples");
+    let (run_arg, out_arg) = (run.to_str().unwrap(), samples.to_str().unwrap());
+    let caption = &common::all_captions()[9];
+    let sampled = imagen(&[
+        "sample",
+        "--run-dir",
+        run_arg,
+        "--prompt",
+        caption,
+        "--out",
+        out_arg,
+        "--stop-at-stage",
+        "0",
+    ]);
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+    assert!(samples.join("0000.png").is_file());
 }

@@ -2,8 +2,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the checkpoint layout changes incompatibly.
-pub const STATE_VERSION: u32 = 1;
+/// Bumped when the checkpoint layout, or what its tensors mean, changes incompatibly.
+/// 2: the U-Net's time and augmentation embeddings take log-SNR, not t (version 1's weights
+/// would load and sample noise).
+pub const STATE_VERSION: u32 = 2;
 
 /// `state.json`: everything besides tensors that a resumed run needs to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

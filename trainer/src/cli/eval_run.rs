@@ -85,7 +85,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let cfg = args.config.load()?;
+    let cfg = args.config.load_for_run(args.run_dir.as_deref(), args.checkpoint.as_deref())?;
     let prompts = read_prompts(&args.prompts)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| cfg.run.run_dir());
     let mut opts = args.metrics.options(run_dir, prompts, args.out.clone());

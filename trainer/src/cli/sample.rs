@@ -36,7 +36,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> Result<()> {
-    let cfg = args.config.load()?;
+    let cfg = args.config.load_for_run(args.run_dir.as_deref(), None)?;
     let mut prompts = args.prompt.clone();
     if let Some(path) = &args.prompts {
         prompts.extend(read_prompts(path)?);

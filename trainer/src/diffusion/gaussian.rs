@@ -60,6 +60,21 @@ impl GaussianDiffusion {
         &self.aug_schedule
     }
 
+    /// What the U-Net is told of the noise at times t [B]: its log-SNR, not t. The learned
+    /// sinusoidal embedding then resolves the last steps of sampling, where the log-SNR moves
+    /// some 25x faster per unit of t than mid-schedule and the fine detail is decided; t itself
+    /// gives them the resolution of the middle (imagen-pytorch conditions on log-SNR too, as
+    /// Kingma et al. 2021, "Variational Diffusion Models", do).
+    pub fn noise_condition(&self, t: &Tensor) -> Tensor {
+        self.schedule.log_snr(t)
+    }
+
+    /// The same for the low-res condition's augmentation level [B]: its log-SNR on the
+    /// augmentation schedule.
+    pub fn aug_condition(&self, level: &Tensor) -> Tensor {
+        self.aug_schedule.log_snr(level)
+    }
+
     pub fn image_side(&self) -> i64 {
         self.image_side
     }
@@ -190,11 +205,11 @@ impl GaussianDiffusion {
         };
         let pred = unet.forward(
             &x_t,
-            t,
+            &self.noise_condition(t),
             text,
             mask,
             lowres.as_ref(),
-            aug_level.as_ref(),
+            aug_level.map(|level| self.aug_condition(&level)).as_ref(),
             &cond_drop,
             train,
         );

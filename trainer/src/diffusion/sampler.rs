@@ -9,8 +9,9 @@ use super::gaussian::GaussianDiffusion;
 use super::threshold;
 use crate::unet::UNet;
 
-/// The network output at (x, t), guided: out = uncond + scale (cond - uncond). The
-/// conditional and unconditional passes share one doubled batch.
+/// The network output at x with noise condition `t` (what the diffusion tells the U-Net of the
+/// noise: `GaussianDiffusion::noise_condition`), guided: out = uncond + scale (cond - uncond).
+/// The conditional and unconditional passes share one doubled batch.
 #[allow(clippy::too_many_arguments)]
 pub fn guided_prediction(
     unet: &UNet,
@@ -94,7 +95,7 @@ pub fn sample_stage(
                 let clean = resize(&prev, side);
                 let noisy =
                     noise_augment(diffusion.aug_schedule(), &clean, &level, &clean.randn_like());
-                (Some(noisy), Some(level))
+                (Some(noisy), Some(diffusion.aug_condition(&level)))
             }
             None => (None, None),
         };
@@ -109,7 +110,7 @@ pub fn sample_stage(
             let pred = guided_prediction(
                 unet,
                 &x,
-                &t,
+                &diffusion.noise_condition(&t),
                 text,
                 mask,
                 lowres.as_ref(),

@@ -16,7 +16,8 @@ pub enum AttnKind {
 }
 
 /// `[unet]`: channels, depth and attention per resolution level, and conditioning sizes.
-/// Parameter names mirror lucidrains/imagen-pytorch's `Unet`.
+/// Field names follow lucidrains/imagen-pytorch's `Unet` arguments (`dim`, `dim_mults`,
+/// `num_resnet_blocks`, `layer_attns`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UNetConfig {

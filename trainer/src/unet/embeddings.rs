@@ -45,7 +45,7 @@ impl LevelEmbedding {
         2 * ((2 * HALF_SINU_DIM + 1) * time_cond_dim + time_cond_dim * time_cond_dim)
     }
 
-    /// level: [B] in [0, 1] -> [B, time_cond_dim].
+    /// level: [B] (the diffusion passes log-SNR) -> [B, time_cond_dim].
     pub fn forward(&self, level: &Tensor) -> Tensor {
         let x = level.to_kind(Kind::Float).unsqueeze(-1);
         let freqs = &x * self.weights.unsqueeze(0) * (2.0 * PI);

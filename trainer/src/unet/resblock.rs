@@ -27,8 +27,8 @@ fn conv3x3(p: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
 unsafe impl Sync for ResnetBlock {}
 
 impl ResnetBlock {
-    /// Parameter names as imagen-pytorch's `ResnetBlock`: `block1.groupnorm`, `block1.project`,
-    /// `time_mlp.1`, `block2.*`, `res_conv`.
+    /// Parameter names modelled on imagen-pytorch's `ResnetBlock` (before its ChanRMSNorm):
+    /// `block1.groupnorm`, `block1.project`, `time_mlp.1`, `block2.*`, `res_conv`.
     pub fn new(
         p: nn::Path,
         c_in: i64,

@@ -16,7 +16,10 @@ use super::resblock::ResnetBlock;
 use crate::error::Result;
 use crate::native::maybe_checkpointed;
 
-/// Imagen App. B: "scale skip connections by 1/sqrt(2)".
+/// Imagen App. B: "scale skip connections by 1/sqrt(2)". The up block's first GroupNorm
+/// normalises the skip's channels in groups of their own (the group count divides both halves),
+/// so the scale cancels there; it acts on the block's 1x1 shortcut (imagen-pytorch's
+/// ChanRMSNorm over all channels keeps it everywhere).
 const SKIP_SCALE: f64 = std::f64::consts::FRAC_1_SQRT_2;
 
 #[derive(Debug)]
@@ -36,7 +39,10 @@ fn transformer(
     (kind != AttnKind::None).then(|| Arc::new(TransformerBlock::new(p, dim, cfg, kind)))
 }
 
-/// One stage of the cascade. Parameter names follow imagen-pytorch's `Unet`.
+/// One stage of the cascade. Parameter names are modelled on imagen-pytorch's `Unet`
+/// (`init_conv`, `downs`, `ups`, `to_time_hiddens`, `final_conv`, ...), but its checkpoints do not
+/// load as they are: its containers are positional, its norms are ChanRMSNorm and its attention
+/// is cosine-similarity with a single-head key/value.
 #[derive(Debug)]
 pub struct UNet {
     cfg: UNetConfig,
@@ -240,7 +246,7 @@ impl UNet {
         }
     }
 
-    /// x: [B,C,H,W] noisy image; t: [B] diffusion time in [0, 1]; text: [B,L,D] f32;
+    /// x: [B,C,H,W] noisy image; t: [B] noise condition (the diffusion passes the log-SNR of its time); text: [B,L,D] f32;
     /// text_mask: [B,L] bool; lowres: Some([B,C,H,W] already upsampled, noised) for SR;
     /// aug_level: Some([B]) for SR; cond_drop: [B] bool, true = replace text by the learned
     /// null. Returns the prediction of the configured objective, [B,C,H,W].
