@@ -357,6 +357,46 @@ fn tensorboard_reads_the_training_logs() {
 }
 
 #[test]
+fn a_frozen_cached_run_validates_and_samples_its_grid_from_embeddings_made_at_its_start() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut online = w.config.clone();
+    online.train.validate_every = 3;
+    online.train.validate_batches = 2;
+    online.train.sample_every = 6;
+    online.train.sample_prompts = vec![common::all_captions()[0].clone()];
+    online.stages[0].diffusion.sampler.steps = 2;
+    let mut cached = online.clone();
+    cached.text.mode = imagen_trainer::text::TextMode::FrozenCached;
+    let cache = w.path().join("cache");
+    cached.text.cache_dir = Some(cache.clone());
+    let shards = imagen_trainer::text::embed::data_shards(&cached.data).unwrap();
+    imagen_trainer::text::embed::embed_shards(
+        &cached.text,
+        &cache,
+        &shards,
+        0,
+        1,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let with_cache = train(&cached, options(&w.run_dir("cached-val"), 0, 6)).unwrap();
+    let with_encoder = train(&online, options(&w.run_dir("online-val"), 0, 6)).unwrap();
+    let val = |dir: &Path| common::logged(dir, "val/loss");
+    let (a, b) = (val(&with_cache.stage_dir), val(&with_encoder.stage_dir));
+    assert_eq!(a.iter().map(|v| v.0).collect::<Vec<_>>(), vec![3, 6]);
+    // The same embeddings either way, so the same validation losses.
+    for ((_, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "cached {a:?} against online {b:?}");
+    }
+    // One grid of the 16x16 base stage at step 6 (one prompt: 16 px and a 2 px border).
+    let seen = common::read_tensorboard(&with_cache.stage_dir);
+    let grids = seen["images"]["samples/grid"].as_array().cloned().unwrap_or_default();
+    assert_eq!(grids.len(), 1, "{seen}");
+    assert_eq!(grids[0][0], 6);
+}
+
+#[test]
 fn validation_loss_and_sample_grids_are_logged() {
     let _serial = common::serial();
     let w = common::world();

@@ -1,6 +1,7 @@
 //! The text conditioning the trainer and the U-Net consume: `(embeddings, mask)` per batch,
 //! whatever the mode (frozen-cached, frozen-online, finetune).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -21,8 +22,18 @@ pub const TEXT_ENCODER_GROUP: usize = 1;
 
 #[derive(Debug)]
 enum Source {
-    Online { encoder: Box<T5Encoder>, tokenizer: Box<T5Tokenizer> },
-    Cached { cache: Arc<EmbedCache> },
+    Online {
+        encoder: Box<T5Encoder>,
+        tokenizer: Box<T5Tokenizer>,
+    },
+    Cached {
+        cache: Arc<EmbedCache>,
+    },
+    /// A frozen encoder's embeddings of a fixed set of captions ([`TextConditioner::pre_encode`]):
+    /// each caption's real tokens, [l, d_model] f32 on the CPU.
+    Table {
+        rows: HashMap<String, Tensor>,
+    },
 }
 
 /// Turns captions (or sample keys, with the cache) into T5 token embeddings and a mask.
@@ -98,7 +109,7 @@ impl TextConditioner {
     pub fn encoder(&self) -> Option<&T5Encoder> {
         match &self.source {
             Source::Online { encoder, .. } => Some(encoder),
-            Source::Cached { .. } => None,
+            Source::Cached { .. } | Source::Table { .. } => None,
         }
     }
 
@@ -141,7 +152,55 @@ impl TextConditioner {
                 Ok((out.hidden.to_kind(Kind::Float) * mask.unsqueeze(-1), mask))
             }
             Source::Cached { cache } => Ok(self.to_tensors(&cache.lookup_batch(keys, captions)?)),
+            Source::Table { rows } => {
+                let picked = captions
+                    .iter()
+                    .map(|c| {
+                        rows.get(c).ok_or_else(|| {
+                            TrainerError::Text(format!("caption {c:?} was not encoded in advance"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let len = picked.iter().map(|r| r.size()[0]).max().unwrap_or(1);
+                let b = picked.len() as i64;
+                let values = Tensor::zeros([b, len, self.d_model], (Kind::Float, Device::Cpu));
+                let mask = Tensor::zeros([b, len], (Kind::Bool, Device::Cpu));
+                for (i, row) in picked.iter().enumerate() {
+                    let (i, l) = (i as i64, row.size()[0]);
+                    values.get(i).narrow(0, 0, l).copy_(row);
+                    let _ = mask.get(i).narrow(0, 0, l).fill_(1);
+                }
+                Ok((values.to_device(self.device), mask.to_device(self.device)))
+            }
         }
+    }
+
+    /// A conditioner that answers for `captions` alone, from this (online, frozen) encoder's
+    /// embeddings of them computed now: how "frozen-cached" training validates on held-out
+    /// captions and samples its grid prompts without keeping the encoder in memory.
+    pub fn pre_encode(&self, captions: &[String]) -> Result<TextConditioner> {
+        let mut unique: Vec<String> = captions.to_vec();
+        unique.sort();
+        unique.dedup();
+        let mut rows = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(32) {
+            let (values, mask) = tch::no_grad(|| self.encode(chunk, chunk))?;
+            let lens = Vec::<i64>::try_from(
+                mask.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu),
+            )
+            .map_err(TrainerError::Torch)?;
+            for (i, caption) in chunk.iter().enumerate() {
+                let row = values.get(i as i64).narrow(0, 0, lens[i].max(1)).to_device(Device::Cpu);
+                rows.insert(caption.clone(), row);
+            }
+        }
+        Ok(Self {
+            mode: self.mode,
+            d_model: self.d_model,
+            device: self.device,
+            source: Source::Table { rows },
+            truncated: AtomicUsize::new(0),
+        })
     }
 
     /// A loaded batch's conditioning: the embeddings the loader already looked up when it was
@@ -157,7 +216,7 @@ impl TextConditioner {
     pub fn cache(&self) -> Option<Arc<EmbedCache>> {
         match &self.source {
             Source::Cached { cache } => Some(cache.clone()),
-            Source::Online { .. } => None,
+            Source::Online { .. } | Source::Table { .. } => None,
         }
     }
 

@@ -13,7 +13,7 @@ use super::replicas::Replicas;
 use super::resume::{check_compatible, saved_max_steps, Resume};
 use super::run_dir::{stage_dir, StageLock};
 use super::signals::StopFlag;
-use super::validate::log_validation;
+use super::validate::{log_validation, validation_captions, validation_loss_with};
 use crate::autocast::Autocast;
 use crate::checkpoint::{self, Checkpoint, CheckpointWriter, TrainState, STATE_VERSION};
 use crate::config::Config;
@@ -277,14 +277,29 @@ fn train_joined(
     let global_batch = (data_cfg.batch_size * world) as u64;
 
     let lowres_side = stage.train_lowres_side();
-    // The cache holds the training captions only: held-out and sample prompts would need the
-    // encoder, which "frozen-cached" does not load.
+    // The cache holds the training captions only. For the held-out captions that validation
+    // draws (the same every pass) and the grid's prompts, a "frozen-cached" run loads the frozen
+    // encoder once, here, keeps their embeddings and lets the encoder go.
+    let wants_validation = cfg.train.validate_every > 0 && data_cfg.heldout().is_some();
+    let wants_grid = cfg.train.sample_every > 0 && !cfg.train.sample_prompts.is_empty();
     let cached = cfg.text.mode == crate::text::TextMode::FrozenCached;
-    if cached && (cfg.train.validate_every > 0 || cfg.train.sample_every > 0) {
-        tracing::warn!(
-            "text.mode = \"frozen-cached\": periodic validation and sample grids are off (they need the encoder online)"
+    let fixed_text = if cached && main && (wants_validation || wants_grid) {
+        let mut captions = cfg.train.sample_prompts.clone();
+        if wants_validation {
+            captions.extend(validation_captions(&model, &data_cfg, cfg.train.validate_batches)?);
+        }
+        tracing::info!(
+            "text.mode = \"frozen-cached\": encoding {} held-out captions and grid prompts once with the frozen encoder",
+            captions.len()
         );
-    }
+        let mut online = cfg.text.clone();
+        online.mode = crate::text::TextMode::FrozenOnline;
+        let encoder_vs = tch::nn::VarStore::new(device);
+        let encoder = crate::text::TextConditioner::new(encoder_vs.root(), &online, device)?;
+        Some(encoder.pre_encode(&captions)?)
+    } else {
+        None
+    };
     let every = cfg.train.checkpoint.every_steps;
     let mut window = StepMetrics::default();
     let mut last_loss = None;
@@ -412,12 +427,18 @@ fn train_joined(
         // Validation and sample grids run on rank 0 while the others wait at the next
         // collective (dist.collective_timeout_secs bounds how long they may).
         if let (Some(events), Some(jsonl)) = (logs.events.as_mut(), logs.jsonl.as_mut()) {
-            if due(cfg.train.validate_every) && !cached {
+            if due(cfg.train.validate_every) && wants_validation {
+                let text = fixed_text.as_ref().unwrap_or(&model.text);
+                let heldout =
+                    data_cfg.heldout().expect("held-out shards, as wants_validation says");
                 let batches = cfg.train.validate_batches;
-                log_validation(&model, &data_cfg, batches, device, state.step, events, jsonl)?;
+                let val =
+                    validation_loss_with(&model, &model.unet, text, &heldout, batches, device)?;
+                log_validation(&val, state.step, events, jsonl)?;
             }
-            if due(cfg.train.sample_every) && !cfg.train.sample_prompts.is_empty() && !cached {
-                sample_grid(&model, &cfg.train.sample_prompts, events, state.step)?;
+            if due(cfg.train.sample_every) && wants_grid {
+                let text = fixed_text.as_ref().unwrap_or(model.ema_text());
+                sample_grid(&model, text, &cfg.train.sample_prompts, events, state.step)?;
             }
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
@@ -468,6 +489,7 @@ fn train_joined(
 /// stages have no low-res input here, so only the base stage writes grids.
 fn sample_grid(
     model: &StageModel,
+    text: &crate::text::TextConditioner,
     prompts: &[String],
     events: &mut EventWriter,
     step: u64,
@@ -476,7 +498,7 @@ fn sample_grid(
         return Ok(());
     }
     let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
-    let (text, mask) = tch::no_grad(|| model.ema_text().encode(prompts, &keys))?;
+    let (text, mask) = tch::no_grad(|| text.encode(prompts, &keys))?;
     tch::manual_seed(0);
     let images = crate::diffusion::sample_stage(
         &model.ema_unet,

@@ -22,4 +22,7 @@ pub use replicas::Replicas;
 pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
 pub use signals::StopFlag;
-pub use validate::{log_validation, validation_loss, validation_loss_of, ValidationLoss, Weights};
+pub use validate::{
+    log_validation, validation_captions, validation_loss, validation_loss_of, validation_loss_with,
+    ValidationLoss, Weights,
+};

@@ -78,8 +78,36 @@ pub fn validation_loss_of(
         Weights::Trained => (&model.unet, &model.text),
         Weights::Ema => (&model.ema_unet, model.ema_text()),
     };
+    validation_loss_with(model, unet, text, &heldout, batches, device).map(Some)
+}
+
+/// The held-out captions of the batches a validation pass draws (the same every pass), for a
+/// "frozen-cached" run to encode once at its start ([`TextConditioner::pre_encode`]).
+pub fn validation_captions(
+    model: &StageModel,
+    data: &DataConfig,
+    batches: u64,
+) -> Result<Vec<String>> {
+    let Some(heldout) = data.heldout() else { return Ok(Vec::new()) };
+    let mut loader = Loader::new(&heldout, model.cfg.data_side(), 0, 1, None)?;
+    let mut captions = Vec::new();
+    for _ in 0..batches.max(1) {
+        captions.extend(loader.next_batch()?.captions);
+    }
+    Ok(captions)
+}
+
+/// A validation pass of `unet` with `text`'s conditioning over the held-out data `heldout`.
+pub fn validation_loss_with(
+    model: &StageModel,
+    unet: &UNet,
+    text: &TextConditioner,
+    heldout: &DataConfig,
+    batches: u64,
+    device: Device,
+) -> Result<ValidationLoss> {
     let stage = &model.cfg;
-    let mut loader = Loader::new(&heldout, stage.data_side(), 0, 1, None)?;
+    let mut loader = Loader::new(heldout, stage.data_side(), 0, 1, None)?;
     tch::manual_seed(VALIDATION_SEED);
     let mut buckets = BucketedLoss::default();
     let mut per_sample = Vec::new();
@@ -100,28 +128,22 @@ pub fn validation_loss_of(
         per_sample.extend(Vec::<f64>::try_from(host).map_err(TrainerError::Torch)?);
     }
     let mean = per_sample.iter().sum::<f64>() / per_sample.len().max(1) as f64;
-    Ok(Some(ValidationLoss {
+    Ok(ValidationLoss {
         mean,
         buckets: buckets.means(),
         bucket_counts: buckets.counts(),
         per_sample,
-    }))
+    })
 }
 
-/// The training loop's periodic validation: measures the trained weights and logs `val/loss`
-/// and its buckets to TensorBoard and metrics.jsonl at `step`.
+/// The training loop's periodic validation: logs a pass's `val/loss` and its buckets to
+/// TensorBoard and metrics.jsonl at `step`.
 pub fn log_validation(
-    model: &StageModel,
-    data: &DataConfig,
-    batches: u64,
-    device: Device,
+    val: &ValidationLoss,
     step: u64,
     events: &mut EventWriter,
     jsonl: &mut MetricsJsonl,
 ) -> Result<()> {
-    let Some(val) = validation_loss(model, data, batches, device)? else {
-        return Ok(());
-    };
     let scalars = val.scalars();
     let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     events.scalars(step as i64, &refs)?;
