@@ -230,7 +230,7 @@ fn loader_runs_through_a_mix_of_good_and_bad_shards_and_counts_everything() {
 fn start_up_errors_name_the_problem() {
     let err = |cfg: DataConfig| Loader::new(&cfg, 16, 0, 1, None).err().unwrap().to_string();
     let e = err(DataConfig::default());
-    assert!(e.contains("names no shard"), "{e}");
+    assert!(e.contains("data.shards is empty"), "{e}");
     let e = err(DataConfig {
         shards: vec!["/nonexistent/{00000..00003}.tar".into()],
         ..Default::default()

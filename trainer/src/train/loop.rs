@@ -309,6 +309,8 @@ fn train_joined(
     let mut saved_at = resume_from.as_ref().map(|c| c.state.step);
     let mut interrupted = false;
     let mut lr = schedule.at(state.step);
+    // The first window's speed counts training only, not the start-up above.
+    logs.clock = Instant::now();
 
     while state.step < max_steps {
         // A single process stops before starting a step; ranks agree on stopping at the end of
