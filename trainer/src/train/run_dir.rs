@@ -17,7 +17,7 @@ pub struct StageLock {
 
 impl StageLock {
     /// Takes the lock, or says who holds it (the holder writes its host and process id into the
-    /// file).
+    /// file). Where the filesystem has no locks, warns and goes on unguarded.
     pub fn acquire(stage_dir: &Path) -> crate::error::Result<Self> {
         use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
@@ -34,7 +34,13 @@ impl StageLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(io(err));
+                // A filesystem without locks (NFS mounted `nolock`: ENOLCK) must not stop a
+                // run; it only loses this guard.
+                tracing::warn!(
+                    "{}: cannot lock ({err}); nothing keeps a second trainer out of this stage",
+                    path.display()
+                );
+                return Ok(Self { _file: file });
             }
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
