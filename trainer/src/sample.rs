@@ -179,6 +179,11 @@ fn write_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> Result<()> {
         .map_err(|e| TrainerError::Io { path: path.to_owned(), source: std::io::Error::other(e) })
 }
 
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError {
+    let path = path.to_owned();
+    move |source| TrainerError::Io { path, source }
+}
+
 /// Removes what an earlier `write_samples` into `out` wrote (its `prompts.txt` marks it): its
 /// numbered images, grid, prompts and page, and the `stage-N/` folders of an earlier cascade's
 /// intermediate stages. Called before sampling into `out` again: otherwise a run with fewer
@@ -188,10 +193,6 @@ pub fn clear_previous_samples(out: &Path) -> Result<()> {
     if !out.join("prompts.txt").is_file() {
         return Ok(());
     }
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TrainerError::Io { path, source }
-    };
     for entry in std::fs::read_dir(out).map_err(io(out))? {
         let path = entry.map_err(io(out))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -213,10 +214,6 @@ pub fn clear_previous_samples(out: &Path) -> Result<()> {
 /// prompt of image i) and `<out>/index.html` (each image above its prompt). Returns the grid's
 /// path.
 pub fn write_samples(out: &Path, images: &Tensor, prompts: &[String]) -> Result<PathBuf> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TrainerError::Io { path, source }
-    };
     std::fs::create_dir_all(out).map_err(io(out))?;
     let (n, _, side, _) = images.size4().map_err(TrainerError::Torch)?;
     let (n, side) = (n as usize, side as usize);

@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::autocast::Autocast;
 use crate::config::Config;
-use crate::diffusion::{GaussianDiffusion, TrainingDraws};
+use crate::diffusion::{GaussianDiffusion, LossMode, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema};
@@ -173,7 +173,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         let t1 = Instant::now();
         let losses = {
             let _autocast = Autocast::bf16_if(bf16, device)?;
-            diffusion.training_loss_with(&unet, &x0, &text, &mask, lowres_side, &draws).0
+            diffusion.loss_with(&unet, &x0, &text, &mask, lowres_side, &draws, LossMode::Train).0
         };
         let loss = losses.mean(Kind::Float);
         sync(device);

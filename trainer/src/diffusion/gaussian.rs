@@ -163,24 +163,12 @@ impl GaussianDiffusion {
     ) -> (Tensor, Tensor) {
         let shape = self.draw_shape(x0, lowres_side);
         let draws = TrainingDraws::global(x0.size()[0], shape, x0.device());
-        self.loss_with(unet, x0, text, mask, lowres_side, &draws, mode == LossMode::Train)
+        self.loss_with(unet, x0, text, mask, lowres_side, &draws, mode)
     }
 
-    /// The training loss, with the step's random numbers given.
-    pub fn training_loss_with(
-        &self,
-        unet: &UNet,
-        x0: &Tensor,
-        text: &Tensor,
-        mask: &Tensor,
-        lowres_side: Option<i64>,
-        draws: &TrainingDraws,
-    ) -> (Tensor, Tensor) {
-        self.loss_with(unet, x0, text, mask, lowres_side, draws, true)
-    }
-
+    /// As [`Self::loss`], with the step's random numbers given.
     #[allow(clippy::too_many_arguments)]
-    fn loss_with(
+    pub fn loss_with(
         &self,
         unet: &UNet,
         x0: &Tensor,
@@ -188,8 +176,9 @@ impl GaussianDiffusion {
         mask: &Tensor,
         lowres_side: Option<i64>,
         draws: &TrainingDraws,
-        train: bool,
+        mode: LossMode,
     ) -> (Tensor, Tensor) {
+        let train = mode == LossMode::Train;
         let t = &draws.t;
         let x_t = self.q_sample(x0, t, &draws.noise);
         let drop_prob = if train { self.cfg.cond_drop_prob } else { 0.0 };

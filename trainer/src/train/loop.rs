@@ -346,13 +346,14 @@ fn train_joined(
             );
             let (losses, t) = {
                 let _autocast = Autocast::bf16_if(bf16, device)?;
-                model.diffusion.training_loss_with(
+                model.diffusion.loss_with(
                     &model.unet,
                     &x0,
                     &text,
                     &mask,
                     lowres_side,
                     &draws,
+                    crate::diffusion::LossMode::Train,
                 )
             };
             let loss = losses.mean(Kind::Float) / accum as f64;
