@@ -127,6 +127,8 @@ pub struct Loader {
     rx: Receiver<Message>,
     cursor: Cursor,
     epoch_batches: u64,
+    /// Whether finished epochs are logged (not for held-out data, drawn afresh every pass).
+    log_epochs: bool,
     stopped: Option<String>,
     thread: Option<JoinHandle<()>>,
 }
@@ -346,16 +348,6 @@ impl Loader {
                         cursor.batches += 1;
                         cursor.stream = stream.position();
                         cursor.stats = stream.stats.clone();
-                        if cursor.batches % epoch_batches == 0 {
-                            let s = &cursor.stats;
-                            tracing::info!(
-                                "data rank {rank}: epoch {} done ({epoch_batches} batches); \
-                                     {} good samples so far, skipped {:?}",
-                                batch.epoch,
-                                s.good,
-                                s.skipped
-                            );
-                        }
                         (batch, cursor.clone())
                     });
                     let failed = made.is_err();
@@ -365,7 +357,21 @@ impl Loader {
                 }
             })
             .map_err(|e| DataError::Invalid(format!("spawning the loader thread: {e}")))?;
-        Ok(Loader { rx, cursor: start, epoch_batches, stopped: None, thread: Some(thread) })
+        Ok(Loader {
+            rx,
+            cursor: start,
+            epoch_batches,
+            log_epochs: true,
+            stopped: None,
+            thread: Some(thread),
+        })
+    }
+
+    /// This loader without its "epoch done" log lines: for held-out data, which a validation pass
+    /// reads afresh from its start.
+    pub fn quiet(mut self) -> Loader {
+        self.log_epochs = false;
+        self
     }
 
     /// The next batch; endless (passes over the shards roll over).
@@ -376,6 +382,20 @@ impl Loader {
         match self.rx.recv() {
             Ok(Ok((batch, cursor))) => {
                 self.cursor = cursor;
+                // Logged here, not where the batch is made: the producer runs `prefetch` batches
+                // ahead of what training has used.
+                if self.log_epochs && self.cursor.batches % self.epoch_batches == 0 {
+                    let s = &self.cursor.stats;
+                    tracing::info!(
+                        "data rank {}: epoch {} done ({} batches); {} good samples so far, \
+                         skipped {:?}",
+                        self.cursor.rank,
+                        batch.epoch,
+                        self.epoch_batches,
+                        s.good,
+                        s.skipped
+                    );
+                }
                 Ok(batch)
             }
             Ok(Err(e)) => {

@@ -89,7 +89,7 @@ fn heldout_captions(
         bail!("no --prompts and no data.heldout_shards to take evaluation prompts from");
     };
     let side = cfg.stage(stage)?.data_side();
-    let mut loader = Loader::new(&heldout, side, 0, 1, None)?;
+    let mut loader = Loader::new(&heldout, side, 0, 1, None)?.quiet();
     let mut captions: Vec<String> = Vec::new();
     // The loader never runs dry (it starts another pass), so stop after one pass' worth.
     for _ in 0..loader.epoch_batches().max(1) {

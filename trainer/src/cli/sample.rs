@@ -60,7 +60,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
     for (i, images) in outputs.iter().enumerate() {
         let dir = if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
         let grid = write_samples(&dir, images, &prompts)?;
-        println!("stage {i}: {} images, grid {}", prompts.len(), grid.display());
+        let count = match prompts.len() {
+            1 => "1 image".to_owned(),
+            n => format!("{n} images"),
+        };
+        println!("stage {i}: {count}, grid {}", grid.display());
     }
     println!("samples and their prompts: {}", args.out.join("index.html").display());
     Ok(())

@@ -57,10 +57,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.stage,
         if outcome.interrupted { "stopped by signal" } else { "finished" },
         outcome.step,
-        outcome
-            .last_checkpoint
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+        match (&outcome.last_checkpoint, outcome.writes_checkpoints) {
+            (Some(p), _) => p.display().to_string(),
+            (None, true) => "none".to_owned(),
+            (None, false) => "written by rank 0".to_owned(),
+        },
         outcome.stage_dir.display()
     );
     Ok(())

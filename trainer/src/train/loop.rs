@@ -46,6 +46,8 @@ pub struct TrainOutcome {
     pub step: u64,
     pub stage_dir: PathBuf,
     pub last_checkpoint: Option<PathBuf>,
+    /// Whether this process writes the checkpoints and logs (rank 0 of a job).
+    pub writes_checkpoints: bool,
     /// Mean loss of the last logging window.
     pub last_loss: Option<f64>,
     pub nonfinite_skipped: u64,
@@ -482,6 +484,7 @@ fn train_joined(
             .last()
             .cloned()
             .or_else(|| resume_from.as_ref().filter(|_| main).map(|c| c.dir.clone())),
+        writes_checkpoints: main,
         last_loss,
         nonfinite_skipped: state.nonfinite_skipped,
         interrupted,

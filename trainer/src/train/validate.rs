@@ -89,7 +89,7 @@ pub fn validation_captions(
     batches: u64,
 ) -> Result<Vec<String>> {
     let Some(heldout) = data.heldout() else { return Ok(Vec::new()) };
-    let mut loader = Loader::new(&heldout, model.cfg.data_side(), 0, 1, None)?;
+    let mut loader = Loader::new(&heldout, model.cfg.data_side(), 0, 1, None)?.quiet();
     let mut captions = Vec::new();
     for _ in 0..batches.max(1) {
         captions.extend(loader.next_batch()?.captions);
@@ -107,7 +107,7 @@ pub fn validation_loss_with(
     device: Device,
 ) -> Result<ValidationLoss> {
     let stage = &model.cfg;
-    let mut loader = Loader::new(heldout, stage.data_side(), 0, 1, None)?;
+    let mut loader = Loader::new(heldout, stage.data_side(), 0, 1, None)?.quiet();
     tch::manual_seed(VALIDATION_SEED);
     let mut buckets = BucketedLoss::default();
     let mut per_sample = Vec::new();
