@@ -1,5 +1,6 @@
 """Writes the data crate's test fixtures with the reference tools: pyarrow (img2dataset's parquet
-schema) and Python's tarfile (WebDataset tars), images by Pillow; plus the bad inputs.
+schema), Hugging Face `datasets` (its parquet export, images as `Image` features) and Python's
+tarfile (WebDataset tars), images by Pillow; plus the bad inputs.
 
 Usage: scripts/python_env.sh data && .venv-data/bin/python scripts/make_data_fixtures.py
 Output: data/tests/fixtures/ (committed; small). expected.json states what a reader must find.
@@ -12,6 +13,7 @@ import struct
 import tarfile
 import zlib
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
@@ -134,6 +136,35 @@ def main():
     expected["webdataset.tar"] = {
         "good": [s[0] for s in samples], "skipped": {"not_success": 1, "missing_caption": 1},
         "decode_skipped": {"not_an_image": 1}}
+
+    # --- Other layouts, read through data.columns. ---
+    # A Hugging Face `datasets` export: `image` a struct {bytes, path} (the Image feature; PIL
+    # images are stored as PNG), captions under `text`; one row without an image, one without text.
+    hf_images = [gradient(24, 20, 1), gradient(20, 28, 2), None, gradient(30, 30, 3),
+                 gradient(26, 22, 4)]
+    hf_texts = ["hf caption 0", "hf caption 1", "hf caption 2", None, "hf caption 4"]
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    hf = datasets.Dataset.from_dict({"image": hf_images, "text": hf_texts}, features=features)
+    hf.to_parquet(os.path.join(OUT, "hf_datasets.parquet"))
+    expected["hf_datasets.parquet"] = {
+        "captions": ["hf caption 0", "hf caption 1", "hf caption 4"],
+        "sizes": [[24, 20], [20, 28], [26, 22]],
+        "skipped": {"missing_image": 1, "missing_caption": 1}}
+    # A WebDataset tar whose captions are `.prompt` members (or a `prompt` field of the json) and
+    # whose images are `.webp`, beside a `.jpg` thumbnail that is not the image.
+    with tarfile.open(os.path.join(OUT, "custom_members.tar"), "w",
+                      format=tarfile.PAX_FORMAT) as tar:
+        for i in range(3):
+            add(tar, f"c{i}.jpg", encode(gradient(8, 8, i), "JPEG"))
+            add(tar, f"c{i}.webp", encode(gradient(20 + i, 18, i), "WEBP", lossless=True))
+            if i == 1:
+                add(tar, f"c{i}.json", json.dumps({"prompt": f"prompt {i} (json)"}).encode())
+            else:
+                add(tar, f"c{i}.prompt", f"prompt {i}".encode())
+            add(tar, f"c{i}.txt", b"not the caption")
+    expected["custom_members.tar"] = {
+        "captions": ["prompt 0", "prompt 1 (json)", "prompt 2"],
+        "sizes": [[20, 18], [21, 18], [22, 18]]}
 
     # --- Bad inputs. ---
     bad = os.path.join(OUT, "bad")

@@ -12,7 +12,7 @@ use crate::config::DataConfig;
 use crate::decode::{decode_into, ImageLimits, Transform};
 use crate::error::{DataError, Result};
 use crate::loader::resolve_shards;
-use crate::reader::{RawSample, ShardReader, Unit};
+use crate::reader::{RawSample, Unit};
 use crate::stats::SkipStats;
 
 /// What a benchmark measured.
@@ -43,7 +43,7 @@ pub fn read_samples(
     *stats = initial;
     let mut out = Vec::new();
     'shards: for e in shards.iter() {
-        for unit in ShardReader::open(&e.path, e.format) {
+        for unit in e.open() {
             match unit {
                 Unit::Sample(s) => out.push(s),
                 Unit::Skip { reason, .. } => stats.add_skip(reason),

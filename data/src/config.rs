@@ -34,6 +34,23 @@ pub struct FilterConfig {
     pub min_aesthetic: Option<f64>,
 }
 
+/// Where a shard keeps each sample's image and caption: for img2dataset's shards the defaults
+/// find them; other layouts name theirs, e.g. a Hugging Face `datasets` parquet export with
+/// `image = "image"` and `caption = "text"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ColumnsConfig {
+    /// Parquet: the image column, binary or a struct with a binary `bytes` field (how `datasets`
+    /// stores its `Image` feature). WebDataset: the image member's extension. Default: none,
+    /// meaning parquet's first of `jpg`, `png`, `webp`, `image` and WebDataset's `jpg`, `jpeg`,
+    /// `png` or `webp` member.
+    pub image: Option<String>,
+    /// Parquet: the caption column. WebDataset: the caption member's extension, else the field of
+    /// that name in the sample's `.json`. Default: none, meaning parquet's `caption` and
+    /// WebDataset's `txt` member, else the `.json`'s `caption`.
+    pub caption: Option<String>,
+}
+
 /// Where training samples come from and how they become batches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,6 +90,8 @@ pub struct DataConfig {
     pub epoch_batches: u64,
     /// Metadata filters. Default: none.
     pub filters: FilterConfig,
+    /// The image and caption columns (or WebDataset members). Default: img2dataset's.
+    pub columns: ColumnsConfig,
     /// Held-out shards for validation (same syntax as `shards`). Default: empty.
     pub heldout_shards: Vec<String>,
 }
@@ -97,6 +116,7 @@ impl Default for DataConfig {
             max_image_pixels: 100_000_000,
             epoch_batches: 0,
             filters: FilterConfig::default(),
+            columns: ColumnsConfig::default(),
             heldout_shards: Vec::new(),
         }
     }

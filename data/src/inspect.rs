@@ -45,7 +45,7 @@ pub fn inspect(cfg: &DataConfig, decode: bool, examples: usize) -> Result<Inspec
     for e in &shards {
         let mut stats = SkipStats::default();
         let mut samples = Vec::new();
-        for unit in ShardReader::open(&e.path, e.format) {
+        for unit in e.open() {
             match unit {
                 Unit::Sample(s) => samples.push(s),
                 Unit::Skip { reason, .. } => stats.add_skip(reason),

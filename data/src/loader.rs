@@ -151,7 +151,7 @@ pub fn resolve_shards(cfg: &DataConfig) -> Result<(Vec<ShardEntry>, SkipStats)> 
             tracing::warn!("skipping {}: no {}", path.display(), stats_marker(&path).display());
             continue;
         }
-        entries.push(ShardEntry { path, format });
+        entries.push(ShardEntry { path, format, columns: cfg.columns.clone() });
     }
     if entries.is_empty() {
         return Err(DataError::ShardList(format!(
@@ -167,7 +167,7 @@ pub fn resolve_shards(cfg: &DataConfig) -> Result<(Vec<ShardEntry>, SkipStats)> 
 /// over the ranks. In a job of many ranks one of them counts and tells the others
 /// ([`epoch_batches`] then `data.epoch_batches`), rather than every rank reading every shard.
 fn derived_epoch_batches(shards: &[ShardEntry], world: usize, batch_size: usize) -> u64 {
-    let total: u64 = shards.iter().map(|e| count_samples(&e.path, e.format)).sum();
+    let total: u64 = shards.iter().map(|e| count_samples(&e.path, e.format, &e.columns)).sum();
     let dealt = total * (shards.len() - shards.len() % world) as u64 / shards.len() as u64;
     (dealt / world as u64 / batch_size as u64).max(1)
 }

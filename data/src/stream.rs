@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::FilterConfig;
+use crate::config::{ColumnsConfig, FilterConfig};
 use crate::reader::{RawSample, ShardReader, Unit};
 use crate::shards::ShardFormat;
 use crate::stats::{SkipReason, SkipStats, SkipWarner};
@@ -27,6 +27,15 @@ use crate::stats::{SkipReason, SkipStats, SkipWarner};
 pub struct ShardEntry {
     pub path: PathBuf,
     pub format: ShardFormat,
+    /// Where its samples keep their image and caption.
+    pub columns: ColumnsConfig,
+}
+
+impl ShardEntry {
+    /// A reader of the shard from its start.
+    pub fn open(&self) -> ShardReader {
+        ShardReader::open(&self.path, self.format, &self.columns)
+    }
 }
 
 /// Position of one reader slot: which of its shards, and how many units of it were consumed.
@@ -124,7 +133,7 @@ impl Source {
                 let Some(&shard) = self.lists[s].get(slot.shard) else { break };
                 let reader = self.open[s].get_or_insert_with(|| {
                     let e = &self.spec.shards[shard];
-                    let mut r = ShardReader::open(&e.path, e.format);
+                    let mut r = e.open();
                     r.skip_units(slot.units);
                     r
                 });
@@ -302,7 +311,11 @@ mod tests {
 
     fn spec(n: usize, world: usize, rank: usize, readers: usize) -> StreamSpec {
         let shards = (0..n)
-            .map(|i| ShardEntry { path: format!("{i}.tar").into(), format: ShardFormat::Wds })
+            .map(|i| ShardEntry {
+                path: format!("{i}.tar").into(),
+                format: ShardFormat::Wds,
+                columns: ColumnsConfig::default(),
+            })
             .collect();
         StreamSpec {
             shards: Arc::new(shards),

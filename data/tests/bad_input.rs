@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{fixture, read_all, synth_dataset, write_parquet, write_sidecar_parquet};
+use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
 use imagen_data::reader::{count_samples, ShardReader, Unit};
 use imagen_data::shards::{expand_shards, ShardFormat};
@@ -76,7 +77,11 @@ fn textured_jpeg(side: u32) -> Vec<u8> {
 fn seed_dealing_shard_0(shards: &[PathBuf], world: usize, passes: u64) -> u64 {
     let entries = shards
         .iter()
-        .map(|p| ShardEntry { path: p.clone(), format: ShardFormat::from_path(p).unwrap() })
+        .map(|p| ShardEntry {
+            path: p.clone(),
+            format: ShardFormat::from_path(p).unwrap(),
+            columns: ColumnsConfig::default(),
+        })
         .collect();
     let mut spec = StreamSpec {
         shards: Arc::new(entries),
@@ -161,7 +166,9 @@ fn tiny_huge_and_truncated_images_are_skipped_by_reason() {
     };
     let mut good = Vec::new();
     let mut reasons = Vec::new();
-    for unit in ShardReader::open(&bad("bad_images.tar"), ShardFormat::Wds) {
+    for unit in
+        ShardReader::open(&bad("bad_images.tar"), ShardFormat::Wds, &ColumnsConfig::default())
+    {
         let Unit::Sample(s) = unit else { panic!("every sample has image and caption") };
         let mut out = vec![0u8; 16 * 16 * 3];
         match decode_into(&s.image, &t, &mut out) {
@@ -322,14 +329,14 @@ fn a_parquet_without_a_binary_image_column_is_one_unreadable_shard_listing_its_c
     let dir = tempfile::tempdir().unwrap();
     let sidecar = dir.path().join("00000.parquet");
     write_sidecar_parquet(&sidecar, 6);
-    // Hugging Face's image struct {bytes, path} and a jpg column of strings are not read either.
-    let jpeg = scene_jpeg(16);
+    // A struct image column without a binary `bytes` field, and a jpg column of strings, are not
+    // read either.
     let hf = dir.path().join("hf.parquet");
     write_parquet(
         &hf,
-        "message schema { OPTIONAL group image { OPTIONAL BYTE_ARRAY bytes; \
-         OPTIONAL BYTE_ARRAY path (STRING); } OPTIONAL BYTE_ARRAY text (STRING); }",
-        &[vec![&jpeg[..]], vec![b"x.jpg"], vec![b"a red circle"]],
+        "message schema { OPTIONAL group image { OPTIONAL BYTE_ARRAY path (STRING); } \
+         OPTIONAL BYTE_ARRAY caption (STRING); }",
+        &[vec![b"x.jpg"], vec![b"a red circle"]],
     );
     let text = dir.path().join("text.parquet");
     write_parquet(
@@ -339,10 +346,11 @@ fn a_parquet_without_a_binary_image_column_is_one_unreadable_shard_listing_its_c
     );
     for (path, columns) in [
         (&sidecar, &["url", "caption", "key", "status"][..]),
-        (&hf, &["image", "text"]),
+        (&hf, &["image", "caption"]),
         (&text, &["jpg", "caption"]),
     ] {
-        let units: Vec<Unit> = ShardReader::open(path, ShardFormat::Parquet).collect();
+        let units: Vec<Unit> =
+            ShardReader::open(path, ShardFormat::Parquet, &ColumnsConfig::default()).collect();
         let [Unit::Skip { reason, detail, .. }] = &units[..] else {
             panic!("{}: one skip, got {units:?}", path.display())
         };
@@ -351,7 +359,12 @@ fn a_parquet_without_a_binary_image_column_is_one_unreadable_shard_listing_its_c
         for column in columns {
             assert!(detail.contains(&format!("\"{column}\"")), "{column} listed: {detail}");
         }
-        assert_eq!(count_samples(path, ShardFormat::Parquet), 0, "{}", path.display());
+        assert_eq!(
+            count_samples(path, ShardFormat::Parquet, &ColumnsConfig::default()),
+            0,
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -409,7 +422,8 @@ fn tar_member_sizes_that_overflow_are_a_damaged_shard_naming_the_member() {
     for (name, tail) in tars {
         let path = dir.path().join(name);
         std::fs::write(&path, [&good[..], &tail].concat()).unwrap();
-        let units: Vec<Unit> = ShardReader::open(&path, ShardFormat::Wds).collect();
+        let units: Vec<Unit> =
+            ShardReader::open(&path, ShardFormat::Wds, &ColumnsConfig::default()).collect();
         let [Unit::Sample(sample), Unit::Skip { reason, key, detail }] = &units[..] else {
             panic!("{name}: the good sample, then one skip: {units:?}")
         };
@@ -418,7 +432,7 @@ fn tar_member_sizes_that_overflow_are_a_damaged_shard_naming_the_member() {
         assert_eq!(key.as_deref(), Some("a"), "{name}");
         assert!(detail.contains("a.jpg") && detail.contains("overflows"), "{name}: {detail}");
         // Counting samples for the epoch reads the same headers.
-        assert!(count_samples(&path, ShardFormat::Wds) <= 2, "{name}");
+        assert!(count_samples(&path, ShardFormat::Wds, &ColumnsConfig::default()) <= 2, "{name}");
     }
 }
 
@@ -493,11 +507,15 @@ fn a_parquet_shard_counts_its_successful_downloads_for_the_epoch_not_its_footer_
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), 16);
     let shard = dir.path().join("parquet/train/00000.parquet");
-    let footer = count_samples(&shard, ShardFormat::Parquet);
+    let footer = count_samples(&shard, ShardFormat::Parquet, &ColumnsConfig::default());
     assert!(footer > 10, "{footer}");
     let marker = imagen_data::shards::stats_marker(&shard);
     std::fs::write(&marker, format!(r#"{{"count": {footer}, "successes": 10}}"#)).unwrap();
-    assert_eq!(count_samples(&shard, ShardFormat::Parquet), 10);
+    assert_eq!(count_samples(&shard, ShardFormat::Parquet, &ColumnsConfig::default()), 10);
     std::fs::remove_file(&marker).unwrap();
-    assert_eq!(count_samples(&shard, ShardFormat::Parquet), footer, "no marker: the footer");
+    assert_eq!(
+        count_samples(&shard, ShardFormat::Parquet, &ColumnsConfig::default()),
+        footer,
+        "no marker: the footer"
+    );
 }

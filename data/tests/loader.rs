@@ -258,3 +258,22 @@ fn a_sample_missing_from_the_text_cache_stops_the_loader_naming_it() {
     assert!(err.contains(&cache_dir.display().to_string()), "{err}");
     assert!(loader.next_batch().is_err(), "the loader stays stopped");
 }
+
+#[test]
+fn a_data_section_naming_its_columns_trains_from_a_hugging_face_datasets_export() {
+    // As a run config says it: `[data.columns]` under `[data]`.
+    let shard = common::fixture("hf_datasets.parquet").display().to_string();
+    let toml = format!(
+        "shards = [{shard:?}]\nbatch_size = 3\nshuffle_buffer = 1\n\
+         [columns]\nimage = \"image\"\ncaption = \"text\"\n"
+    );
+    let cfg: DataConfig = toml::from_str(&toml).unwrap();
+    let mut loader = Loader::new(&cfg, 16, 0, 1, None).unwrap();
+    assert_eq!(loader.epoch_batches(), 1, "five rows in the footer, three samples a batch");
+    let batch = loader.next_batch().unwrap();
+    let mut captions = batch.captions.clone();
+    captions.sort();
+    assert_eq!(captions, ["hf caption 0", "hf caption 1", "hf caption 4"]);
+    assert_eq!(batch.pixels.len(), 3 * 16 * 16 * 3);
+    assert_eq!(loader.stats().total_skipped(), 2, "the row without an image, the one without text");
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use common::synth_dataset;
+use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_into, CropMode, ImageLimits, Transform};
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
@@ -28,7 +29,7 @@ fn transform() -> Transform {
 fn consume(path: &std::path::Path, format: ShardFormat) -> (usize, usize, SkipStats) {
     let mut stats = SkipStats::default();
     let (mut returned, mut decoded) = (0, 0);
-    for (i, unit) in ShardReader::open(path, format).enumerate() {
+    for (i, unit) in ShardReader::open(path, format, &ColumnsConfig::default()).enumerate() {
         assert!(i < 10 * SAMPLES, "a damaged shard must not yield units forever");
         match unit {
             Unit::Sample(s) => {

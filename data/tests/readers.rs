@@ -4,10 +4,11 @@
 mod common;
 
 use common::{expected, fixture, read_all};
+use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
-use imagen_data::SkipReason;
+use imagen_data::{SkipReason, SkipStats};
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
@@ -22,12 +23,16 @@ fn pyarrow_img2dataset_parquet_reads_good_rows_and_counts_skips() {
     assert_eq!(stats.count(SkipReason::MissingCaption), 1);
     assert_eq!(stats.total_skipped(), 2);
     // Metadata columns reach the sample (float32 punsafe, float32 AESTHETIC_SCORE, int64 sizes).
-    let first = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
-        .find_map(|u| match u {
-            Unit::Sample(s) => Some(s),
-            _ => None,
-        })
-        .unwrap();
+    let first = ShardReader::open(
+        &fixture("img2dataset.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .find_map(|u| match u {
+        Unit::Sample(s) => Some(s),
+        _ => None,
+    })
+    .unwrap();
     assert_eq!(first.caption, "gradient 0");
     assert_eq!(first.meta.original_width, Some(96.0));
     assert_eq!(first.meta.aesthetic, Some(5.5));
@@ -59,7 +64,9 @@ fn jpeg_png_webp_all_decode_and_html_is_not_an_image() {
         dct_scaling: true,
     };
     let mut results = Vec::new();
-    for unit in ShardReader::open(&fixture("webdataset.tar"), ShardFormat::Wds) {
+    for unit in
+        ShardReader::open(&fixture("webdataset.tar"), ShardFormat::Wds, &ColumnsConfig::default())
+    {
         if let Unit::Sample(s) = unit {
             let mut out = vec![0u8; 16 * 16 * 3];
             results.push(decode_into(&s.image, &t, &mut out).err().map(|f| f.reason));
@@ -75,12 +82,16 @@ fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 
 #[test]
 fn decode_and_resize_match_pillow() {
-    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
-        .filter_map(|u| match u {
-            Unit::Sample(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let samples: Vec<_> = ShardReader::open(
+        &fixture("img2dataset.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .filter_map(|u| match u {
+        Unit::Sample(s) => Some(s),
+        _ => None,
+    })
+    .collect();
     for i in [0usize, 1, 3] {
         let t = Transform {
             side: 16,
@@ -107,12 +118,16 @@ fn decode_and_resize_match_pillow() {
 #[test]
 fn dct_scaled_decode_is_close_to_full_decode() {
     // A 64x40 gradient at side 16: the shorter side 40 >= 2*16 allows a 1/2 DCT scale.
-    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
-        .filter_map(|u| match u {
-            Unit::Sample(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let samples: Vec<_> = ShardReader::open(
+        &fixture("img2dataset.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .filter_map(|u| match u {
+        Unit::Sample(s) => Some(s),
+        _ => None,
+    })
+    .collect();
     let mut t = Transform {
         side: 16,
         crop: CropMode::Center,
@@ -139,12 +154,16 @@ fn dct_scaled_decode_is_close_to_full_decode() {
 
 #[test]
 fn flip_mirrors_rows_and_random_crop_moves_along_the_long_axis() {
-    let samples: Vec<_> = ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet)
-        .filter_map(|u| match u {
-            Unit::Sample(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    let samples: Vec<_> = ShardReader::open(
+        &fixture("img2dataset.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .filter_map(|u| match u {
+        Unit::Sample(s) => Some(s),
+        _ => None,
+    })
+    .collect();
     let base = Transform {
         side: 8,
         crop: CropMode::Random,
@@ -213,4 +232,78 @@ fn parquet_keys_are_integer_columns_as_text_or_else_the_file_name_and_row() {
     let dotted = read_all(&dir.path().join(".").join("no_key.parquet")).0;
     assert_eq!(plain, ["no_key.parquet#0", "no_key.parquet#1"]);
     assert_eq!(dotted, plain);
+}
+
+/// Every unit of `name` read under `columns`: (captions, image sizes, skip stats).
+fn read_with(name: &str, columns: &ColumnsConfig) -> (Vec<String>, Vec<(u32, u32)>, SkipStats) {
+    let path = fixture(name);
+    let format = ShardFormat::from_path(&path).unwrap();
+    let (mut captions, mut sizes, mut stats) = (Vec::new(), Vec::new(), SkipStats::default());
+    for unit in ShardReader::open(&path, format, columns) {
+        match unit {
+            Unit::Sample(s) => {
+                let image = image::load_from_memory(&s.image).unwrap();
+                sizes.push((image.width(), image.height()));
+                captions.push(s.caption);
+            }
+            Unit::Skip { reason, .. } => stats.add_skip(reason),
+        }
+    }
+    (captions, sizes, stats)
+}
+
+fn sizes_of(v: &serde_json::Value) -> Vec<(u32, u32)> {
+    let size =
+        |s: &serde_json::Value| (s[0].as_u64().unwrap() as u32, s[1].as_u64().unwrap() as u32);
+    v.as_array().unwrap().iter().map(size).collect()
+}
+
+#[test]
+fn a_hugging_face_datasets_parquet_reads_its_image_structs_and_text_column_when_named() {
+    let exp = &expected()["hf_datasets.parquet"];
+    let columns = ColumnsConfig { image: Some("image".into()), caption: Some("text".into()) };
+    let (captions, sizes, stats) = read_with("hf_datasets.parquet", &columns);
+    assert_eq!(captions, strings(&exp["captions"]));
+    assert_eq!(sizes, sizes_of(&exp["sizes"]));
+    assert_eq!(stats.count(SkipReason::MissingImage), 1);
+    assert_eq!(stats.count(SkipReason::MissingCaption), 1);
+    assert_eq!(stats.total_skipped(), 2);
+    // Under img2dataset's names the struct is found but no `caption`: one skip of the whole
+    // shard, which names the columns it has and the setting to change.
+    let (captions, _, stats) = read_with("hf_datasets.parquet", &ColumnsConfig::default());
+    assert!(captions.is_empty());
+    assert_eq!(stats.count(SkipReason::UnreadableShard), 1);
+    let units: Vec<Unit> = ShardReader::open(
+        &fixture("hf_datasets.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .collect();
+    let [Unit::Skip { detail, .. }] = &units[..] else { panic!("{units:?}") };
+    assert!(detail.contains("no caption column \"caption\""), "{detail}");
+    assert!(detail.contains("\"text\"") && detail.contains("data.columns.caption"), "{detail}");
+    let counted = |columns| {
+        imagen_data::reader::count_samples(
+            &fixture("hf_datasets.parquet"),
+            ShardFormat::Parquet,
+            columns,
+        )
+    };
+    assert_eq!(counted(&columns), 5, "the footer's rows");
+    assert_eq!(counted(&ColumnsConfig::default()), 0);
+}
+
+#[test]
+fn webdataset_members_named_by_the_columns_setting_are_the_image_and_caption() {
+    let exp = &expected()["custom_members.tar"];
+    let columns = ColumnsConfig { image: Some("webp".into()), caption: Some("prompt".into()) };
+    let (captions, sizes, stats) = read_with("custom_members.tar", &columns);
+    // The json's `prompt` field stands in where a sample has no `.prompt` member.
+    assert_eq!(captions, strings(&exp["captions"]));
+    assert_eq!(sizes, sizes_of(&exp["sizes"]), "the webp members, not the jpg thumbnails");
+    assert_eq!(stats.total_skipped(), 0);
+    // By default the first image member (the jpg thumbnail) and the txt member are read.
+    let (captions, sizes, _) = read_with("custom_members.tar", &ColumnsConfig::default());
+    assert_eq!(captions, vec!["not the caption"; 3]);
+    assert_eq!(sizes, vec![(8, 8); 3]);
 }

@@ -6,6 +6,7 @@ mod common;
 use std::fs::File;
 
 use common::{read_all, synth_dataset};
+use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_rgb, CropMode, ImageLimits, Transform};
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
@@ -81,7 +82,7 @@ fn captions_metadata_and_pixels_agree() {
     };
     let path = dir.path().join("wds/train/00001.tar");
     let mut checked = 0;
-    for unit in ShardReader::open(&path, ShardFormat::Wds) {
+    for unit in ShardReader::open(&path, ShardFormat::Wds, &ColumnsConfig::default()) {
         let Unit::Sample(s) = unit else { panic!("clean shard") };
         let index: u64 = s.key.parse().unwrap();
         let scene = Scene::at(11, index);

@@ -1,6 +1,7 @@
 //! `imagen embed`'s path over real shard formats: synthetic parquet shards, a demo encoder
 //! trained on their captions, the cache, and frozen-cached lookups by the samples' keys.
 
+use imagen_data::config::ColumnsConfig;
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
 use imagen_data::synth::{synthesize, SynthFormat, SynthOptions};
@@ -25,7 +26,7 @@ fn synthetic_parquet_shards_embed_and_serve_frozen_cached_lookups() {
     let samples: Vec<(String, String)> = out
         .train
         .iter()
-        .flat_map(|p| ShardReader::open(p, ShardFormat::Parquet))
+        .flat_map(|p| ShardReader::open(p, ShardFormat::Parquet, &ColumnsConfig::default()))
         .filter_map(|u| match u {
             Unit::Sample(s) => Some((s.key, s.caption)),
             Unit::Skip { .. } => None,

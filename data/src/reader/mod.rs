@@ -9,6 +9,7 @@ use std::path::Path;
 
 pub use self::parquet::ParquetShard;
 pub use self::tar::TarShard;
+use crate::config::ColumnsConfig;
 use crate::shards::ShardFormat;
 use crate::stats::SkipReason;
 
@@ -74,7 +75,7 @@ pub const META_COLUMNS: [&str; 7] = [
 
 /// Samples a shard holds, cheaply: img2dataset's `_stats.json` `successes`, else the parquet
 /// footer's row count or a scan of the tar's headers. Used to size nominal epochs.
-pub fn count_samples(path: &Path, format: ShardFormat) -> u64 {
+pub fn count_samples(path: &Path, format: ShardFormat, columns: &ColumnsConfig) -> u64 {
     // img2dataset's marker counts the successful downloads, in both formats; a parquet's footer
     // also counts the rows of failed ones (often a third or more of a LAION shard).
     let marker = crate::shards::stats_marker(path);
@@ -83,7 +84,7 @@ pub fn count_samples(path: &Path, format: ShardFormat) -> u64 {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("successes")?.as_u64());
     from_marker.unwrap_or_else(|| match format {
-        ShardFormat::Parquet => ParquetShard::footer_rows(path),
+        ShardFormat::Parquet => ParquetShard::footer_rows(path, columns),
         ShardFormat::Wds => TarShard::scan_keys(path),
     })
 }
@@ -95,10 +96,11 @@ pub enum ShardReader {
 }
 
 impl ShardReader {
-    pub fn open(path: &Path, format: ShardFormat) -> ShardReader {
+    /// The shard at `path`, its images and captions where `columns` says.
+    pub fn open(path: &Path, format: ShardFormat, columns: &ColumnsConfig) -> ShardReader {
         match format {
-            ShardFormat::Parquet => ShardReader::Parquet(ParquetShard::open(path)),
-            ShardFormat::Wds => ShardReader::Tar(Box::new(TarShard::open(path))),
+            ShardFormat::Parquet => ShardReader::Parquet(ParquetShard::open(path, columns)),
+            ShardFormat::Wds => ShardReader::Tar(Box::new(TarShard::open(path, columns))),
         }
     }
 

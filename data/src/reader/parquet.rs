@@ -1,5 +1,7 @@
 //! img2dataset parquet shards, streamed one row group at a time with column projection: only the
 //! key, caption, status, image and filter columns are decoded, `BATCH_ROWS` values at a time.
+//! Other layouts name their image and caption columns (`data.columns`); an image column may also
+//! be a struct with a binary `bytes` field, as Hugging Face `datasets` writes its `Image` feature.
 //!
 //! This reads through parquet's own record API rather than arrow: the columns are flat, a row at a
 //! time is what the shuffle buffer wants, and the arrow crates were a fifth of a cold build.
@@ -15,12 +17,17 @@ use parquet::record::Field;
 use parquet::schema::types::{SchemaDescPtr, SchemaDescriptor, Type};
 
 use super::{RawSample, SampleMeta, Unit, META_COLUMNS};
+use crate::config::ColumnsConfig;
 use crate::stats::SkipReason;
 
 /// Values decoded per column read: bounds memory to a few dozen compressed images.
 const BATCH_ROWS: usize = 32;
 /// Image columns img2dataset may write, in order of preference.
 const IMAGE_COLUMNS: [&str; 4] = ["jpg", "png", "webp", "image"];
+/// The caption column unless `data.columns.caption` names another.
+const CAPTION_COLUMN: &str = "caption";
+/// The binary field of a struct image column (`datasets`' `Image` feature: `{bytes, path}`).
+const NESTED_BYTES: &str = "bytes";
 
 pub struct ParquetShard {
     path: PathBuf,
@@ -42,52 +49,69 @@ struct OpenShard {
     next_row_group: usize,
     rows: Option<ReaderIter>,
     rows_seen: u64,
+    names: ColumnNames,
+}
+
+/// The columns a shard's rows are read from.
+struct ColumnNames {
+    image: ImageColumn,
+    caption: String,
+}
+
+/// The image column: its name, and whether it is a struct whose `bytes` field holds the image.
+struct ImageColumn {
+    name: String,
+    nested: bool,
 }
 
 impl ParquetShard {
-    pub fn open(path: &Path) -> ParquetShard {
-        let state = match Self::try_open(path) {
+    pub fn open(path: &Path, columns: &ColumnsConfig) -> ParquetShard {
+        let state = match Self::try_open(path, columns) {
             Ok(open) => State::Open(Box::new(open)),
             Err((reason, detail)) => State::Failed(Some(Unit::skip(reason, None, detail))),
         };
         ParquetShard { path: path.to_path_buf(), state, units: 0 }
     }
 
-    fn try_open(path: &Path) -> Result<OpenShard, (SkipReason, String)> {
+    fn try_open(path: &Path, columns: &ColumnsConfig) -> Result<OpenShard, (SkipReason, String)> {
         let unreadable = |e: String| (SkipReason::UnreadableShard, e);
         let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
         if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
             return Err((SkipReason::EmptyShard, "zero-byte file".into()));
         }
         let reader = SerializedFileReader::new(file).map_err(|e| unreadable(e.to_string()))?;
+        let root = reader.metadata().file_metadata().schema_descr().root_schema();
+        // A shard without the image or the caption column (img2dataset's metadata-only side-car
+        // of a WebDataset tar, say, or another layout under the default names) is one skip that
+        // says which columns it has, not a missing image per row.
+        let names = column_names(root, columns).map_err(unreadable)?;
         let wanted = |name: &str| {
-            ["key", "caption", "status"].contains(&name)
-                || IMAGE_COLUMNS.contains(&name)
+            ["key", "status"].contains(&name)
+                || name == names.caption
+                || name == names.image.name
                 || META_COLUMNS.contains(&name)
         };
-        let root = reader.metadata().file_metadata().schema_descr().root_schema();
-        if !has_image_column(root) {
-            // A metadata-only parquet (img2dataset's side-car of a WebDataset tar, say) is one
-            // skip, not a missing image per row.
-            let columns: Vec<&str> = root.get_fields().iter().map(|f| f.name()).collect();
-            let detail = format!(
-                "no image column: none of {IMAGE_COLUMNS:?} is a binary column (its columns: \
-                 {columns:?})"
-            );
-            return Err((SkipReason::UnreadableShard, detail));
+        let mut fields = Vec::new();
+        for field in root.get_fields().iter().filter(|f| wanted(f.name())) {
+            if field.is_primitive() {
+                fields.push(field.clone());
+            } else if field.name() == names.image.name {
+                // Only the struct's `bytes` (not its `path`) is decoded.
+                let bytes = field.get_fields().iter().find(|f| f.name() == NESTED_BYTES);
+                let pruned = Type::group_type_builder(field.name())
+                    .with_repetition(field.get_basic_info().repetition())
+                    .with_fields(bytes.into_iter().cloned().collect())
+                    .build()
+                    .map_err(|e| unreadable(e.to_string()))?;
+                fields.push(Arc::new(pruned));
+            }
         }
-        let fields: Vec<_> = root
-            .get_fields()
-            .iter()
-            .filter(|f| f.is_primitive() && wanted(f.name()))
-            .cloned()
-            .collect();
         let projection = Type::group_type_builder(root.name())
             .with_fields(fields)
             .build()
             .map_err(|e| unreadable(e.to_string()))?;
         let projection = Arc::new(SchemaDescriptor::new(Arc::new(projection)));
-        Ok(OpenShard { reader, projection, next_row_group: 0, rows: None, rows_seen: 0 })
+        Ok(OpenShard { reader, projection, next_row_group: 0, rows: None, rows_seen: 0, names })
     }
 
     /// The shard's footer, or None when it cannot be read.
@@ -102,10 +126,11 @@ impl ParquetShard {
         Some(root.get_fields().iter().map(|f| f.name().to_string()).collect())
     }
 
-    /// Number of rows according to the footer (0 when unreadable or without an image column).
-    pub fn footer_rows(path: &Path) -> u64 {
+    /// Number of rows according to the footer (0 when unreadable or without the image and
+    /// caption columns).
+    pub fn footer_rows(path: &Path, columns: &ColumnsConfig) -> u64 {
         Self::footer(path)
-            .filter(|m| has_image_column(m.schema_descr().root_schema()))
+            .filter(|m| column_names(m.schema_descr().root_schema(), columns).is_ok())
             .map(|m| m.num_rows().max(0) as u64)
             .unwrap_or(0)
     }
@@ -127,7 +152,8 @@ impl ParquetShard {
                 match rows.next() {
                     Some(Ok(row)) => {
                         open.rows_seen += 1;
-                        return Some(row_unit(row.into_columns(), open.rows_seen - 1, &self.path));
+                        let row = row.into_columns();
+                        return Some(row_unit(row, open.rows_seen - 1, &self.path, &open.names));
                     }
                     Some(Err(e)) => {
                         // The record reader cannot resynchronise inside a row group.
@@ -181,31 +207,60 @@ impl Iterator for ParquetShard {
     }
 }
 
-/// Whether one of [`IMAGE_COLUMNS`] is a top-level column that reads as bytes: binary without a
-/// string annotation, not repeated (a struct such as `image {bytes, path}` is not read).
-fn has_image_column(root: &Type) -> bool {
+/// The image and caption columns of a shard with schema `root` under `columns`, or why it has
+/// none usable.
+fn column_names(root: &Type, columns: &ColumnsConfig) -> Result<ColumnNames, String> {
+    let fields = root.get_fields();
+    let found: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+    let candidates: Vec<&str> = match &columns.image {
+        Some(name) => vec![name.as_str()],
+        None => IMAGE_COLUMNS.to_vec(),
+    };
+    let image = candidates.iter().find_map(|&name| {
+        let field = fields.iter().find(|f| f.name() == name)?;
+        if is_bytes_leaf(field) {
+            return Some(ImageColumn { name: name.to_owned(), nested: false });
+        }
+        let nested = !field.is_primitive()
+            && field.get_fields().iter().any(|f| f.name() == NESTED_BYTES && is_bytes_leaf(f));
+        nested.then(|| ImageColumn { name: name.to_owned(), nested: true })
+    });
+    let Some(image) = image else {
+        return Err(format!(
+            "no image column: none of {candidates:?} is a binary column or a struct with a binary \
+             `{NESTED_BYTES}` field (its columns: {found:?}; data.columns.image names another)"
+        ));
+    };
+    let caption = columns.caption.as_deref().unwrap_or(CAPTION_COLUMN);
+    if !fields.iter().any(|f| f.name() == caption && f.is_primitive()) {
+        return Err(format!(
+            "no caption column {caption:?} (its columns: {found:?}; data.columns.caption names \
+             another)"
+        ));
+    }
+    Ok(ColumnNames { image, caption: caption.to_owned() })
+}
+
+/// Whether `field` reads as bytes: binary without a string annotation, not repeated.
+fn is_bytes_leaf(field: &Type) -> bool {
     use parquet::basic::{ConvertedType, LogicalType, Repetition, Type as Physical};
-    root.get_fields().iter().any(|f| {
-        let info = f.get_basic_info();
-        if !IMAGE_COLUMNS.contains(&f.name())
-            || !f.is_primitive()
-            || (info.has_repetition() && info.repetition() == Repetition::REPEATED)
-        {
-            return false;
+    let info = field.get_basic_info();
+    if !field.is_primitive() || (info.has_repetition() && info.repetition() == Repetition::REPEATED)
+    {
+        return false;
+    }
+    // As parquet's record reader maps them to `Field::Bytes`.
+    match (field.get_physical_type(), info.converted_type()) {
+        (Physical::BYTE_ARRAY, ConvertedType::NONE | ConvertedType::BSON) => true,
+        (Physical::FIXED_LEN_BYTE_ARRAY, ConvertedType::NONE) => {
+            info.logical_type_ref() != Some(&LogicalType::Float16)
         }
-        // As parquet's record reader maps them to `Field::Bytes`.
-        match (f.get_physical_type(), info.converted_type()) {
-            (Physical::BYTE_ARRAY, ConvertedType::NONE | ConvertedType::BSON) => true,
-            (Physical::FIXED_LEN_BYTE_ARRAY, ConvertedType::NONE) => {
-                info.logical_type_ref() != Some(&LogicalType::Float16)
-            }
-            _ => false,
-        }
-    })
+        _ => false,
+    }
 }
 
 /// One projected row (`row` counts rows of the shard, for a key when the key column is missing).
-fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
+fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path, names: &ColumnNames) -> Unit {
     let mut take = |name: &str| {
         let i = columns.iter().position(|(n, _)| n == name)?;
         Some(std::mem::replace(&mut columns[i].1, Field::Null))
@@ -223,12 +278,21 @@ fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path) -> Unit {
             return Unit::skip(SkipReason::NotSuccess, Some(key), format!("status {status}"));
         }
     }
-    let image = IMAGE_COLUMNS.iter().find_map(|name| take(name).and_then(bytes));
+    let image = take(&names.image.name).and_then(|field| match field {
+        Field::Group(row) if names.image.nested => row
+            .into_columns()
+            .into_iter()
+            .find(|(name, _)| name == NESTED_BYTES)
+            .and_then(|(_, field)| bytes(field)),
+        field => bytes(field),
+    });
     let Some(image) = image else {
-        return Unit::skip(SkipReason::MissingImage, Some(key), "image column is null or absent");
+        let detail = format!("image column {:?} is null", names.image.name);
+        return Unit::skip(SkipReason::MissingImage, Some(key), detail);
     };
-    let Some(caption) = take("caption").and_then(string) else {
-        return Unit::skip(SkipReason::MissingCaption, Some(key), "caption is null or absent");
+    let Some(caption) = take(&names.caption).and_then(string) else {
+        let detail = format!("caption column {:?} is null", names.caption);
+        return Unit::skip(SkipReason::MissingCaption, Some(key), detail);
     };
     let meta = SampleMeta::from_fields(|name: &str| {
         columns.iter().find(|(n, _)| n == name).and_then(|(_, f)| number(f))

@@ -10,6 +10,7 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::{RawSample, SampleMeta, Unit};
+use crate::config::ColumnsConfig;
 use crate::stats::SkipReason;
 
 /// Members larger than this are skipped over, never read into memory.
@@ -18,6 +19,7 @@ const BLOCK: usize = 512;
 
 pub struct TarShard {
     input: Option<BufReader<File>>,
+    members: MemberNames,
     open_error: Option<Unit>,
     group: Option<Group>,
     ready: Option<Unit>,
@@ -26,6 +28,34 @@ pub struct TarShard {
     next_name: Option<String>,
     next_size: Option<u64>,
     finished: bool,
+}
+
+/// Which members of a sample are its image and caption (`data.columns`), lower case as the
+/// extensions are compared.
+struct MemberNames {
+    /// None: any of jpg, jpeg, png and webp.
+    image: Option<String>,
+    /// The caption member's extension, and the `.json` field read when there is none.
+    caption_ext: String,
+    caption_field: String,
+}
+
+impl MemberNames {
+    fn of(columns: &ColumnsConfig) -> Self {
+        let caption = columns.caption.as_deref();
+        MemberNames {
+            image: columns.image.as_deref().map(str::to_lowercase),
+            caption_ext: caption.unwrap_or("txt").to_lowercase(),
+            caption_field: caption.unwrap_or("caption").to_owned(),
+        }
+    }
+
+    fn is_image(&self, ext: &str) -> bool {
+        match &self.image {
+            Some(image) => ext == image,
+            None => matches!(ext, "jpg" | "jpeg" | "png" | "webp"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -52,7 +82,7 @@ enum Member {
 }
 
 impl TarShard {
-    pub fn open(path: &Path) -> TarShard {
+    pub fn open(path: &Path, columns: &ColumnsConfig) -> TarShard {
         let (input, open_error) = match File::open(path) {
             Ok(f) if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 => {
                 (None, Some(Unit::skip(SkipReason::EmptyShard, None, "zero-byte file")))
@@ -62,6 +92,7 @@ impl TarShard {
         };
         TarShard {
             input,
+            members: MemberNames::of(columns),
             open_error,
             group: None,
             ready: None,
@@ -74,7 +105,7 @@ impl TarShard {
 
     /// The fields of the first `.json` member, or None when there is none.
     pub fn first_json_fields(path: &Path) -> Option<Vec<String>> {
-        let mut shard = TarShard::open(path);
+        let mut shard = TarShard::open(path, &ColumnsConfig::default());
         shard.input.as_ref()?;
         for _ in 0..64 {
             match shard.read_member() {
@@ -146,17 +177,17 @@ impl TarShard {
                 Member::Data { name, data } => {
                     let Some((key, ext)) = split_name(&name) else { continue };
                     if self.group.as_ref().is_some_and(|g| g.key != key) {
-                        self.ready = self.group.take().map(|g| g.into_unit());
+                        self.ready = self.group.take().map(|g| g.into_unit(&self.members));
                     }
                     let group = self.group.get_or_insert_with(|| Group { key, ..Group::default() });
                     match data {
                         None => group.too_large = true,
-                        Some(data) => group.add(&ext, data),
+                        Some(data) => group.add(&ext, data, &self.members),
                     }
                 }
                 Member::End => {
                     self.finished = true;
-                    let last = self.group.take().map(|g| g.into_unit());
+                    let last = self.group.take().map(|g| g.into_unit(&self.members));
                     if last.is_none() && self.units == 0 && self.ready.is_none() {
                         return Some(Unit::skip(SkipReason::EmptyShard, None, "no members"));
                     }
@@ -171,7 +202,7 @@ impl TarShard {
                     return Some(match self.group.take() {
                         Some(group) => {
                             self.ready = Some(skip);
-                            group.into_unit()
+                            group.into_unit(&self.members)
                         }
                         None => skip,
                     });
@@ -184,7 +215,7 @@ impl TarShard {
                     let mut key = self.group.as_ref().map(|g| g.key.clone());
                     if damaged_key.is_some() && damaged_key != key {
                         debug_assert!(self.ready.is_none());
-                        self.ready = self.group.take().map(|g| g.into_unit());
+                        self.ready = self.group.take().map(|g| g.into_unit(&self.members));
                         key = damaged_key;
                     }
                     let skip = Unit::skip(reason, key, detail);
@@ -295,16 +326,17 @@ impl Iterator for TarShard {
 }
 
 impl Group {
-    fn add(&mut self, ext: &str, data: Vec<u8>) {
-        match ext {
-            "jpg" | "jpeg" | "png" | "webp" if self.image.is_none() => self.image = Some(data),
-            "txt" => self.caption = Some(String::from_utf8_lossy(&data).into_owned()),
-            "json" => self.json = Some(data),
-            _ => {}
+    fn add(&mut self, ext: &str, data: Vec<u8>, names: &MemberNames) {
+        if names.is_image(ext) {
+            self.image.get_or_insert(data);
+        } else if ext == names.caption_ext {
+            self.caption = Some(String::from_utf8_lossy(&data).into_owned());
+        } else if ext == "json" {
+            self.json = Some(data);
         }
     }
 
-    fn into_unit(self) -> Unit {
+    fn into_unit(self, names: &MemberNames) -> Unit {
         let key = Some(self.key.clone());
         let json: Option<serde_json::Value> =
             self.json.as_deref().and_then(|j| serde_json::from_slice(j).ok());
@@ -317,11 +349,18 @@ impl Group {
         let Some(image) = self.image else {
             let reason =
                 if self.too_large { SkipReason::MemberTooLarge } else { SkipReason::MissingImage };
-            return Unit::skip(reason, key, "no usable jpg/png/webp member");
+            let detail = match &names.image {
+                Some(ext) => format!("no usable {ext} member"),
+                None => "no usable jpg/png/webp member".to_owned(),
+            };
+            return Unit::skip(reason, key, detail);
         };
-        let caption = self.caption.or_else(|| field("caption")?.as_str().map(str::to_string));
+        let caption =
+            self.caption.or_else(|| field(&names.caption_field)?.as_str().map(str::to_string));
         let Some(caption) = caption else {
-            return Unit::skip(SkipReason::MissingCaption, key, "no txt member or json caption");
+            let detail =
+                format!("no {} member or json {:?}", names.caption_ext, names.caption_field);
+            return Unit::skip(SkipReason::MissingCaption, key, detail);
         };
         let meta = SampleMeta::from_fields(|name: &str| field(name).and_then(|v| v.as_f64()));
         Unit::Sample(RawSample { key: self.key, caption, image, meta })

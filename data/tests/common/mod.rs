@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use imagen_data::config::ColumnsConfig;
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
 use imagen_data::synth::{synthesize, ImageEncoding, SynthFormat, SynthOptions};
@@ -38,7 +39,7 @@ pub fn read_all(path: &Path) -> (Vec<String>, SkipStats) {
     let format = ShardFormat::from_path(path).unwrap();
     let mut keys = Vec::new();
     let mut stats = SkipStats::default();
-    for unit in ShardReader::open(path, format) {
+    for unit in ShardReader::open(path, format, &ColumnsConfig::default()) {
         match unit {
             Unit::Sample(s) => keys.push(s.key),
             Unit::Skip { reason, .. } => stats.add_skip(reason),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
+use imagen_data::config::ColumnsConfig;
 use imagen_data::synth::{synthesize, ImageEncoding, SynthFormat, SynthOptions};
 use imagen_data::{DataConfig, FormatChoice};
 
@@ -34,6 +35,24 @@ impl ShardFormatArg {
     }
 }
 
+/// `data.columns` on the command line.
+#[derive(Debug, Args)]
+pub struct ColumnArgs {
+    /// The image column (parquet) or member extension (WebDataset), as `data.columns.image`.
+    #[arg(long)]
+    pub image_column: Option<String>,
+    /// The caption column (parquet) or member extension / json field (WebDataset), as
+    /// `data.columns.caption`.
+    #[arg(long)]
+    pub caption_column: Option<String>,
+}
+
+impl ColumnArgs {
+    fn config(self) -> ColumnsConfig {
+        ColumnsConfig { image: self.image_column, caption: self.caption_column }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Shards: files, directories, globs, brace ranges ('laion/{00000..00099}.tar'), list files.
@@ -42,6 +61,8 @@ pub struct InspectArgs {
     /// Shard format (auto: by extension).
     #[arg(long, value_enum, default_value = "auto")]
     pub format: ShardFormatArg,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// Side the images are test-decoded at.
     #[arg(long, default_value_t = 64)]
     pub side: u32,
@@ -64,6 +85,8 @@ pub struct BenchArgs {
     /// Shard format (auto: by extension).
     #[arg(long, value_enum, default_value = "auto")]
     pub format: ShardFormatArg,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// Output side in pixels.
     #[arg(long, default_value_t = 64)]
     pub size: u32,
@@ -144,6 +167,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
         shards: args.shards,
         format: args.format.choice(),
         side: args.side,
+        columns: args.columns.config(),
         ..DataConfig::default()
     };
     let report = imagen_data::inspect::inspect(&cfg, !args.no_decode, args.examples)?;
@@ -174,8 +198,12 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let cfg =
-        DataConfig { shards: args.shards, format: args.format.choice(), ..DataConfig::default() };
+    let cfg = DataConfig {
+        shards: args.shards,
+        format: args.format.choice(),
+        columns: args.columns.config(),
+        ..DataConfig::default()
+    };
     let mut stats = imagen_data::SkipStats::default();
     let samples = imagen_data::bench::read_samples(&cfg, args.limit, &mut stats)?;
     let bar = imagen_trainer::progress::bar(Some(args.passes.max(1) as u64), "decoding");

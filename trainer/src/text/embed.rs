@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use imagen_data::embed_cache::{cache_key, shard_path, Manifest, ShardWriter};
-use imagen_data::reader::{ShardReader, Unit};
+use imagen_data::reader::Unit;
 use imagen_data::stream::ShardEntry;
 use sha2::{Digest, Sha256};
 use tch::{nn, Device, Kind};
@@ -77,7 +77,9 @@ impl CaptionShard for DataShard {
     }
 
     fn captions(&self) -> Result<Vec<(String, String)>> {
-        Ok(ShardReader::open(&self.0.path, self.0.format)
+        Ok(self
+            .0
+            .open()
             .filter_map(|unit| match unit {
                 Unit::Sample(s) => Some((s.key, s.caption)),
                 Unit::Skip { .. } => None,
