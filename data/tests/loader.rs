@@ -183,7 +183,7 @@ fn write_text_cache(
         dtype: CacheDtype::F32,
         d_model: 2,
     };
-    Manifest::create_or_check(dir, &Manifest::new(id.clone(), "test".into())).unwrap();
+    Manifest::create_or_check(dir, &Manifest::new(id.clone(), "test".into(), Vec::new())).unwrap();
     let mut writer = ShardWriter::new(dir, "00000", &id).unwrap();
     let mut expected = std::collections::HashMap::new();
     let samples = batches.iter().flat_map(|b| b.keys.iter().zip(&b.captions));

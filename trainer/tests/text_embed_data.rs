@@ -2,12 +2,14 @@
 //! trained on their captions, the cache, and frozen-cached lookups by the samples' keys.
 
 use imagen_data::config::ColumnsConfig;
+use imagen_data::embed_cache::{Manifest, MANIFEST_FILE};
 use imagen_data::reader::{ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
 use imagen_data::synth::{synthesize, SynthFormat, SynthOptions};
 use imagen_data::DataConfig;
 use imagen_trainer::t5::demo::{make_demo, DemoSpec};
 use imagen_trainer::text::embed::{data_shards, embed_shards};
+use imagen_trainer::text::identity::{cache_identity, encoder_identity, weight_stamps};
 use imagen_trainer::text::{TextConditioner, TextConfig, TextDtype, TextMode};
 use tch::{nn, Device};
 
@@ -74,4 +76,21 @@ fn synthetic_parquet_shards_embed_and_serve_frozen_cached_lookups() {
     let (want, want_mask) = online.encode(&caps, &keys).unwrap();
     assert_eq!(mask, want_mask);
     assert_eq!(emb, want);
+
+    // A start takes the weights' hash from the manifest while the weight files keep the size and
+    // modification time recorded there, rather than reading them again (a manifest edited to say
+    // otherwise shows which was used), and hashes them afresh once they changed.
+    let t5 = cfg.encoder_config().unwrap();
+    let manifest_path = cache.join(MANIFEST_FILE);
+    let mut manifest = Manifest::read(&cache).unwrap();
+    assert_eq!(manifest.weight_files, weight_stamps(&cfg.model).unwrap());
+    let hashed = encoder_identity(&cfg, &t5).unwrap();
+    assert_eq!(cache_identity(&cfg, &t5, &cache).unwrap(), hashed);
+    manifest.encoder.weights_sha256 = "recorded".into();
+    std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(cache_identity(&cfg, &t5, &cache).unwrap().weights_sha256, "recorded");
+    let weights =
+        std::fs::File::options().write(true).open(cfg.model.join("model.safetensors")).unwrap();
+    weights.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(cache_identity(&cfg, &t5, &cache).unwrap(), hashed);
 }

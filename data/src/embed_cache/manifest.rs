@@ -69,6 +69,18 @@ impl EncoderIdentity {
     }
 }
 
+/// A weight file of the encoder as `imagen embed` found it. A later start whose weight files all
+/// still match takes the manifest's hash of them instead of reading them again (tens of GB for a
+/// T5-XXL, on every rank), trusting size and modification time as make and rsync do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStamp {
+    pub name: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: u128,
+}
+
 /// `manifest.json` of a cache directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,11 +93,14 @@ pub struct Manifest {
     pub encoder: EncoderIdentity,
     /// Where the encoder was loaded from (informative only; not compared).
     pub model: String,
+    /// The weight files hashed into `encoder.weights_sha256` (absent in older caches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_files: Vec<FileStamp>,
 }
 
 impl Manifest {
-    pub fn new(encoder: EncoderIdentity, model: String) -> Self {
-        Self { format: FORMAT.into(), version: VERSION, encoder, model }
+    pub fn new(encoder: EncoderIdentity, model: String, weight_files: Vec<FileStamp>) -> Self {
+        Self { format: FORMAT.into(), version: VERSION, encoder, model, weight_files }
     }
 
     /// Reads `dir/manifest.json`.

@@ -20,7 +20,7 @@ mod reader;
 mod writer;
 
 pub use key::cache_key;
-pub use manifest::{CacheDtype, EncoderIdentity, Manifest, MANIFEST_FILE};
+pub use manifest::{CacheDtype, EncoderIdentity, FileStamp, Manifest, MANIFEST_FILE};
 pub use reader::{CachedEmbedding, EmbedCache, TextBatch};
 pub use writer::{shard_path, ShardWriter};
 

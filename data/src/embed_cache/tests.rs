@@ -19,7 +19,7 @@ fn bf16_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 fn write_cache(dir: &std::path::Path, id: &EncoderIdentity) {
-    Manifest::create_or_check(dir, &Manifest::new(id.clone(), "demo".into())).unwrap();
+    Manifest::create_or_check(dir, &Manifest::new(id.clone(), "demo".into(), Vec::new())).unwrap();
     let mut w = ShardWriter::new(dir, "00000", id).unwrap();
     w.push(cache_key("a", "red circle"), &bf16_bytes(&[1.0, -2.0, 0.5, 3.0, 0.25, -1.5])).unwrap();
     w.push(cache_key("b", ""), &bf16_bytes(&[7.0, 8.0, 9.0])).unwrap();
@@ -49,7 +49,8 @@ fn bf16_round_trip_by_key_and_caption() {
 fn f32_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let id = identity(CacheDtype::F32);
-    Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "demo".into())).unwrap();
+    Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "demo".into(), Vec::new()))
+        .unwrap();
     let mut w = ShardWriter::new(dir.path(), "s", &id).unwrap();
     let v = [0.1f32, 0.2, 0.3];
     w.push(cache_key("k", "x"), &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
@@ -69,7 +70,8 @@ fn stale_cache_is_refused_naming_the_fields() {
     let err = EmbedCache::open(dir.path(), &other).unwrap_err().to_string();
     assert!(err.contains("max_length: 128 vs 64"), "{err}");
     assert!(err.contains("weights_sha256"), "{err}");
-    let err = Manifest::create_or_check(dir.path(), &Manifest::new(other, "x".into())).unwrap_err();
+    let err = Manifest::create_or_check(dir.path(), &Manifest::new(other, "x".into(), Vec::new()))
+        .unwrap_err();
     assert!(matches!(err, DataError::EmbedCache { .. }));
 }
 

@@ -11,7 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{TextConfig, TextDtype, TextMode};
 use super::encode::encode_captions;
-use super::identity::encoder_identity;
+use super::identity::cache_identity;
 use crate::error::{Result, TrainerError};
 use crate::native::to_device_async;
 use crate::t5::{load::load_weights, Freeze, T5Encoder, T5Tokenizer};
@@ -60,7 +60,7 @@ impl TextConditioner {
                 let dir = cfg.cache_dir.clone().ok_or_else(|| {
                     TrainerError::Text("text.mode = \"frozen-cached\" needs text.cache_dir (written by `imagen embed`)".into())
                 })?;
-                let identity = encoder_identity(cfg, &t5)?;
+                let identity = cache_identity(cfg, &t5, &dir)?;
                 Source::Cached { cache: Arc::new(EmbedCache::open(&dir, &identity)?) }
             }
             TextMode::FrozenOnline | TextMode::Finetune => {

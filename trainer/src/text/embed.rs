@@ -13,7 +13,7 @@ use tch::{nn, Device, Kind};
 
 use super::config::{TextConfig, TextDtype};
 use super::encode::{encode_captions, real_token_bytes};
-use super::identity::encoder_identity;
+use super::identity::{encoder_identity, weight_stamps};
 use crate::error::{Result, TrainerError};
 use crate::t5::{load::load_weights, Freeze, T5Encoder, T5Tokenizer};
 
@@ -118,7 +118,11 @@ pub fn embed_shards(
     let identity = encoder_identity(cfg, &t5)?;
     Manifest::create_or_check(
         cache_dir,
-        &Manifest::new(identity.clone(), cfg.model.display().to_string()),
+        &Manifest::new(
+            identity.clone(),
+            cfg.model.display().to_string(),
+            weight_stamps(&cfg.model)?,
+        ),
     )?;
     let kind = match cfg.dtype {
         TextDtype::Bf16 => Kind::BFloat16,

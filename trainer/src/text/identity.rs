@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use imagen_data::embed_cache::{CacheDtype, EncoderIdentity};
+use imagen_data::embed_cache::{CacheDtype, EncoderIdentity, FileStamp, Manifest};
 use sha2::{Digest, Sha256};
 
 use super::config::{TextConfig, TextDtype};
@@ -48,11 +48,58 @@ pub fn encoder_fingerprint(model_dir: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The name, size and modification time of each weight file of `model_dir`.
+pub fn weight_stamps(model_dir: &Path) -> Result<Vec<FileStamp>> {
+    weight_files(model_dir)?
+        .into_iter()
+        .map(|file| {
+            let io = |source| TrainerError::Io { path: file.clone(), source };
+            let meta = std::fs::metadata(&file).map_err(io)?;
+            let modified = meta.modified().map_err(io)?;
+            let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+            Ok(FileStamp {
+                name: name.unwrap_or_default(),
+                size: meta.len(),
+                modified_ns: since_epoch.as_nanos(),
+            })
+        })
+        .collect()
+}
+
 /// What an embedding cache made with `cfg`'s encoder must record: hashes of the weight files
 /// and of `tokenizer.json`, max length, dtype and width.
 pub fn encoder_identity(cfg: &TextConfig, t5: &T5Config) -> Result<EncoderIdentity> {
+    identity_with(cfg, t5, sha256_files(&weight_files(&cfg.model)?)?)
+}
+
+/// [`encoder_identity`] to open the cache in `cache_dir` with. The weights' hash is the one its
+/// manifest recorded when every weight file still has the size and modification time it had
+/// then (`FileStamp`), and is computed otherwise (an older cache, or the encoder copied
+/// elsewhere).
+pub fn cache_identity(
+    cfg: &TextConfig,
+    t5: &T5Config,
+    cache_dir: &Path,
+) -> Result<EncoderIdentity> {
+    let stamps = weight_stamps(&cfg.model)?;
+    let recorded = Manifest::read(cache_dir)
+        .ok()
+        .filter(|m| !m.weight_files.is_empty() && m.weight_files == stamps)
+        .map(|m| m.encoder.weights_sha256);
+    match recorded {
+        Some(hash) => identity_with(cfg, t5, hash),
+        None => encoder_identity(cfg, t5),
+    }
+}
+
+fn identity_with(
+    cfg: &TextConfig,
+    t5: &T5Config,
+    weights_sha256: String,
+) -> Result<EncoderIdentity> {
     Ok(EncoderIdentity {
-        weights_sha256: sha256_files(&weight_files(&cfg.model)?)?,
+        weights_sha256,
         tokenizer_sha256: sha256_files(&[cfg.model.join("tokenizer.json")])?,
         max_length: cfg.max_length,
         dtype: match cfg.dtype {
