@@ -67,7 +67,9 @@ char* imagen_pg_allreduce(imagen_pg* pg, void* const* tensors, size_t n, bool av
 char* imagen_pg_broadcast(imagen_pg* pg, void* const* tensors, size_t n, int root,
                           int64_t bucket_bytes);
 char* imagen_pg_barrier(imagen_pg* pg);
-void imagen_pg_free(imagen_pg* pg);
+// `clean`: every rank finished, so the communicators are shut down gracefully; otherwise they
+// are aborted (a graceful shutdown would wait for peers that are gone).
+void imagen_pg_free(imagen_pg* pg, int clean);
 
 // c10d::Reducer, DDP's gradient averaging: buckets of `bucket_bytes` (the first one
 // `first_bucket_bytes`), all-reduced from autograd hooks while the backward pass runs.

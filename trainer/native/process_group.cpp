@@ -266,12 +266,18 @@ char* imagen_pg_barrier(imagen_pg* pg) {
   return imagen_guard([&] { pg->inner->barrier()->wait(); });
 }
 
-void imagen_pg_free(imagen_pg* pg) {
+void imagen_pg_free(imagen_pg* pg, int clean) {
   if (pg == nullptr) return;
-  // As torch.distributed.destroy_process_group: NCCL's communicators are finalised cleanly
-  // (without it, ~ProcessGroupNCCL warns and aborts them). Nothing to report on the way out.
+  // After a clean finish, as torch.distributed.destroy_process_group: NCCL's communicators are
+  // finalised (without it, ~ProcessGroupNCCL warns and aborts them). That waits for the peers,
+  // so a rank that failed (its peers told to exit, or half a backward's buckets in flight)
+  // aborts them instead of hanging. Nothing to report on the way out.
   try {
-    pg->inner->shutdown();
+    if (clean) {
+      pg->inner->shutdown();
+    } else {
+      pg->inner->abort();
+    }
   } catch (...) {
   }
   delete pg;
@@ -284,18 +290,20 @@ char* imagen_reducer_new(imagen_pg* pg, void* const* params, size_t n, int64_t b
     std::vector<bool> sparse(n, false);
     // As DDP does: assign in parameter order, then reverse, so that the parameters whose
     // gradients the backward pass produces first fill the first bucket.
-    auto [indices, limits] = c10d::compute_bucket_assignment_by_size(
+    auto indices = std::get<0>(c10d::compute_bucket_assignment_by_size(
         tensors, {static_cast<size_t>(first_bucket_bytes), static_cast<size_t>(bucket_bytes)},
-        sparse);
+        sparse));
     std::reverse(indices.begin(), indices.end());
-    std::reverse(limits.begin(), limits.end());
-    std::vector<int64_t> limit_list(limits.begin(), limits.end());
     *buckets = indices.size();
+    // No list of per-bucket caps: the Reducer would size the buckets it rebuilds after the first
+    // step by it (the first bucket in gradient order would get the last cap). Without one it
+    // rebuilds with first_bucket_bytes and then bucket_bytes, as DDP does by default.
     auto reducer = std::make_unique<c10d::Reducer>(
         tensors, std::move(indices), pg->inner, sparse, bucket_bytes,
         /*find_unused_parameters=*/false, /*gradient_as_bucket_view=*/false,
         std::unordered_map<size_t, std::string>{}, first_bucket_bytes,
-        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, limit_list);
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
+        /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
     *out = new imagen_reducer{std::move(reducer)};
   });
 }

@@ -189,7 +189,10 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
                 "rank {rank} failed ({}); the other workers were stopped",
                 describe(status)
             );
-            status.code().filter(|&c| c != 0).unwrap_or(1)
+            // A worker killed by a signal exits as a shell reports it: 128 + the signal.
+            use std::os::unix::process::ExitStatusExt;
+            let signalled = status.signal().map(|s| 128 + s);
+            status.code().filter(|&c| c != 0).or(signalled).unwrap_or(1)
         }
     })
 }

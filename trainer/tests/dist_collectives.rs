@@ -168,6 +168,7 @@ fn a_missing_rank_is_named() {
         master_addr: "127.0.0.1".into(),
         master_port: free_port(),
         source: "test",
+        agent_store: false,
     };
     let cfg = DistConfig { rendezvous_timeout_secs: 1, ..DistConfig::default() };
     let err = Dist::init(info, &cfg, false).err().expect("nobody else joins").to_string();

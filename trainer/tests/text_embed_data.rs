@@ -8,7 +8,7 @@ use imagen_data::shards::ShardFormat;
 use imagen_data::synth::{synthesize, SynthFormat, SynthOptions};
 use imagen_data::DataConfig;
 use imagen_trainer::t5::demo::{make_demo, DemoSpec};
-use imagen_trainer::text::embed::{data_shards, embed_shards};
+use imagen_trainer::text::embed::{data_shards, embed_shards, CaptionShard, JsonlShard};
 use imagen_trainer::text::identity::{cache_identity, encoder_identity, weight_stamps};
 use imagen_trainer::text::{TextConditioner, TextConfig, TextDtype, TextMode};
 use tch::{nn, Device};
@@ -61,6 +61,22 @@ fn synthetic_parquet_shards_embed_and_serve_frozen_cached_lookups() {
     };
     let report = embed_shards(&cfg, &cache, &shards, 0, 1, Device::Cpu).unwrap();
     assert_eq!((report.shards_written, report.captions, report.truncated), (2, 24, 0));
+    // A re-run skips what is done, and re-embeds a shard whose file changed since.
+    let again = embed_shards(&cfg, &cache, &shards, 0, 1, Device::Cpu).unwrap();
+    assert_eq!((again.shards_written, again.shards_skipped), (0, 2));
+    let touched = std::fs::File::options().write(true).open(&out.train[1]).unwrap();
+    touched.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let again = embed_shards(&cfg, &cache, &shards, 0, 1, Device::Cpu).unwrap();
+    assert_eq!((again.shards_written, again.shards_reembedded, again.shards_skipped), (1, 1, 1));
+    assert_eq!(again.captions, 12);
+    // Caption files of the same name in two folders are two cache shards.
+    let jsonl = |folder: &str| {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        let path = dir.path().join(folder).join("captions.jsonl");
+        std::fs::write(&path, "{\"key\": \"k\", \"caption\": \"a red circle\"}\n").unwrap();
+        JsonlShard(path)
+    };
+    assert_ne!(jsonl("a").name(), jsonl("b").name());
 
     let vs = nn::VarStore::new(Device::Cpu);
     let cached = TextConditioner::new(vs.root(), &cfg, Device::Cpu).unwrap();

@@ -189,7 +189,8 @@ fn a_killed_worker_stops_the_other_and_the_launcher_fails() {
     // SAFETY: kill(2) on a process this test's launcher started.
     unsafe { libc::kill(workers[1] as i32, libc::SIGKILL) };
     let status = wait_exit(&mut launcher, Duration::from_secs(60));
-    assert!(!status.success(), "the launcher must fail when a worker dies");
+    // The killed worker's status, as a shell reports it (128 + SIGKILL), is the launcher's.
+    assert_eq!(status.code(), Some(137), "the launcher must fail when a worker dies");
     for pid in workers {
         assert!(!running(&pid), "worker {pid} still runs");
     }
@@ -376,4 +377,28 @@ fn a_fine_tuned_encoder_is_averaged_with_the_unet_over_accumulation_steps() {
     assert_eq!(ckpt.state.samples_seen, 32);
     let t5 = ckpt.tensors("model").unwrap().into_iter().filter(|(n, _)| n.starts_with("t5."));
     assert!(t5.count() > 0, "the encoder is part of the trained (and reduced) weights");
+}
+
+#[test]
+fn torchrun_starts_the_workers_and_its_agent_serves_the_store() {
+    // torchrun (from the bootstrapped torch wheel) runs its own store at MASTER_PORT and tells
+    // its workers so (TORCHELASTIC_USE_AGENT_STORE): rank 0 joins it instead of serving another.
+    let torchrun = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/torchrun");
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("torchrun");
+    let steps = 4;
+    let out = Command::new(torchrun)
+        .args(["--nproc-per-node", "2", "--master-port", &free_port().to_string(), "--no-python"])
+        .arg(env!("CARGO_BIN_EXE_imagen"))
+        .args(train_args(&config, &run, steps, 2))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "torchrun failed: {stderr}");
+    assert!(!stderr.contains("failed to bind"), "rank 0 tried to serve a store: {stderr}");
+    let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
+    assert_eq!(ckpt.state.data_cursors.len(), 2, "both ranks' cursors");
+    let prints = &ckpt.state.weight_fingerprints;
+    assert_eq!(prints.len(), 2);
+    assert_eq!(prints[0], prints[1], "the ranks' weights are bitwise equal");
 }

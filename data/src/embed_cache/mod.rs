@@ -22,7 +22,7 @@ mod writer;
 pub use key::cache_key;
 pub use manifest::{CacheDtype, EncoderIdentity, FileStamp, Manifest, MANIFEST_FILE};
 pub use reader::{CachedEmbedding, EmbedCache, TextBatch};
-pub use writer::{shard_path, ShardWriter};
+pub use writer::{recorded_source, shard_path, ShardWriter};
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,20 @@ pub struct ShardWriter {
     keys: Vec<String>,
     offsets: Vec<i64>,
     data: Vec<u8>,
+    source: Option<String>,
+}
+
+/// The `source` a cache file records (see [`ShardWriter::with_source`]), or None when it records
+/// none or cannot be read. Reads only the file's header.
+pub fn recorded_source(path: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20)?;
+    let mut header = vec![0u8; len];
+    std::io::Read::read_exact(&mut file, &mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(header.get("__metadata__")?.get("source")?.as_str()?.to_owned())
 }
 
 impl ShardWriter {
@@ -42,7 +56,15 @@ impl ShardWriter {
             keys: Vec::new(),
             offsets: vec![0],
             data: Vec::new(),
+            source: None,
         })
+    }
+
+    /// Records what the captions were read from (a data shard's size and modification time), so
+    /// that a later `imagen embed` re-embeds the shard once it changed.
+    pub fn with_source(mut self, source: String) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Adds one caption: `cache_key` from [`super::cache_key`], `raw` its real tokens' embeddings,
@@ -87,10 +109,13 @@ impl ShardWriter {
                 .map_err(err)?;
         let offsets =
             TensorView::new(Dtype::I64, vec![self.offsets.len()], &offsets).map_err(err)?;
-        let metadata = HashMap::from([
+        let mut metadata = HashMap::from([
             ("keys".to_owned(), serde_json::to_string(&self.keys).expect("keys serialise")),
             ("identity".to_owned(), self.identity_digest.clone()),
         ]);
+        if let Some(source) = &self.source {
+            metadata.insert("source".to_owned(), source.clone());
+        }
         let bytes = safetensors::serialize(
             [("embeddings", embeddings), ("offsets", offsets)],
             Some(metadata),

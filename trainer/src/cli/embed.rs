@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
+use imagen_trainer::dist::env::{cuda_index, WorldInfo};
 use imagen_trainer::text::embed::{data_shards, embed_shards, CaptionShard, JsonlShard};
 use tch::Device;
 
@@ -17,16 +18,10 @@ pub struct EmbedArgs {
     /// one cache shard each.
     #[arg(long, num_args = 1..)]
     captions: Vec<PathBuf>,
-    /// Run on this CUDA device index instead of the CPU.
-    #[arg(long)]
-    cuda: Option<usize>,
-}
-
-fn env_usize(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
+    /// Run on CUDA instead of the CPU: `--cuda N` on device N; `--cuda` alone on device 0, or,
+    /// under `imagen launch`, torchrun or Slurm, on the worker's local rank's device.
+    #[arg(long, num_args = 0..=1, value_name = "N")]
+    cuda: Option<Option<usize>>,
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
@@ -34,9 +29,18 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let Some(cache_dir) = config.text.cache_dir.clone() else {
         bail!("text.cache_dir is not set: say where the cache goes, e.g. --set text.cache_dir=\"cache/t5\"");
     };
-    // torchrun's variables: each rank embeds every WORLD_SIZE-th shard.
-    let (rank, world) = (env_usize("RANK", 0)?, env_usize("WORLD_SIZE", 1)?);
-    let device = args.cuda.map_or(Device::Cpu, Device::Cuda);
+    // Under a launcher each rank embeds every world-size-th shard (no collectives: the ranks
+    // share only the cache directory).
+    let job = WorldInfo::from_env()?;
+    let (rank, world) = job.as_ref().map_or((0, 1), |j| (j.rank, j.world_size));
+    let device = match (args.cuda, &job) {
+        (None, _) => Device::Cpu,
+        (Some(Some(index)), _) => Device::Cuda(index),
+        (Some(None), None) => Device::Cuda(0),
+        (Some(None), Some(job)) => {
+            Device::Cuda(cuda_index(job.local_rank, tch::Cuda::device_count())?)
+        }
+    };
     let shards: Vec<Box<dyn CaptionShard>> = if args.captions.is_empty() {
         data_shards(&config.data)?
     } else {
@@ -47,8 +51,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     let r = embed_shards(&config.text, &cache_dir, &shards, rank, world, device)?;
     println!(
-        "rank {rank}/{world}: {} shards written, {} already done, {} captions in {:.1} s ({:.0} captions/s), {} truncated; cache {}",
+        "rank {rank}/{world}: {} shards written ({} of them changed since cached), {} already done, {} captions in {:.1} s ({:.0} captions/s), {} truncated; cache {}",
         r.shards_written,
+        r.shards_reembedded,
         r.shards_skipped,
         r.captions,
         r.seconds,

@@ -61,10 +61,29 @@ pub fn run(args: LaunchArgs) -> Result<()> {
     })?;
     if code != 0 {
         // The failing rank and how it ended are in the launcher's last log line.
-        anyhow::bail!("a worker failed; the launcher exits with code {code}");
+        return Err(WorkerFailed(code).into());
     }
     Ok(())
 }
+
+/// A worker failed: the launcher exits with that worker's code (a scheduler's requeue or
+/// preemption code reaches it), or 128 + the signal that killed the worker.
+#[derive(Debug)]
+pub struct WorkerFailed(pub i32);
+
+impl WorkerFailed {
+    pub fn exit_code(&self) -> u8 {
+        u8::try_from(self.0).ok().filter(|&c| c != 0).unwrap_or(1)
+    }
+}
+
+impl std::fmt::Display for WorkerFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a worker failed; the launcher exits with code {}", self.exit_code())
+    }
+}
+
+impl std::error::Error for WorkerFailed {}
 
 /// Whether `addr` names this machine only (127.0.0.0/8, ::1, localhost).
 fn is_loopback(addr: &str) -> bool {

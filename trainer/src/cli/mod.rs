@@ -100,7 +100,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", describe(&err));
-            ExitCode::FAILURE
+            match err.downcast_ref::<launch::WorkerFailed>() {
+                Some(failed) => ExitCode::from(failed.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

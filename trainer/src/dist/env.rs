@@ -7,6 +7,8 @@ use crate::error::{Result, TrainerError};
 
 /// The port torchrun uses when `MASTER_PORT` is not set.
 pub const DEFAULT_MASTER_PORT: u16 = 29500;
+/// The lowest port a Slurm step derives (scripts/slurm/launch.sbatch derives the same).
+const SLURM_PORT_BASE: u16 = 10000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorldInfo {
@@ -21,6 +23,10 @@ pub struct WorldInfo {
     pub master_port: u16,
     /// Which launcher described the job ("torchrun-style environment" or "Slurm").
     pub source: &'static str,
+    /// torchrun's agent already serves the store at the master address
+    /// (`TORCHELASTIC_USE_AGENT_STORE=True`, a new store for every restart), so every worker,
+    /// rank 0 included, connects to it as a client.
+    pub agent_store: bool,
 }
 
 impl WorldInfo {
@@ -46,6 +52,7 @@ impl WorldInfo {
                 master_addr: var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
                 master_port: port(&var)?.unwrap_or(DEFAULT_MASTER_PORT),
                 source,
+                agent_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
             };
             return info.validated().map(Some);
         }
@@ -83,14 +90,14 @@ impl WorldInfo {
         };
         // Every task of the step derives the same port from the job and step ids, so concurrent
         // jobs on shared nodes, and concurrent steps of one allocation (`srun ... &`), do not
-        // collide.
+        // collide; below Linux's ephemeral ports (32768-60999), which outgoing connections take.
         let master_port = match port(&var)? {
             Some(p) => p,
             None => match var("SLURM_JOB_ID").and_then(|id| id.parse::<u64>().ok()) {
                 Some(job) => {
                     let step =
                         var("SLURM_STEP_ID").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-                    20000 + ((job * 101 + step) % 20000) as u16
+                    SLURM_PORT_BASE + ((job * 101 + step) % 20000) as u16
                 }
                 None => DEFAULT_MASTER_PORT,
             },
@@ -103,6 +110,7 @@ impl WorldInfo {
             master_addr,
             master_port,
             source: "Slurm",
+            agent_store: false,
         }
         .validated()
         .map(Some)
@@ -151,6 +159,21 @@ fn port(var: &impl Fn(&str) -> Option<String>) -> Result<Option<u16>> {
             v.trim().parse().map_err(|_| dist_error(format!("MASTER_PORT={v:?} is not a port")))
         })
         .transpose()
+}
+
+/// The CUDA device of the worker of `local_rank` on a node that shows it `count` devices: its
+/// local rank's, or the only one where the launcher gave each worker its own (Slurm's
+/// `--gpus-per-task=1` or `--gpu-bind`, one pod per GPU).
+pub fn cuda_index(local_rank: usize, count: i64) -> Result<usize> {
+    match count.max(0) as usize {
+        1 => Ok(0),
+        count if local_rank < count => Ok(local_rank),
+        count => Err(TrainerError::Dist(format!(
+            "local rank {local_rank} needs CUDA device {local_rank}, but this worker sees {count} \
+             (CUDA_VISIBLE_DEVICES, or the launcher's GPU binding, should leave it one device or \
+             all of the node's)"
+        ))),
+    }
 }
 
 /// The first host of a Slurm host list: "gpu[003-005,9],login1" -> "gpu003". Each bracket
@@ -203,6 +226,10 @@ mod tests {
         assert_eq!((info.rank, info.world_size, info.local_rank), (5, 8, 1));
         assert_eq!((info.master_addr.as_str(), info.master_port), ("node0", 1234));
         assert_eq!(info.node_of(5), 1);
+        assert!(!info.agent_store);
+        let under_torchrun =
+            read(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("TORCHELASTIC_USE_AGENT_STORE", "True")]);
+        assert!(under_torchrun.unwrap().unwrap().agent_store);
     }
 
     #[test]
@@ -222,7 +249,7 @@ mod tests {
             (6, 8, 2, 4)
         );
         assert_eq!(info.master_addr, "gpu007");
-        assert_eq!(info.master_port, 20000 + ((123456 * 101) % 20000) as u16);
+        assert_eq!(info.master_port, 10000 + ((123456 * 101) % 20000) as u16);
         assert_eq!(info.source, "Slurm");
     }
 
@@ -268,5 +295,15 @@ mod tests {
         assert_eq!((first.local_rank, first.local_world_size), (3, 2));
         let second = read(&vars("1")).unwrap().unwrap();
         assert_ne!(first.master_port, second.master_port);
+    }
+
+    #[test]
+    fn a_worker_takes_its_local_ranks_device_or_the_only_one_it_sees() {
+        assert_eq!(cuda_index(3, 8).unwrap(), 3);
+        assert_eq!(cuda_index(3, 1).unwrap(), 0, "bound to one GPU");
+        assert_eq!(cuda_index(0, 1).unwrap(), 0);
+        let err = cuda_index(3, 2).unwrap_err().to_string();
+        assert!(err.contains("local rank 3") && err.contains("sees 2"), "{err}");
+        assert!(cuda_index(0, 0).is_err());
     }
 }

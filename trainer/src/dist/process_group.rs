@@ -23,6 +23,8 @@ pub struct ProcessGroup {
     pub rank: usize,
     pub world_size: usize,
     pub backend: Backend,
+    /// Every rank finished its run: the group is shut down gracefully, not aborted.
+    finished: bool,
 }
 
 // SAFETY: c10d process groups are used from one thread at a time here, and are thread-safe anyway.
@@ -63,7 +65,12 @@ impl ProcessGroup {
                 &mut handle,
             )
         })?;
-        Ok(Self { handle, rank, world_size, backend })
+        Ok(Self { handle, rank, world_size, backend, finished: false })
+    }
+
+    /// Every rank finished: on drop the group is shut down gracefully instead of aborted.
+    pub fn set_finished(&mut self) {
+        self.finished = true;
     }
 
     pub(crate) fn handle(&self) -> *mut ImagenPg {
@@ -105,6 +112,6 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: created by imagen_pg_new, released once.
-        unsafe { native::imagen_pg_free(self.handle) }
+        unsafe { native::imagen_pg_free(self.handle, self.finished.into()) }
     }
 }

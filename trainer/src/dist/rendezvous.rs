@@ -52,21 +52,23 @@ impl Dist {
         let wait = Duration::from_secs(cfg.rendezvous_timeout_secs.max(1));
         let place = format!("{}:{}", info.master_addr, info.master_port);
         let main = info.rank == 0;
-        let opts = if main {
+        let serves = main && !info.agent_store;
+        let opts = if serves {
             StoreOptions::server(&info.master_addr, info.master_port)
         } else {
             StoreOptions::client(&info.master_addr, info.master_port)
         }
         .timeout(wait);
         let store = TcpStore::open(&opts).map_err(|e| {
-            err(if main {
+            err(if serves {
                 format!("rank 0 could not serve the rendezvous store on {place}: {e}")
             } else {
                 format!(
-                    "rank {} could not reach rank 0's rendezvous store at {place} within {}s \
-                     (is rank 0 running, and is MASTER_ADDR reachable from this node?): {e}",
+                    "rank {} could not reach the rendezvous store at {place} within {}s (is \
+                     {} running, and is MASTER_ADDR reachable from this node?): {e}",
                     info.rank,
-                    wait.as_secs()
+                    wait.as_secs(),
+                    if info.agent_store { "torchrun's agent" } else { "rank 0" }
                 )
             })
         })?;
@@ -181,7 +183,9 @@ impl Dist {
 
     /// This rank's work ended normally; rank 0 waits for the others to say the same.
     pub fn finish(mut self) -> Result<()> {
-        self.watchdog.take().map_or(Ok(()), Watchdog::finish)
+        self.watchdog.take().map_or(Ok(()), Watchdog::finish)?;
+        self.pg.set_finished();
+        Ok(())
     }
 
     pub fn rank(&self) -> usize {

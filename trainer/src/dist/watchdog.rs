@@ -51,6 +51,7 @@ pub struct Watchdog {
     options: WatchdogOptions,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Finished or aborted: nothing is left to tell the other ranks.
     finished: bool,
 }
 
@@ -83,6 +84,10 @@ impl Watchdog {
     /// Tells every rank that this one cannot go on, and why (the first abort posted wins). Rank
     /// 0, whose process hosts the store, gives the others a moment to read it before it exits.
     pub fn abort(&mut self, why: &str) {
+        // Once: a second abort (the drop after an explicit one) would only wait for the acks again.
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         // This rank's own watchdog must not take its own abort for another's.
         self.halt();
         let text = format!("rank {} failed: {why}", self.rank);

@@ -114,7 +114,7 @@ extern "C" {
         bucket_bytes: i64,
     ) -> *mut c_char;
     pub fn imagen_pg_barrier(pg: *mut ImagenPg) -> *mut c_char;
-    pub fn imagen_pg_free(pg: *mut ImagenPg);
+    pub fn imagen_pg_free(pg: *mut ImagenPg, clean: c_int);
 
     pub fn imagen_reducer_new(
         pg: *mut ImagenPg,

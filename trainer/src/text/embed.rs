@@ -1,11 +1,11 @@
 //! `imagen embed`: the frozen encoder over every caption of a set of shards, into the embedding
 //! cache. Resumable per shard (a finished cache shard is written atomically and skipped on
-//! re-runs); ranks take every `world`-th shard.
+//! re-runs, unless its source file changed since); ranks take every `world`-th shard.
 
 use std::path::Path;
 use std::time::Instant;
 
-use imagen_data::embed_cache::{cache_key, shard_path, Manifest, ShardWriter};
+use imagen_data::embed_cache::{cache_key, recorded_source, shard_path, Manifest, ShardWriter};
 use imagen_data::reader::Unit;
 use imagen_data::stream::ShardEntry;
 use sha2::{Digest, Sha256};
@@ -23,6 +23,26 @@ pub trait CaptionShard {
     fn name(&self) -> String;
     /// Every (sample key, caption) of the shard.
     fn captions(&self) -> Result<Vec<(String, String)>>;
+    /// The source as it is now (its file's size and modification time): a cache file that
+    /// recorded another is re-embedded. None: a cache file, once written, stands.
+    fn source(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A file's cache name: its stem and 8 hex digits of its path's SHA-256 (stems repeat across
+/// datasets and folders).
+fn file_shard_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let hash = Sha256::digest(path.to_string_lossy().as_bytes());
+    format!("{stem}-{}", &hex::encode(hash)[..8])
+}
+
+/// A file's size and modification time, "size:nanoseconds".
+fn file_source(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
 }
 
 /// A JSON-lines file, one `{"key": ..., "caption": ...}` object per line, as one shard.
@@ -31,7 +51,11 @@ pub struct JsonlShard(pub std::path::PathBuf);
 
 impl CaptionShard for JsonlShard {
     fn name(&self) -> String {
-        self.0.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        file_shard_name(&self.0)
+    }
+
+    fn source(&self) -> Option<String> {
+        file_source(&self.0)
     }
 
     fn captions(&self) -> Result<Vec<(String, String)>> {
@@ -68,12 +92,12 @@ impl CaptionShard for JsonlShard {
 pub struct DataShard(pub ShardEntry);
 
 impl CaptionShard for DataShard {
-    /// The file stem and 8 hex digits of the path's SHA-256 (stems repeat across datasets).
     fn name(&self) -> String {
-        let path = self.0.path.to_string_lossy();
-        let stem =
-            self.0.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        format!("{stem}-{}", &hex::encode(Sha256::digest(path.as_bytes()))[..8])
+        file_shard_name(&self.0.path)
+    }
+
+    fn source(&self) -> Option<String> {
+        file_source(&self.0.path)
     }
 
     fn captions(&self) -> Result<Vec<(String, String)>> {
@@ -100,6 +124,8 @@ pub struct EmbedReport {
     pub shards_written: usize,
     /// Shards whose cache file already existed (finished by an earlier run).
     pub shards_skipped: usize,
+    /// Of the shards written, those whose source changed since an earlier run cached them.
+    pub shards_reembedded: usize,
     pub captions: usize,
     pub truncated: usize,
     pub seconds: f64,
@@ -145,15 +171,29 @@ pub fn embed_shards(
     let mut report = EmbedReport::default();
     for shard in mine {
         let name = shard.name();
-        if shard_path(cache_dir, &name).exists() {
-            report.shards_skipped += 1;
-            bar.inc(1);
-            continue;
+        let cached = shard_path(cache_dir, &name);
+        let source = shard.source();
+        if cached.exists() {
+            // A cache file without a record (written before they were kept) stands too.
+            match (recorded_source(&cached), &source) {
+                (Some(then), Some(now)) if &then != now => {
+                    tracing::info!("re-embedding {name}: its source changed since it was cached");
+                    report.shards_reembedded += 1;
+                }
+                _ => {
+                    report.shards_skipped += 1;
+                    bar.inc(1);
+                    continue;
+                }
+            }
         }
         let mut rows = shard.captions()?;
         // Similar lengths together: less padding per batch.
         rows.sort_by_key(|(_, c)| c.len());
         let mut writer = ShardWriter::new(cache_dir, &name, &identity)?;
+        if let Some(source) = source {
+            writer = writer.with_source(source);
+        }
         for batch in rows.chunks(cfg.embed_batch_size.max(1)) {
             let captions: Vec<String> = batch.iter().map(|(_, c)| c.clone()).collect();
             let out =

@@ -9,6 +9,7 @@ use tch::{Device, Tensor};
 use super::model::StageModel;
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
+use crate::dist::env::cuda_index;
 use crate::dist::{fingerprint, Dist, GradReducer, WorldInfo};
 use crate::error::{Result, TrainerError};
 
@@ -28,14 +29,7 @@ impl Replicas {
         };
         let device = match device {
             Device::Cuda(_) => {
-                let count = tch::Cuda::device_count() as usize;
-                if info.local_rank >= count {
-                    return Err(TrainerError::Dist(format!(
-                        "local rank {} needs CUDA device {}, but this node shows {count}",
-                        info.local_rank, info.local_rank
-                    )));
-                }
-                Device::Cuda(info.local_rank)
+                Device::Cuda(cuda_index(info.local_rank, tch::Cuda::device_count())?)
             }
             other => other,
         };
