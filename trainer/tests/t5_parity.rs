@@ -99,3 +99,20 @@ fn v1_1_bf16_encoder_is_close_to_hugging_face_bf16() {
     let vs_fp32 = max_abs(&out, &exp["last_hidden_state"]);
     assert!(vs_fp32 < 0.03 * scale, "bf16 vs fp32 max abs error {vs_fp32}");
 }
+
+#[test]
+fn a_tokenizer_that_appends_no_end_of_sequence_token_is_refused() {
+    // The fixture's tokenizer.json without its post-processor (the `</s>` T5 appends).
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("tokenizer.json")).unwrap()).unwrap();
+    json["post_processor"] = serde_json::Value::Null;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = T5Tokenizer::from_file(&path, 16, 0).unwrap_err().to_string();
+    assert!(err.contains("no T5 post-processor"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "names the file: {err}");
+    // The fixture itself tokenizes an empty caption to `</s>` alone, as Hugging Face's does.
+    let tok = T5Tokenizer::from_file(&fixtures().join("tokenizer.json"), 16, 0).unwrap();
+    assert_eq!(tok.tokenize(&[String::new()]).unwrap().ids, vec![vec![1]]);
+}

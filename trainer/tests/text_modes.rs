@@ -150,7 +150,8 @@ fn embed_resumes_per_shard_and_splits_shards_across_ranks() {
     };
     let r0 = embed_shards(&cfg, &cache, &shards, 0, 2, Device::Cpu).unwrap();
     assert_eq!((r0.shards_written, r0.captions), (1, 4));
-    assert!(cache.join("00000.safetensors").exists() && !cache.join("00001.safetensors").exists());
+    let cached = |i: usize| cache.join(format!("{}.safetensors", shards[i].name()));
+    assert!(cached(0).exists() && !cached(1).exists());
     let r1 = embed_shards(&cfg, &cache, &shards, 0, 1, Device::Cpu).unwrap();
     assert_eq!((r1.shards_written, r1.shards_skipped), (1, 1));
     // A killed run leaves at most a temporary file, which is ignored.

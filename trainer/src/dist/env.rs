@@ -42,14 +42,30 @@ impl WorldInfo {
             let source = "torchrun-style environment";
             let rank = number("RANK", &rank)?;
             let world_size = number("WORLD_SIZE", &world)?;
-            let local_rank = optional(&var, "LOCAL_RANK")?.unwrap_or(rank);
-            let local_world_size = optional(&var, "LOCAL_WORLD_SIZE")?.unwrap_or(world_size);
+            let local_world_size = optional(&var, "LOCAL_WORLD_SIZE")?;
+            // Without LOCAL_RANK: the rank's place on its node where the node's worker count is
+            // known, else the rank itself (one node).
+            let local_rank = optional(&var, "LOCAL_RANK")?
+                .unwrap_or_else(|| local_world_size.map_or(rank, |n| rank % n.max(1)));
+            let local_world_size = local_world_size.unwrap_or(world_size);
+            let master_addr = match var("MASTER_ADDR") {
+                Some(addr) => addr,
+                // Loopback would leave the other nodes' workers waiting out the rendezvous.
+                None if local_world_size < world_size => {
+                    return Err(dist_error(format!(
+                        "{source}: MASTER_ADDR is not set, and the job spans several nodes \
+                         (WORLD_SIZE {world_size}, LOCAL_WORLD_SIZE {local_world_size}): set it \
+                         to rank 0's node"
+                    )))
+                }
+                None => "127.0.0.1".into(),
+            };
             let info = Self {
                 rank,
                 world_size,
                 local_rank,
                 local_world_size,
-                master_addr: var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into()),
+                master_addr,
                 master_port: port(&var)?.unwrap_or(DEFAULT_MASTER_PORT),
                 source,
                 agent_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
@@ -230,6 +246,20 @@ mod tests {
         let under_torchrun =
             read(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("TORCHELASTIC_USE_AGENT_STORE", "True")]);
         assert!(under_torchrun.unwrap().unwrap().agent_store);
+        // Without LOCAL_RANK, the place on the node; without MASTER_ADDR, loopback on one node
+        // and an error across several.
+        let partial = read(&[("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_WORLD_SIZE", "4")]);
+        let err = partial.unwrap_err().to_string();
+        assert!(err.contains("MASTER_ADDR is not set") && err.contains("several nodes"), "{err}");
+        let info = read(&[
+            ("RANK", "5"),
+            ("WORLD_SIZE", "8"),
+            ("LOCAL_WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "node0"),
+        ]);
+        assert_eq!(info.unwrap().unwrap().local_rank, 1);
+        let one_node = read(&[("RANK", "1"), ("WORLD_SIZE", "2")]).unwrap().unwrap();
+        assert_eq!((one_node.local_rank, one_node.master_addr.as_str()), (1, "127.0.0.1"));
     }
 
     #[test]

@@ -47,6 +47,17 @@ impl T5Tokenizer {
                 stride: 0,
             }))
             .map_err(|e| bad(e.to_string()))?;
+        // T5 ends every sequence with `</s>`, which the tokenizer's post-processor appends: an
+        // empty caption is that token alone. Without it, every embedding would differ from
+        // Hugging Face's, and an empty caption would have no token at all.
+        let empty = inner.encode("", true).map_err(|e| bad(e.to_string()))?;
+        if empty.get_ids().len() != 1 {
+            return Err(bad(format!(
+                "an empty caption tokenizes to {} tokens, not T5's end-of-sequence token alone: \
+                 this tokenizer.json has no T5 post-processor appending `</s>`",
+                empty.get_ids().len()
+            )));
+        }
         Ok(Self { inner, path: path.to_owned(), max_length, pad_id })
     }
 

@@ -95,6 +95,17 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
     };
     let (saved_mode, now_mode) = (mode(&saved), mode(&now));
     diff("text.mode", saved_mode.as_ref(), now_mode.as_ref(), &mut diffs);
+    // The frozen encoder's precision shapes nothing, but the U-Net was trained on embeddings
+    // of the other one: allowed, said.
+    let (saved_dtype, now_dtype) = (text(&saved, "dtype"), text(&now, "dtype"));
+    if saved_dtype.is_some() && saved_dtype != now_dtype {
+        tracing::warn!(
+            "text.dtype was {} and is now {}: the U-Net goes on from embeddings of another \
+             precision",
+            saved_dtype.as_ref().map_or("?".into(), ToString::to_string),
+            now_dtype.as_ref().map_or("default".into(), ToString::to_string)
+        );
+    }
     if now_mode.as_ref().and_then(Value::as_str) == Some("finetune") && saved_mode == now_mode {
         for key in ["freeze_embedding", "freeze_lowest_blocks"] {
             let (a, b) = (text(&saved, key), text(&now, key));

@@ -229,7 +229,8 @@ impl UNet {
     }
 
     /// Projects the text and swaps in the learned null token where the condition is dropped
-    /// (classifier-free guidance) or the caption is empty. The null is one extra position in
+    /// (classifier-free guidance) or a row has no token at all (a caller's empty mask: a T5
+    /// tokenizer gives even an empty caption its `</s>`). The null is one extra position in
     /// front, so it does not depend on the padded length.
     fn text_context(&self, text: &Tensor, text_mask: &Tensor, cond_drop: &Tensor) -> TextContext {
         let b = text.size()[0];
