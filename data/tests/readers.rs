@@ -6,12 +6,26 @@ mod common;
 use common::{expected, fixture, read_all};
 use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
-use imagen_data::reader::{ShardReader, Unit};
+use imagen_data::reader::{RawSample, ShardReader, Unit};
 use imagen_data::shards::ShardFormat;
 use imagen_data::{SkipReason, SkipStats};
 
 fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// The good samples of the pyarrow img2dataset fixture, in order.
+fn img2dataset_samples() -> Vec<RawSample> {
+    ShardReader::open(
+        &fixture("img2dataset.parquet"),
+        ShardFormat::Parquet,
+        &ColumnsConfig::default(),
+    )
+    .filter_map(|u| match u {
+        Unit::Sample(s) => Some(s),
+        _ => None,
+    })
+    .collect()
 }
 
 #[test]
@@ -23,16 +37,7 @@ fn pyarrow_img2dataset_parquet_reads_good_rows_and_counts_skips() {
     assert_eq!(stats.count(SkipReason::MissingCaption), 1);
     assert_eq!(stats.total_skipped(), 2);
     // Metadata columns reach the sample (float32 punsafe, float32 AESTHETIC_SCORE, int64 sizes).
-    let first = ShardReader::open(
-        &fixture("img2dataset.parquet"),
-        ShardFormat::Parquet,
-        &ColumnsConfig::default(),
-    )
-    .find_map(|u| match u {
-        Unit::Sample(s) => Some(s),
-        _ => None,
-    })
-    .unwrap();
+    let first = img2dataset_samples().remove(0);
     assert_eq!(first.caption, "gradient 0");
     assert_eq!(first.meta.original_width, Some(96.0));
     assert_eq!(first.meta.aesthetic, Some(5.5));
@@ -82,16 +87,7 @@ fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 
 #[test]
 fn decode_and_resize_match_pillow() {
-    let samples: Vec<_> = ShardReader::open(
-        &fixture("img2dataset.parquet"),
-        ShardFormat::Parquet,
-        &ColumnsConfig::default(),
-    )
-    .filter_map(|u| match u {
-        Unit::Sample(s) => Some(s),
-        _ => None,
-    })
-    .collect();
+    let samples = img2dataset_samples();
     for i in [0usize, 1, 3] {
         let t = Transform {
             side: 16,
@@ -118,16 +114,7 @@ fn decode_and_resize_match_pillow() {
 #[test]
 fn dct_scaled_decode_is_close_to_full_decode() {
     // A 64x40 gradient at side 16: the shorter side 40 >= 2*16 allows a 1/2 DCT scale.
-    let samples: Vec<_> = ShardReader::open(
-        &fixture("img2dataset.parquet"),
-        ShardFormat::Parquet,
-        &ColumnsConfig::default(),
-    )
-    .filter_map(|u| match u {
-        Unit::Sample(s) => Some(s),
-        _ => None,
-    })
-    .collect();
+    let samples = img2dataset_samples();
     let mut t = Transform {
         side: 16,
         crop: CropMode::Center,
@@ -154,16 +141,7 @@ fn dct_scaled_decode_is_close_to_full_decode() {
 
 #[test]
 fn flip_mirrors_rows_and_random_crop_moves_along_the_long_axis() {
-    let samples: Vec<_> = ShardReader::open(
-        &fixture("img2dataset.parquet"),
-        ShardFormat::Parquet,
-        &ColumnsConfig::default(),
-    )
-    .filter_map(|u| match u {
-        Unit::Sample(s) => Some(s),
-        _ => None,
-    })
-    .collect();
+    let samples = img2dataset_samples();
     let base = Transform {
         side: 8,
         crop: CropMode::Random,
