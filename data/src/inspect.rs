@@ -19,6 +19,9 @@ pub struct ShardSummary {
     /// Parquet columns, or the fields of the first WebDataset json.
     pub columns: Vec<String>,
     pub stats: SkipStats,
+    /// What went wrong with the shard as a whole (unreadable, no image or caption column,
+    /// damaged row groups), one line each.
+    pub problems: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -45,10 +48,16 @@ pub fn inspect(cfg: &DataConfig, decode: bool, examples: usize) -> Result<Inspec
     for e in &shards {
         let mut stats = SkipStats::default();
         let mut samples = Vec::new();
+        let mut problems = Vec::new();
         for unit in e.open() {
             match unit {
                 Unit::Sample(s) => samples.push(s),
-                Unit::Skip { reason, .. } => stats.add_skip(reason),
+                Unit::Skip { reason, detail, .. } => {
+                    if reason.is_shard_level() {
+                        problems.push(format!("{}: {detail}", reason.as_str()));
+                    }
+                    stats.add_skip(reason)
+                }
             }
             if samples.len() >= 256 {
                 check(&mut samples, decode, &t, &mut stats, &mut example_captions, examples);
@@ -64,6 +73,7 @@ pub fn inspect(cfg: &DataConfig, decode: bool, examples: usize) -> Result<Inspec
             format: e.format,
             columns: ShardReader::meta_fields(&e.path, e.format).unwrap_or_default(),
             stats,
+            problems,
         });
     }
     Ok(InspectReport { shards: summaries, total, example_captions })

@@ -60,3 +60,24 @@ fn inspect_and_bench_count_good_samples_and_skipped_shards() {
     assert!(bench["images_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(bench["stats"]["good"], 20);
 }
+
+#[test]
+fn inspect_reads_other_layouts_by_their_column_names_and_says_why_a_shard_is_skipped() {
+    let hf = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/tests/fixtures/hf_datasets.parquet");
+    // Under img2dataset's names: the shard is skipped, and the report says which column is
+    // missing, which it has, and what to set.
+    let report = imagen(&["data", "inspect", hf, "--json", "--no-decode"]);
+    assert_eq!(report["total"]["good"], 0);
+    let problems = report["shards"][0]["problems"].as_array().unwrap();
+    let problem = problems[0].as_str().unwrap();
+    assert!(problem.starts_with("unreadable_shard: no caption column \"caption\""), "{problem}");
+    assert!(problem.contains("data.columns.caption"), "{problem}");
+    let named = ["--image-column", "image", "--caption-column", "text"];
+    let report = imagen(&[&["data", "inspect", hf, "--json", "--side", "16"][..], &named].concat());
+    assert_eq!(report["total"]["good"], 3);
+    assert!(report["shards"][0]["problems"].as_array().unwrap().is_empty());
+    let bench = imagen(
+        &[&["data", "bench", hf, "--json", "--size", "16", "--passes", "1"][..], &named].concat(),
+    );
+    assert_eq!(bench["images"], 3);
+}

@@ -180,6 +180,9 @@ fn inspect(args: InspectArgs) -> Result<()> {
             "{} ({:?}): {} good, skipped {:?}",
             shard.path, shard.format, shard.stats.good, shard.stats.skipped
         );
+        for problem in &shard.problems {
+            println!("  {problem}");
+        }
     }
     if let Some(first) = report.shards.first() {
         println!("columns of {}: {}", first.path, first.columns.join(", "));
