@@ -2,37 +2,135 @@
 //! stages run base first, images written as PNGs with their prompts.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use imagen_data::DataConfig;
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::Config;
-use crate::diffusion::sample_stage;
+use crate::config::{Config, StageConfig};
+use crate::diffusion::{sample_stage, GaussianDiffusion};
 use crate::error::{Result, TrainerError};
-use crate::text::TextMode;
-use crate::train::{copy_into, stage_dir, StageModel};
+use crate::text::{TextConditioner, TextMode};
+use crate::train::{averaged_unet, copy_into, stage_dir, validation_loss_with, ValidationLoss};
+use crate::unet::UNet;
 
-/// A stage ready to sample: its model with the checkpoint's EMA weights.
+/// A stage ready to sample: the checkpoint's moving average of the weights and nothing a sampler
+/// does not use (no trained copy of the weights, unlike the training model, and no second copy of
+/// a frozen encoder that other stages already hold).
 pub struct LoadedStage {
-    pub model: StageModel,
+    pub index: usize,
+    pub cfg: StageConfig,
+    /// The averaged U-Net.
+    pub unet: UNet,
+    /// The averaged encoder when fine-tuned, or the frozen one every stage shares.
+    pub text: Rc<TextConditioner>,
+    pub diffusion: GaussianDiffusion,
     pub checkpoint: PathBuf,
+    /// Holds `unet` (and a fine-tuned encoder) under the checkpoint's names.
+    _weights: VarStore,
+    /// Holds the shared frozen encoder.
+    _frozen_weights: Option<Rc<VarStore>>,
 }
 
-/// Loads stage `index` of the cascade from the newest checkpoint under `run_dir`.
+impl LoadedStage {
+    /// The validation loss of these weights over `data`'s held-out shards (None without any).
+    pub fn validation_loss(
+        &self,
+        data: &DataConfig,
+        batches: u64,
+        device: Device,
+    ) -> Result<Option<ValidationLoss>> {
+        let Some(heldout) = data.heldout() else { return Ok(None) };
+        let (stage, diffusion) = (&self.cfg, &self.diffusion);
+        validation_loss_with(stage, diffusion, &self.unet, &self.text, &heldout, batches, device)
+            .map(Some)
+    }
+}
+
+/// Loads the stages of one cascade: a frozen encoder is built once and shared by every stage (a
+/// T5-XXL is about 9.5 GB in bf16); a fine-tuned one belongs to its stage.
+pub struct StageLoader {
+    cfg: Config,
+    device: Device,
+    frozen_text: Option<(Rc<TextConditioner>, Rc<VarStore>)>,
+}
+
+impl StageLoader {
+    pub fn new(cfg: &Config, device: Device) -> Self {
+        // New prompts are not in the embedding cache: sampling runs the same frozen encoder
+        // online.
+        let mut cfg = cfg.clone();
+        if cfg.text.mode == TextMode::FrozenCached {
+            cfg.text.mode = TextMode::FrozenOnline;
+        }
+        StageLoader { cfg, device, frozen_text: None }
+    }
+
+    /// Stage `index` from the newest checkpoint under `run_dir`.
+    pub fn latest(&mut self, run_dir: &Path, index: usize) -> Result<LoadedStage> {
+        let dir = stage_dir(run_dir, index);
+        let ckpt = checkpoint::latest(&dir)?.ok_or_else(|| {
+            TrainerError::Checkpoint(format!(
+                "stage {index}: no checkpoint in {} (train it with `imagen train --stage {index}`)",
+                dir.display()
+            ))
+        })?;
+        self.load(&ckpt, index)
+    }
+
+    /// Stage `index` from the EMA weights of `ckpt` (one of that stage's step directories).
+    pub fn load(&mut self, ckpt: &Checkpoint, index: usize) -> Result<LoadedStage> {
+        let (cfg, device) = (&self.cfg, self.device);
+        crate::train::check_compatible(ckpt, cfg, index)?;
+        let stage = cfg.stage(index)?.clone();
+        stage.unet.validate()?;
+        let mut weights = VarStore::new(device);
+        let unet = averaged_unet(&weights, &stage, cfg)?;
+        let (text, frozen_weights) = if cfg.text.mode == TextMode::Finetune {
+            (Rc::new(TextConditioner::new(weights.root() / "t5", &cfg.text, device)?), None)
+        } else {
+            let (text, vs) = match &self.frozen_text {
+                Some(shared) => shared.clone(),
+                None => {
+                    let vs = VarStore::new(device);
+                    let text = TextConditioner::new(vs.root() / "t5", &cfg.text, device)?;
+                    self.frozen_text.insert((Rc::new(text), Rc::new(vs))).clone()
+                }
+            };
+            (text, Some(vs))
+        };
+        text.check_width(
+            stage.unet.text_embed_dim,
+            &format!("stages[{index}].unet.text_embed_dim"),
+        )?;
+        // The averaged weights are exactly the variables built here, under the same names.
+        copy_into(&ckpt.tensors("ema")?, &weights, &ckpt.dir.join("ema.safetensors"))?;
+        weights.freeze();
+        let diffusion = GaussianDiffusion::new(&stage.diffusion, stage.unet.image_side)?;
+        Ok(LoadedStage {
+            index,
+            cfg: stage,
+            unet,
+            text,
+            diffusion,
+            checkpoint: ckpt.dir.clone(),
+            _weights: weights,
+            _frozen_weights: frozen_weights,
+        })
+    }
+}
+
+/// Loads stage `index` of the cascade from the newest checkpoint under `run_dir` (one stage
+/// alone; [`StageLoader`] shares a frozen encoder between the stages it loads).
 pub fn load_stage(
     cfg: &Config,
     run_dir: &Path,
     index: usize,
     device: Device,
 ) -> Result<LoadedStage> {
-    let dir = stage_dir(run_dir, index);
-    let ckpt = checkpoint::latest(&dir)?.ok_or_else(|| {
-        TrainerError::Checkpoint(format!(
-            "stage {index}: no checkpoint in {} (train it with `imagen train --stage {index}`)",
-            dir.display()
-        ))
-    })?;
-    load_stage_from(cfg, &ckpt, index, device)
+    StageLoader::new(cfg, device).latest(run_dir, index)
 }
 
 /// The last stage to run for `--stop-at-stage` (all of them without it); a stage the config does
@@ -52,29 +150,6 @@ pub fn last_stage(stop_at_stage: Option<usize>, stages: usize) -> Result<usize> 
         Some(s) => Ok(s),
         None => Ok(stages - 1),
     }
-}
-
-/// Loads stage `index` of the cascade from the EMA weights of `ckpt` (one of that stage's step
-/// directories).
-pub fn load_stage_from(
-    cfg: &Config,
-    ckpt: &Checkpoint,
-    index: usize,
-    device: Device,
-) -> Result<LoadedStage> {
-    crate::train::check_compatible(ckpt, cfg, index)?;
-    // New prompts are not in the embedding cache: sampling runs the same frozen encoder online.
-    let mut cfg = cfg.clone();
-    if cfg.text.mode == TextMode::FrozenCached {
-        cfg.text.mode = TextMode::FrozenOnline;
-    }
-    let model = StageModel::new(&cfg, index, device)?;
-    load_ema(&model, ckpt)?;
-    Ok(LoadedStage { model, checkpoint: ckpt.dir.clone() })
-}
-
-fn load_ema(model: &StageModel, ckpt: &Checkpoint) -> Result<()> {
-    copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))
 }
 
 /// Prompts sampled at a time when the command line does not say (`--batch-size`).
@@ -129,13 +204,12 @@ fn sample_chunk(
     tch::manual_seed(seed);
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
     for stage in stages {
-        let m = &stage.model;
         // A fine-tuned encoder belongs to its stage, so each stage encodes the prompts itself.
-        let (text, mask) = tch::no_grad(|| m.ema_text().encode(prompts, &keys))?;
+        let (text, mask) = tch::no_grad(|| stage.text.encode(prompts, &keys))?;
         let images = sample_stage(
-            &m.ema_unet,
-            &m.diffusion,
-            &m.cfg.diffusion.sampler,
+            &stage.unet,
+            &stage.diffusion,
+            &stage.cfg.diffusion.sampler,
             &text,
             &mask,
             outputs.last(),

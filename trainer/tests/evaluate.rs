@@ -8,7 +8,10 @@ use std::process::Command;
 
 use imagen_eval::conditioning::{score, SceneAttributes};
 use imagen_trainer::evaluate::{evaluate, EvalOptions, EvalReport, Metric};
-use imagen_trainer::train::{train, validation_loss_of, Resume, StopFlag, TrainOptions, Weights};
+use imagen_trainer::train::{
+    copy_into, stage_dir, train, validation_loss_of, Resume, StageModel, StopFlag, TrainOptions,
+    Weights,
+};
 
 fn train_base(cfg: &imagen_trainer::config::Config, run_dir: &Path, steps: u64) {
     train(
@@ -116,11 +119,13 @@ fn the_report_holds_the_metrics_of_the_written_samples() {
     assert!((direct - fid.value).abs() <= 1e-6 * direct, "{direct} vs {}", fid.value);
     assert!(!fid.reliable, "6 samples for 64-d features");
 
-    // Validation loss of the EMA weights, the same fixed batches as validation_loss_of.
-    let stage = imagen_trainer::sample::load_stage(&cfg, &run, 0, tch::Device::Cpu).unwrap();
-    let val = validation_loss_of(&stage.model, Weights::Ema, &cfg.data, 2, tch::Device::Cpu)
-        .unwrap()
-        .unwrap();
+    // Validation loss of the EMA weights: what the training model's moving average gives over
+    // the same fixed batches (the sampler loads only those weights, the trainer both copies).
+    let ckpt = imagen_trainer::checkpoint::latest(&stage_dir(&run, 0)).unwrap().unwrap();
+    let model = StageModel::new(&cfg, 0, tch::Device::Cpu).unwrap();
+    copy_into(&ckpt.tensors("ema").unwrap(), &model.ema_vs, &ckpt.dir).unwrap();
+    let val =
+        validation_loss_of(&model, Weights::Ema, &cfg.data, 2, tch::Device::Cpu).unwrap().unwrap();
     let v = report.val_loss.as_ref().unwrap();
     assert_eq!(v.mean, val.mean);
     assert_eq!(v.summary.n, 8);

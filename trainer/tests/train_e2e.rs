@@ -474,9 +474,10 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
     let run = w.run_dir("cascade");
     train(&cfg, options(&run, 0, 4)).unwrap();
     train(&cfg, options(&run, 1, 4)).unwrap();
-    let stages: Vec<_> = (0..2)
-        .map(|i| imagen_trainer::sample::load_stage(&cfg, &run, i, tch::Device::Cpu).unwrap())
-        .collect();
+    let mut loader = imagen_trainer::sample::StageLoader::new(&cfg, tch::Device::Cpu);
+    let stages: Vec<_> = (0..2).map(|i| loader.latest(&run, i).unwrap()).collect();
+    // One frozen encoder serves both stages.
+    assert!(std::rc::Rc::ptr_eq(&stages[0].text, &stages[1].text));
     let prompts = vec![common::all_captions()[3].clone(), common::all_captions()[100].clone()];
     let a = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7, 64).unwrap();
     let b = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7, 64).unwrap();

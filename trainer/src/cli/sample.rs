@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use imagen_trainer::sample::{load_stage, sample_cascade, write_samples, DEFAULT_SAMPLE_BATCH};
+use imagen_trainer::sample::{sample_cascade, write_samples, StageLoader, DEFAULT_SAMPLE_BATCH};
 use imagen_trainer::text::prompts::read_prompts;
 use imagen_trainer::train::{prepare_process, resolve_device};
 
@@ -49,9 +49,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
     // The same threads and cuDNN autotuning as training: every denoising step repeats one shape.
     prepare_process(&cfg.train, device)?;
     let last = imagen_trainer::sample::last_stage(args.stop_at_stage, cfg.stages.len())?;
+    let mut loader = StageLoader::new(&cfg, device);
     let mut stages = Vec::new();
     for index in 0..=last {
-        let stage = load_stage(&cfg, &run_dir, index, device)?;
+        let stage = loader.latest(&run_dir, index)?;
         tracing::info!("stage {index}: EMA weights of {}", stage.checkpoint.display());
         stages.push(stage);
     }

@@ -17,10 +17,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{Result, TrainerError};
 use crate::sample::{
-    load_stage, load_stage_from, sample_cascade, to_rgb8, write_samples, LoadedStage,
-    DEFAULT_SAMPLE_BATCH,
+    sample_cascade, to_rgb8, write_samples, LoadedStage, StageLoader, DEFAULT_SAMPLE_BATCH,
 };
-use crate::train::{prepare_process, resolve_device, validation_loss_of, Weights};
+use crate::train::{prepare_process, resolve_device};
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -132,11 +131,12 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
             (opts.run_dir.clone(), crate::sample::last_stage(opts.stop_at_stage, stages)?, None)
         }
     };
+    let mut loader = StageLoader::new(cfg, device);
     let mut loaded = Vec::new();
     for index in 0..=last {
         let stage = match (&explicit, index == last) {
-            (Some(ckpt), true) => load_stage_from(cfg, ckpt, index, device)?,
-            _ => load_stage(cfg, &run_dir, index, device)?,
+            (Some(ckpt), true) => loader.load(ckpt, index)?,
+            _ => loader.latest(&run_dir, index)?,
         };
         tracing::info!("stage {index}: EMA weights of {}", stage.checkpoint.display());
         loaded.push(stage);
@@ -167,13 +167,13 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
         stages: stages
             .iter()
             .map(|s| StageCheckpoint {
-                stage: s.model.index,
+                stage: s.index,
                 checkpoint: s.checkpoint.clone(),
                 step: checkpoint_step(&s.checkpoint),
             })
             .collect(),
         seed: opts.seed,
-        image_side: last.model.cfg.unet.image_side as usize,
+        image_side: last.cfg.unet.image_side as usize,
         prompts: opts.prompts.clone(),
         samples_dir: PathBuf::from("samples"),
         grid: PathBuf::from("samples/grid.png"),
@@ -302,15 +302,15 @@ fn val_loss(
     device: Device,
 ) -> Result<ValLossReport> {
     let mut data = cfg.data.clone();
-    if let Some(b) = stage.model.cfg.batch_size {
+    if let Some(b) = stage.cfg.batch_size {
         data.batch_size = b;
     }
     let batches = opts.val_batches.unwrap_or(cfg.train.validate_batches).max(1);
-    let val = validation_loss_of(&stage.model, Weights::Ema, &data, batches, device)?.ok_or_else(
-        || invalid("the val-loss metric needs data.heldout_shards in the config".into()),
-    )?;
+    let val = stage.validation_loss(&data, batches, device)?.ok_or_else(|| {
+        invalid("the val-loss metric needs data.heldout_shards in the config".into())
+    })?;
     Ok(ValLossReport {
-        stage: stage.model.index,
+        stage: stage.index,
         batches,
         summary: Summary::of(&val.per_sample),
         mean: val.mean,

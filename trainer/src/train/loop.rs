@@ -437,8 +437,15 @@ fn train_joined(
                 let heldout =
                     data_cfg.heldout().expect("held-out shards, as wants_validation says");
                 let batches = cfg.train.validate_batches;
-                let val =
-                    validation_loss_with(&model, &model.unet, text, &heldout, batches, device)?;
+                let val = validation_loss_with(
+                    &model.cfg,
+                    &model.diffusion,
+                    &model.unet,
+                    text,
+                    &heldout,
+                    batches,
+                    device,
+                )?;
                 log_validation(&val, state.step, events, jsonl)?;
             }
             if due(cfg.train.sample_every) && wants_grid {

@@ -5,8 +5,9 @@ use tch::{Device, Kind};
 use super::batch::images_to_tensor;
 use super::metrics::{bucket_tag, BucketedLoss};
 use super::model::StageModel;
+use crate::config::StageConfig;
 use crate::diffusion::augment::random_crop;
-use crate::diffusion::LossMode;
+use crate::diffusion::{GaussianDiffusion, LossMode};
 use crate::error::{Result, TrainerError};
 use crate::logs::{EventWriter, MetricsJsonl};
 use crate::text::TextConditioner;
@@ -78,7 +79,8 @@ pub fn validation_loss_of(
         Weights::Trained => (&model.unet, &model.text),
         Weights::Ema => (&model.ema_unet, model.ema_text()),
     };
-    validation_loss_with(model, unet, text, &heldout, batches, device).map(Some)
+    validation_loss_with(&model.cfg, &model.diffusion, unet, text, &heldout, batches, device)
+        .map(Some)
 }
 
 /// The held-out captions of the batches a validation pass draws (the same every pass), for a
@@ -97,16 +99,17 @@ pub fn validation_captions(
     Ok(captions)
 }
 
-/// A validation pass of `unet` with `text`'s conditioning over the held-out data `heldout`.
+/// A validation pass of `unet` (stage `stage` under `diffusion`) with `text`'s conditioning over
+/// the held-out data `heldout`.
 pub fn validation_loss_with(
-    model: &StageModel,
+    stage: &StageConfig,
+    diffusion: &GaussianDiffusion,
     unet: &UNet,
     text: &TextConditioner,
     heldout: &DataConfig,
     batches: u64,
     device: Device,
 ) -> Result<ValidationLoss> {
-    let stage = &model.cfg;
     let mut loader = Loader::new(heldout, stage.data_side(), 0, 1, None)?.quiet();
     tch::manual_seed(VALIDATION_SEED);
     let mut buckets = BucketedLoss::default();
@@ -121,7 +124,7 @@ pub fn validation_loss_with(
         let (losses, t) = tch::no_grad(|| -> Result<_> {
             let (emb, mask) = text.encode(&batch.captions, &batch.keys)?;
             let side = stage.train_lowres_side();
-            Ok(model.diffusion.loss(unet, &x0, &emb, &mask, side, LossMode::Validate))
+            Ok(diffusion.loss(unet, &x0, &emb, &mask, side, LossMode::Validate))
         })?;
         buckets.add(&losses, &t);
         let host = losses.to_kind(Kind::Double).to_device(Device::Cpu);
