@@ -21,16 +21,23 @@ pub struct ImageFolder {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Lists `dir` (not recursively; sub-folders are ignored, as pytorch-fid does).
+/// The mosaic `imagen sample` writes beside its numbered samples (with their `prompts.txt`).
+const SAMPLES_GRID: &str = "grid.png";
+
+/// Lists `dir` (not recursively; sub-folders are ignored, as pytorch-fid does). In a folder of
+/// `imagen sample`'s output (it has `prompts.txt`), `grid.png` is the mosaic of the samples, not
+/// one of them, and is left out.
 pub fn list_images(dir: &Path) -> Result<ImageFolder> {
     let io = |source| EvalError::Io { path: dir.to_path_buf(), source };
+    let samples_folder = dir.join("prompts.txt").is_file();
     let mut folder = ImageFolder::default();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         if !path.is_file() {
             continue;
         }
-        if is_image_path(&path) {
+        let mosaic = samples_folder && path.file_name().is_some_and(|n| n == SAMPLES_GRID);
+        if is_image_path(&path) && !mosaic {
             folder.images.push(path);
         } else {
             folder.skipped.push(path);
@@ -69,4 +76,27 @@ pub fn to_tensor(images: &[image::RgbImage]) -> Tensor {
         .permute([0, 3, 1, 2])
         .to_kind(Kind::Float)
         / 255.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_images;
+
+    #[test]
+    fn the_grid_of_a_samples_folder_is_not_a_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["0000.png", "0001.png", "grid.png", "notes.txt"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let names = |dir: &std::path::Path| -> Vec<String> {
+            let folder = list_images(dir).unwrap();
+            folder.images.iter().map(|p| p.file_name().unwrap().to_string_lossy().into()).collect()
+        };
+        // Any folder: every image file counts, as in pytorch-fid.
+        assert_eq!(names(dir.path()), ["0000.png", "0001.png", "grid.png"]);
+        // `imagen sample`'s output (its prompts.txt beside the images): the mosaic is left out.
+        std::fs::write(dir.path().join("prompts.txt"), "a\nb\n").unwrap();
+        assert_eq!(names(dir.path()), ["0000.png", "0001.png"]);
+        assert!(list_images(dir.path()).unwrap().skipped.iter().any(|p| p.ends_with("grid.png")));
+    }
 }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, StageConfig};
-use crate::diffusion::{sample_stage, GaussianDiffusion};
+use crate::diffusion::{sample_stage, DiffusionConfig, GaussianDiffusion};
 use crate::error::{Result, TrainerError};
 use crate::text::{TextConditioner, TextMode};
 use crate::train::{averaged_unet, copy_into, stage_dir, validation_loss_with, ValidationLoss};
@@ -84,8 +84,9 @@ impl StageLoader {
     pub fn load(&mut self, ckpt: &Checkpoint, index: usize) -> Result<LoadedStage> {
         let (cfg, device) = (&self.cfg, self.device);
         crate::train::check_compatible(ckpt, cfg, index)?;
-        let stage = cfg.stage(index)?.clone();
+        let mut stage = cfg.stage(index)?.clone();
         stage.unet.validate()?;
+        stage.diffusion = trained_diffusion(ckpt, index, &stage.diffusion)?;
         let mut weights = VarStore::new(device);
         let unet = averaged_unet(&weights, &stage, cfg)?;
         let (text, frozen_weights) = if cfg.text.mode == TextMode::Finetune {
@@ -120,6 +121,31 @@ impl StageLoader {
             _frozen_weights: frozen_weights,
         })
     }
+}
+
+/// The diffusion that stage `index` of `ckpt` was trained under (objective, schedule, its
+/// log-SNR range and shift, the augmentation's schedule), with `current`'s sampler. Those
+/// settings give the network's output its meaning: sampling under others (a config edited since,
+/// or another stage's recorded config) would read, say, a noise prediction as a v-prediction.
+fn trained_diffusion(
+    ckpt: &Checkpoint,
+    index: usize,
+    current: &DiffusionConfig,
+) -> Result<DiffusionConfig> {
+    let bad = |e: String| {
+        TrainerError::Checkpoint(format!("{}: stored config.toml: {e}", ckpt.dir.display()))
+    };
+    let saved: Config = toml::from_str(&ckpt.config_toml).map_err(|e| bad(e.to_string()))?;
+    let trained = saved.stage(index).map_err(|e| bad(e.to_string()))?.diffusion.clone();
+    let sampled = DiffusionConfig { sampler: current.sampler.clone(), ..trained };
+    if &sampled != current {
+        tracing::info!(
+            "stage {index}: sampling under the diffusion it was trained with (objective, schedule \
+             and augmentation from {}; the sampler from the config)",
+            ckpt.dir.display()
+        );
+    }
+    Ok(sampled)
 }
 
 /// Loads stage `index` of the cascade from the newest checkpoint under `run_dir` (one stage
@@ -158,9 +184,10 @@ pub const DEFAULT_SAMPLE_BATCH: usize = 64;
 /// Samples `prompts` through `stages` (base first) with the EMA weights, `batch_size` prompts at
 /// a time through the whole cascade (an FID's thousands of prompts would not fit in one batch:
 /// the encoder's attention, the U-Nets' activations, both doubled by guidance). Chunk k draws
-/// its noise from `seed + k`, so a run is deterministic for a seed, a batch size and a device,
-/// and the first `batch_size` prompts come out the same whatever follows them. Returns each
-/// stage's images on the host, [B, 3, H, W] in [-1, 1].
+/// its noise from [`chunk_seed`]`(seed, k)`, so a run is deterministic for a seed, a batch size
+/// and a device, and the first `batch_size` prompts come out the same whatever follows them.
+/// Returns each stage's images on the host as 8-bit RGB, [B, 3, H, W] u8 (what a PNG holds; a
+/// quarter of f32's host memory, which for thousands of 1024-pixel samples is tens of GB).
 pub fn sample_cascade(
     stages: &[LoadedStage],
     prompts: &[String],
@@ -184,13 +211,30 @@ pub fn sample_cascade(
                 prompts.len()
             );
         }
-        let outputs = sample_chunk(stages, chunk, k * batch, seed.wrapping_add(k as i64))?;
+        let outputs = sample_chunk(stages, chunk, k * batch, chunk_seed(seed, k))?;
         for (parts, images) in per_stage.iter_mut().zip(outputs) {
-            // Kept on the host: a 1024 stage's images for thousands of prompts are tens of GB.
-            parts.push(images.to_device(Device::Cpu));
+            parts.push(quantize(&images).to_device(Device::Cpu));
         }
     }
     Ok(per_stage.iter().map(|parts| Tensor::cat(parts, 0)).collect())
+}
+
+/// The seed of chunk `k` of a sampling run under `seed`: `seed` itself for the first chunk (a run
+/// of one chunk draws from its seed), a SplitMix64 mix of both for the others, so that another
+/// run's seed is not this run's next chunk.
+pub fn chunk_seed(seed: i64, k: usize) -> i64 {
+    if k == 0 {
+        return seed;
+    }
+    let mut x = (seed as u64) ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)) as i64
+}
+
+/// Images in [-1, 1] as the 8-bit values a PNG stores, [B, 3, H, W] u8 on their device.
+fn quantize(images: &Tensor) -> Tensor {
+    ((images.to_kind(Kind::Float).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8)
 }
 
 /// One chunk of [`sample_cascade`]: `prompts` are numbered from `first`.
@@ -219,14 +263,11 @@ fn sample_chunk(
     Ok(outputs)
 }
 
-/// [-1, 1] NCHW floats -> u8 NHWC bytes.
+/// NCHW images, [-1, 1] floats or already 8-bit, -> u8 NHWC bytes.
 pub fn to_rgb8(images: &Tensor) -> Vec<u8> {
-    let bytes = ((images.to_kind(Kind::Float).clamp(-1.0, 1.0) + 1.0) * 127.5)
-        .round()
-        .to_kind(Kind::Uint8)
-        .permute([0, 2, 3, 1])
-        .contiguous()
-        .to_device(Device::Cpu);
+    let bytes =
+        if images.kind() == Kind::Uint8 { images.shallow_clone() } else { quantize(images) };
+    let bytes = bytes.permute([0, 2, 3, 1]).contiguous().to_device(Device::Cpu);
     Vec::<u8>::try_from(bytes.view([-1])).expect("u8 tensor to bytes")
 }
 
@@ -270,9 +311,10 @@ pub fn clear_previous_samples(out: &Path) -> Result<()> {
     for entry in std::fs::read_dir(out).map_err(io(out))? {
         let path = entry.map_err(io(out))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let numbered = name.len() == 8
-            && name.ends_with(".png")
-            && name[..4].bytes().all(|b| b.is_ascii_digit());
+        // 0000.png .. 9999.png, then 10000.png and on for longer prompt lists.
+        let numbered = name
+            .strip_suffix(".png")
+            .is_some_and(|stem| stem.len() >= 4 && stem.bytes().all(|b| b.is_ascii_digit()));
         if numbered || ["grid.png", "prompts.txt", "index.html"].contains(&name.as_str()) {
             std::fs::remove_file(&path).map_err(io(&path))?;
         } else if name.starts_with("stage-") && path.join("prompts.txt").is_file() {

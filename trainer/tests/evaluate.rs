@@ -188,6 +188,14 @@ fn the_cli_evaluates_a_step_directory_and_refuses_missing_weights() {
         .unwrap();
     let err = String::from_utf8_lossy(&no_inception.stderr);
     assert!(err.contains("pt_inception-2015-12-05.safetensors"), "{err}");
+    let both = imagen(
+        &args(&["--checkpoint", step2.to_str().unwrap(), "--stop-at-stage", "0"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(!both.status.success() && err.contains("give one"), "{err}");
     let bad =
         imagen(&args(&["--metrics", "fid,nope"]).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use imagen_trainer::checkpoint::{self, Checkpoint};
+use imagen_trainer::diffusion::Objective;
 use imagen_trainer::train::{train, Resume, StopFlag, TrainOptions, TrainOutcome};
 
 fn options(run_dir: &Path, stage: usize, max_steps: u64) -> TrainOptions {
@@ -484,15 +485,33 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
     assert_eq!(a.len(), 2);
     assert_eq!(a[1].size(), vec![2, 3, 16, 16]);
     assert!(a[1].equal(&b[1]), "same seed, different images");
-    // Three prompts one at a time: chunk k draws from seed + k, so the first prompt's images are
-    // those of a run of it alone, and each chunk goes through both stages.
+    assert_eq!(a[1].kind(), tch::Kind::Uint8, "8-bit on the host");
+    // What a stage was trained under (objective, schedule) comes from its checkpoint: a config
+    // edited since samples the same images, and only its sampler settings apply.
+    let mut edited = cfg.clone();
+    for stage in &mut edited.stages {
+        stage.diffusion.objective = match stage.diffusion.objective {
+            Objective::Eps => Objective::V,
+            _ => Objective::Eps,
+        };
+    }
+    let mut loader = imagen_trainer::sample::StageLoader::new(&edited, tch::Device::Cpu);
+    let reloaded: Vec<_> = (0..2).map(|i| loader.latest(&run, i).unwrap()).collect();
+    assert_eq!(reloaded[0].cfg.diffusion, cfg.stages[0].diffusion);
+    let c = imagen_trainer::sample::sample_cascade(&reloaded, &prompts, 7, 64).unwrap();
+    assert!(a[1].equal(&c[1]), "sampled under the edited objective");
+    // Three prompts one at a time: chunk k draws from chunk_seed(seed, k) (the seed itself for
+    // the first), so the first prompt's images are those of a run of it alone, and each chunk
+    // goes through both stages.
     let three = [prompts.clone(), vec![common::all_captions()[7].clone()]].concat();
     let chunked = imagen_trainer::sample::sample_cascade(&stages, &three, 7, 1).unwrap();
     assert_eq!(chunked[0].size(), vec![3, 3, 16, 16]);
     assert_eq!(chunked[1].size(), vec![3, 3, 16, 16]);
     let alone = imagen_trainer::sample::sample_cascade(&stages, &three[..1], 7, 64).unwrap();
     assert!(chunked[1].narrow(0, 0, 1).equal(&alone[1]));
-    let second = imagen_trainer::sample::sample_cascade(&stages, &three[1..2], 8, 1).unwrap();
+    let seed_1 = imagen_trainer::sample::chunk_seed(7, 1);
+    assert_ne!(seed_1, 8, "another run's seed is not this run's next chunk");
+    let second = imagen_trainer::sample::sample_cascade(&stages, &three[1..2], seed_1, 1).unwrap();
     assert!(chunked[1].narrow(0, 1, 1).equal(&second[1]));
     let out = w.path().join("samples");
     let grid = imagen_trainer::sample::write_samples(&out, &a[1], &prompts).unwrap();
@@ -506,6 +525,9 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
     // images, and nothing that is not a sample is touched.
     imagen_trainer::sample::write_samples(&out.join("stage-0"), &a[0], &prompts).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    // (As a 10,001-prompt run would have named its last image, and a file of the user's.)
+    std::fs::write(out.join("10000.png"), b"").unwrap();
+    std::fs::write(out.join("123.png"), b"").unwrap();
     imagen_trainer::sample::clear_previous_samples(&out).unwrap();
     imagen_trainer::sample::write_samples(&out, &a[1].narrow(0, 0, 1), &prompts[..1]).unwrap();
     let mut left: Vec<String> = std::fs::read_dir(&out)
@@ -513,7 +535,7 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["0000.png", "grid.png", "index.html", "notes.txt", "prompts.txt"]);
+    assert_eq!(left, ["0000.png", "123.png", "grid.png", "index.html", "notes.txt", "prompts.txt"]);
     // No checkpoint for a stage is a clear error.
     let err = imagen_trainer::sample::load_stage(&cfg, &w.run_dir("none"), 0, tch::Device::Cpu)
         .err()

@@ -81,6 +81,13 @@ fn check_options(opts: &EvalOptions) -> Result<()> {
     if opts.prompts.is_empty() {
         return Err(invalid("no prompts to evaluate (one prompt per line)".into()));
     }
+    if opts.checkpoint.is_some() && opts.stop_at_stage.is_some() {
+        return Err(invalid(
+            "--stop-at-stage and --checkpoint both say where the cascade ends (--checkpoint's \
+             stage): give one"
+                .into(),
+        ));
+    }
     if opts.metrics.contains(&Metric::Clip) && opts.clip.is_none() {
         return Err(invalid(format!(
             "the clip metric needs --clip DIR: {}",
@@ -202,7 +209,7 @@ fn checkpoint_step(dir: &Path) -> Option<u64> {
     dir.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
 }
 
-/// [-1, 1] NCHW floats -> one RGB image per sample.
+/// NCHW images ([`sample_cascade`]'s 8-bit ones, or [-1, 1] floats) -> one RGB image per sample.
 fn rgb_images(images: &tch::Tensor) -> Result<Vec<RgbImage>> {
     let (n, _, h, w) = images.size4()?;
     let bytes = to_rgb8(images);
