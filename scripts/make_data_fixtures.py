@@ -150,6 +150,17 @@ def main():
         "captions": ["hf caption 0", "hf caption 1", "hf caption 4"],
         "sizes": [[24, 20], [20, 28], [26, 22]],
         "skipped": {"missing_image": 1, "missing_caption": 1}}
+    # Two image columns, each filled in some rows only: a row's image is the first non-null.
+    two = pa.table({
+        "key": ["t0", "t1", "t2"],
+        "jpg": [encode(gradient(12, 10, 1), "JPEG"), None, None],
+        "png": [None, encode(gradient(14, 10, 2), "PNG"), None],
+        "caption": ["from jpg", "from png", "no image"],
+    })
+    pq.write_table(two, os.path.join(OUT, "two_image_columns.parquet"))
+    expected["two_image_columns.parquet"] = {
+        "captions": ["from jpg", "from png"], "sizes": [[12, 10], [14, 10]],
+        "skipped": {"missing_image": 1}}
     # A WebDataset tar whose captions are `.prompt` members (or a `prompt` field of the json) and
     # whose images are `.webp`, beside a `.jpg` thumbnail that is not the image.
     with tarfile.open(os.path.join(OUT, "custom_members.tar"), "w",

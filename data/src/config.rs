@@ -42,8 +42,8 @@ pub struct FilterConfig {
 pub struct ColumnsConfig {
     /// Parquet: the image column, binary or a struct with a binary `bytes` field (how `datasets`
     /// stores its `Image` feature). WebDataset: the image member's extension. Default: none,
-    /// meaning parquet's first of `jpg`, `png`, `webp`, `image` and WebDataset's `jpg`, `jpeg`,
-    /// `png` or `webp` member.
+    /// meaning parquet's `jpg`, `png`, `webp` and `image` columns (a row's first that is not
+    /// null) and WebDataset's `jpg`, `jpeg`, `png` or `webp` member.
     pub image: Option<String>,
     /// Parquet: the caption column. WebDataset: the caption member's extension, else the field of
     /// that name in the sample's `.json`. Default: none, meaning parquet's `caption` and

@@ -285,3 +285,14 @@ fn webdataset_members_named_by_the_columns_setting_are_the_image_and_caption() {
     assert_eq!(captions, vec!["not the caption"; 3]);
     assert_eq!(sizes, vec![(8, 8); 3]);
 }
+
+#[test]
+fn a_row_takes_the_first_image_column_that_is_not_null() {
+    let exp = &expected()["two_image_columns.parquet"];
+    let (captions, sizes, stats) =
+        read_with("two_image_columns.parquet", &ColumnsConfig::default());
+    assert_eq!(captions, strings(&exp["captions"]));
+    assert_eq!(sizes, sizes_of(&exp["sizes"]));
+    assert_eq!(stats.count(SkipReason::MissingImage), 1);
+    assert_eq!(stats.total_skipped(), 1);
+}

@@ -305,16 +305,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError {
 /// prompts, or fewer stages, would leave the old images among the new. Other files are left
 /// alone.
 pub fn clear_previous_samples(out: &Path) -> Result<()> {
-    if !out.join("prompts.txt").is_file() {
+    let prompts = out.join("prompts.txt");
+    if !prompts.is_file() {
         return Ok(());
     }
+    // The earlier run's images are the names it gave its prompts: 0000.png up to one per line.
+    let earlier = std::fs::read_to_string(&prompts).map_err(io(&prompts))?.lines().count();
     for entry in std::fs::read_dir(out).map_err(io(out))? {
         let path = entry.map_err(io(out))?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // 0000.png .. 9999.png, then 10000.png and on for longer prompt lists.
-        let numbered = name
-            .strip_suffix(".png")
-            .is_some_and(|stem| stem.len() >= 4 && stem.bytes().all(|b| b.is_ascii_digit()));
+        let numbered = name.strip_suffix(".png").is_some_and(|stem| {
+            stem.parse::<usize>().is_ok_and(|i| i < earlier && format!("{i:04}") == stem)
+        });
         if numbered || ["grid.png", "prompts.txt", "index.html"].contains(&name.as_str()) {
             std::fs::remove_file(&path).map_err(io(&path))?;
         } else if name.starts_with("stage-") && path.join("prompts.txt").is_file() {

@@ -169,6 +169,7 @@ fn a_missing_rank_is_named() {
         master_port: free_port(),
         source: "test",
         agent_store: false,
+        key_prefix: String::new(),
     };
     let cfg = DistConfig { rendezvous_timeout_secs: 1, ..DistConfig::default() };
     let err = Dist::init(info, &cfg, false).err().expect("nobody else joins").to_string();

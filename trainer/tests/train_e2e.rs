@@ -525,9 +525,12 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
     // images, and nothing that is not a sample is touched.
     imagen_trainer::sample::write_samples(&out.join("stage-0"), &a[0], &prompts).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    // (As a 10,001-prompt run would have named its last image, and a file of the user's.)
+    // As a 10,001-prompt run would have left its last image, beside files of the user's whose
+    // names no run of that many prompts writes.
+    std::fs::write(out.join("prompts.txt"), "a scene\n".repeat(10_001)).unwrap();
     std::fs::write(out.join("10000.png"), b"").unwrap();
     std::fs::write(out.join("123.png"), b"").unwrap();
+    std::fs::write(out.join("20240101.png"), b"").unwrap();
     imagen_trainer::sample::clear_previous_samples(&out).unwrap();
     imagen_trainer::sample::write_samples(&out, &a[1].narrow(0, 0, 1), &prompts[..1]).unwrap();
     let mut left: Vec<String> = std::fs::read_dir(&out)
@@ -535,7 +538,18 @@ fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["0000.png", "123.png", "grid.png", "index.html", "notes.txt", "prompts.txt"]);
+    assert_eq!(
+        left,
+        [
+            "0000.png",
+            "123.png",
+            "20240101.png",
+            "grid.png",
+            "index.html",
+            "notes.txt",
+            "prompts.txt"
+        ]
+    );
     // No checkpoint for a stage is a clear error.
     let err = imagen_trainer::sample::load_stage(&cfg, &w.run_dir("none"), 0, tch::Device::Cpu)
         .err()

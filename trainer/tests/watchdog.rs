@@ -32,7 +32,7 @@ fn start(
 ) -> (Watchdog, Receiver<String>) {
     let (on_fatal, rx) = reporter();
     let dog =
-        Watchdog::start("127.0.0.1", store.port(), rank, world, options(timeout_ms), on_fatal);
+        Watchdog::start("127.0.0.1", store.port(), "", rank, world, options(timeout_ms), on_fatal);
     (dog.unwrap(), rx)
 }
 
@@ -93,4 +93,38 @@ fn a_store_that_goes_away_is_noticed() {
     drop(store);
     let why = one_rx.recv_timeout(Duration::from_secs(30)).expect("the lost store went unnoticed");
     assert!(why.contains("stopped answering"), "{why}");
+}
+
+#[test]
+fn a_restarted_attempt_under_its_own_key_prefix_ignores_the_last_attempts_abort() {
+    // torchrun's agent store outlives a restart: attempt 0 left its abort behind.
+    let store = server();
+    let stale = TcpStore::open(
+        &StoreOptions::client("127.0.0.1", store.port()).key_prefix("/worker/attempt_0/"),
+    )
+    .unwrap();
+    stale.add("watchdog/abort-claim", 1).unwrap();
+    stale.set("watchdog/abort", b"rank 1 failed: attempt 0's error").unwrap();
+    assert!(
+        store.contains("/worker/attempt_0/watchdog/abort").unwrap(),
+        "keys go behind the prefix"
+    );
+    let dog = |prefix: &str, rank: usize| {
+        let (on_fatal, rx) = reporter();
+        let port = store.port();
+        (
+            Watchdog::start("127.0.0.1", port, prefix, rank, 2, options(60_000), on_fatal).unwrap(),
+            rx,
+        )
+    };
+    let (zero, zero_rx) = dog("/worker/attempt_1/", 0);
+    let (one, one_rx) = dog("/worker/attempt_1/", 1);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(zero_rx.try_recv().is_err() && one_rx.try_recv().is_err(), "a stale abort was read");
+    one.finish().unwrap();
+    zero.finish().unwrap();
+    // Under attempt 0's prefix the same abort is read at once.
+    let (_late, late_rx) = dog("/worker/attempt_0/", 0);
+    let why = late_rx.recv_timeout(Duration::from_secs(10)).expect("the abort was not seen");
+    assert!(why.contains("attempt 0's error"), "{why}");
 }

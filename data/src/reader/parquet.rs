@@ -54,8 +54,16 @@ struct OpenShard {
 
 /// The columns a shard's rows are read from.
 struct ColumnNames {
-    image: ImageColumn,
+    /// Every usable image column, in order of preference: a row's image is the first that is
+    /// not null (a shard may fill `jpg` in some rows and `png` in others).
+    images: Vec<ImageColumn>,
     caption: String,
+}
+
+impl ColumnNames {
+    fn image(&self, name: &str) -> Option<&ImageColumn> {
+        self.images.iter().find(|c| c.name == name)
+    }
 }
 
 /// The image column: its name, and whether it is a struct whose `bytes` field holds the image.
@@ -88,14 +96,14 @@ impl ParquetShard {
         let wanted = |name: &str| {
             ["key", "status"].contains(&name)
                 || name == names.caption
-                || name == names.image.name
+                || names.image(name).is_some()
                 || META_COLUMNS.contains(&name)
         };
         let mut fields = Vec::new();
         for field in root.get_fields().iter().filter(|f| wanted(f.name())) {
             if field.is_primitive() {
                 fields.push(field.clone());
-            } else if field.name() == names.image.name {
+            } else if names.image(field.name()).is_some() {
                 // Only the struct's `bytes` (not its `path`) is decoded.
                 let bytes = field.get_fields().iter().find(|f| f.name() == NESTED_BYTES);
                 let pruned = Type::group_type_builder(field.name())
@@ -216,21 +224,24 @@ fn column_names(root: &Type, columns: &ColumnsConfig) -> Result<ColumnNames, Str
         Some(name) => vec![name.as_str()],
         None => IMAGE_COLUMNS.to_vec(),
     };
-    let image = candidates.iter().find_map(|&name| {
-        let field = fields.iter().find(|f| f.name() == name)?;
-        if is_bytes_leaf(field) {
-            return Some(ImageColumn { name: name.to_owned(), nested: false });
-        }
-        let nested = !field.is_primitive()
-            && field.get_fields().iter().any(|f| f.name() == NESTED_BYTES && is_bytes_leaf(f));
-        nested.then(|| ImageColumn { name: name.to_owned(), nested: true })
-    });
-    let Some(image) = image else {
+    let images: Vec<ImageColumn> = candidates
+        .iter()
+        .filter_map(|&name| {
+            let field = fields.iter().find(|f| f.name() == name)?;
+            if is_bytes_leaf(field) {
+                return Some(ImageColumn { name: name.to_owned(), nested: false });
+            }
+            let nested = !field.is_primitive()
+                && field.get_fields().iter().any(|f| f.name() == NESTED_BYTES && is_bytes_leaf(f));
+            nested.then(|| ImageColumn { name: name.to_owned(), nested: true })
+        })
+        .collect();
+    if images.is_empty() {
         return Err(format!(
             "no image column: none of {candidates:?} is a binary column or a struct with a binary \
              `{NESTED_BYTES}` field (its columns: {found:?}; data.columns.image names another)"
         ));
-    };
+    }
     let caption = columns.caption.as_deref().unwrap_or(CAPTION_COLUMN);
     if !fields.iter().any(|f| f.name() == caption && f.is_primitive()) {
         return Err(format!(
@@ -238,7 +249,7 @@ fn column_names(root: &Type, columns: &ColumnsConfig) -> Result<ColumnNames, Str
              another)"
         ));
     }
-    Ok(ColumnNames { image, caption: caption.to_owned() })
+    Ok(ColumnNames { images, caption: caption.to_owned() })
 }
 
 /// Whether `field` reads as bytes: binary without a string annotation, not repeated.
@@ -278,16 +289,19 @@ fn row_unit(mut columns: Vec<(String, Field)>, row: u64, path: &Path, names: &Co
             return Unit::skip(SkipReason::NotSuccess, Some(key), format!("status {status}"));
         }
     }
-    let image = take(&names.image.name).and_then(|field| match field {
-        Field::Group(row) if names.image.nested => row
-            .into_columns()
-            .into_iter()
-            .find(|(name, _)| name == NESTED_BYTES)
-            .and_then(|(_, field)| bytes(field)),
-        field => bytes(field),
+    let image = names.images.iter().find_map(|column| {
+        take(&column.name).and_then(|field| match field {
+            Field::Group(row) if column.nested => row
+                .into_columns()
+                .into_iter()
+                .find(|(name, _)| name == NESTED_BYTES)
+                .and_then(|(_, field)| bytes(field)),
+            field => bytes(field),
+        })
     });
     let Some(image) = image else {
-        let detail = format!("image column {:?} is null", names.image.name);
+        let names: Vec<&str> = names.images.iter().map(|c| c.name.as_str()).collect();
+        let detail = format!("image column {names:?} is null");
         return Unit::skip(SkipReason::MissingImage, Some(key), detail);
     };
     let Some(caption) = take(&names.caption).and_then(string) else {

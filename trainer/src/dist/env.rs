@@ -24,9 +24,14 @@ pub struct WorldInfo {
     /// Which launcher described the job ("torchrun-style environment" or "Slurm").
     pub source: &'static str,
     /// torchrun's agent already serves the store at the master address
-    /// (`TORCHELASTIC_USE_AGENT_STORE=True`, a new store for every restart), so every worker,
-    /// rank 0 included, connects to it as a client.
+    /// (`TORCHELASTIC_USE_AGENT_STORE=True`), so every worker, rank 0 included, connects to it
+    /// as a client.
     pub agent_store: bool,
+    /// Put in front of every key the job stores: under torchrun's agent store, which outlives a
+    /// restart (`--max-restarts`), `/worker/attempt_<TORCHELASTIC_RESTART_COUNT>/` as
+    /// `torch.distributed` does, so a restarted job reads none of the failed attempt's keys
+    /// (its rendezvous, its abort). Empty otherwise.
+    pub key_prefix: String,
 }
 
 impl WorldInfo {
@@ -42,6 +47,7 @@ impl WorldInfo {
             let source = "torchrun-style environment";
             let rank = number("RANK", &rank)?;
             let world_size = number("WORLD_SIZE", &world)?;
+            let agent_store = var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True");
             let local_world_size = optional(&var, "LOCAL_WORLD_SIZE")?;
             // Without LOCAL_RANK: the rank's place on its node where the node's worker count is
             // known, else the rank itself (one node).
@@ -68,7 +74,13 @@ impl WorldInfo {
                 master_addr,
                 master_port: port(&var)?.unwrap_or(DEFAULT_MASTER_PORT),
                 source,
-                agent_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
+                agent_store,
+                key_prefix: if agent_store {
+                    let attempt = optional(&var, "TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0);
+                    format!("/worker/attempt_{attempt}/")
+                } else {
+                    String::new()
+                },
             };
             return info.validated().map(Some);
         }
@@ -127,6 +139,7 @@ impl WorldInfo {
             master_port,
             source: "Slurm",
             agent_store: false,
+            key_prefix: String::new(),
         }
         .validated()
         .map(Some)
@@ -242,10 +255,17 @@ mod tests {
         assert_eq!((info.rank, info.world_size, info.local_rank), (5, 8, 1));
         assert_eq!((info.master_addr.as_str(), info.master_port), ("node0", 1234));
         assert_eq!(info.node_of(5), 1);
-        assert!(!info.agent_store);
-        let under_torchrun =
-            read(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("TORCHELASTIC_USE_AGENT_STORE", "True")]);
-        assert!(under_torchrun.unwrap().unwrap().agent_store);
+        assert!(!info.agent_store && info.key_prefix.is_empty());
+        let under_torchrun = read(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(under_torchrun.agent_store);
+        assert_eq!(under_torchrun.key_prefix, "/worker/attempt_2/");
         // Without LOCAL_RANK, the place on the node; without MASTER_ADDR, loopback on one node
         // and an error across several.
         let partial = read(&[("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_WORLD_SIZE", "4")]);

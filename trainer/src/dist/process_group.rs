@@ -46,7 +46,7 @@ impl ProcessGroup {
         timeout: Duration,
         device_index: usize,
     ) -> Result<Self> {
-        let prefix = c_string("process group prefix", prefix)?;
+        let prefix = c_string("process group prefix", &format!("{}{prefix}", store.key_prefix()))?;
         let code = match backend {
             Backend::Nccl => native::BACKEND_NCCL,
             Backend::CpuStore => native::BACKEND_CPU_STORE,

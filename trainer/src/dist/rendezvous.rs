@@ -58,7 +58,8 @@ impl Dist {
         } else {
             StoreOptions::client(&info.master_addr, info.master_port)
         }
-        .timeout(wait);
+        .timeout(wait)
+        .key_prefix(&info.key_prefix);
         let store = TcpStore::open(&opts).map_err(|e| {
             err(if serves {
                 format!("rank 0 could not serve the rendezvous store on {place}: {e}")
@@ -158,6 +159,7 @@ impl Dist {
                 Some(Watchdog::start(
                     host,
                     port,
+                    &info.key_prefix,
                     info.rank,
                     info.world_size,
                     options,

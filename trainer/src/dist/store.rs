@@ -19,6 +19,8 @@ pub struct StoreOptions {
     pub wait_workers: bool,
     /// Bounds connecting and each `get`.
     pub timeout: Duration,
+    /// Put in front of every key (a job's keys in a store that others share).
+    pub key_prefix: String,
 }
 
 impl StoreOptions {
@@ -30,6 +32,7 @@ impl StoreOptions {
             num_workers: None,
             wait_workers: false,
             timeout: Duration::from_secs(300),
+            key_prefix: String::new(),
         }
     }
 
@@ -41,11 +44,17 @@ impl StoreOptions {
         self.timeout = timeout;
         self
     }
+
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        self.key_prefix = prefix.to_owned();
+        self
+    }
 }
 
 /// A connection to a c10d TCPStore (and, on the server, the store itself).
 pub struct TcpStore {
     handle: *mut ImagenStore,
+    prefix: String,
 }
 
 // SAFETY: c10d::TCPStore serialises access to its socket internally.
@@ -85,7 +94,7 @@ impl TcpStore {
                 &mut handle,
             )
         })?;
-        Ok(Self { handle })
+        Ok(Self { handle, prefix: opts.key_prefix.clone() })
     }
 
     /// The port the store listens on (useful after asking for port 0).
@@ -95,7 +104,7 @@ impl TcpStore {
     }
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
-        let k = c_string("store key", key)?;
+        let k = c_string("store key", &self.full_key(key))?;
         // SAFETY: pointers are valid for the call.
         check(&format!("store set {key:?}"), unsafe {
             native::imagen_store_set(self.handle, k.as_ptr(), value.as_ptr(), value.len())
@@ -104,7 +113,7 @@ impl TcpStore {
 
     /// Waits (up to the timeout) for `key` to be set, and returns its value.
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let k = c_string("store key", key)?;
+        let k = c_string("store key", &self.full_key(key))?;
         let mut data = std::ptr::null_mut();
         let mut len = 0usize;
         // SAFETY: out pointers are valid; on success data is a malloc'd buffer of len bytes.
@@ -118,7 +127,7 @@ impl TcpStore {
 
     /// Atomically adds `delta` to the integer at `key` and returns the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
-        let k = c_string("store key", key)?;
+        let k = c_string("store key", &self.full_key(key))?;
         let mut out = 0i64;
         // SAFETY: pointers are valid for the call.
         check(&format!("store add {key:?}"), unsafe {
@@ -129,7 +138,7 @@ impl TcpStore {
 
     /// Removes `key`; whether it was there.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        let k = c_string("store key", key)?;
+        let k = c_string("store key", &self.full_key(key))?;
         let mut deleted = false;
         // SAFETY: pointers are valid for the call.
         check(&format!("store delete {key:?}"), unsafe {
@@ -150,9 +159,18 @@ impl TcpStore {
         self.handle
     }
 
+    /// What every key of this connection is put behind.
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
     /// Whether `key` is set, without waiting.
     pub fn contains(&self, key: &str) -> Result<bool> {
-        let k = c_string("store key", key)?;
+        let k = c_string("store key", &self.full_key(key))?;
         let mut present = false;
         // SAFETY: pointers are valid for the call.
         check(&format!("store check {key:?}"), unsafe {

@@ -56,17 +56,20 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Connects to the store at `host:port` and starts watching.
+    /// Connects to the store at `host:port` (its keys behind `key_prefix`) and starts watching.
     pub fn start(
         host: &str,
         port: u16,
+        key_prefix: &str,
         rank: usize,
         world_size: usize,
         options: WatchdogOptions,
         on_fatal: OnFatal,
     ) -> Result<Self> {
         let store = Arc::new(TcpStore::open(
-            &StoreOptions::client(host, port).timeout(options.timeout.max(Duration::from_secs(5))),
+            &StoreOptions::client(host, port)
+                .timeout(options.timeout.max(Duration::from_secs(5)))
+                .key_prefix(key_prefix),
         )?);
         store.add(&beat_key(rank), 1)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -96,8 +96,12 @@ impl CaptionShard for DataShard {
         file_shard_name(&self.0.path)
     }
 
+    /// The file's size and modification time, and which columns the captions come from.
     fn source(&self) -> Option<String> {
-        file_source(&self.0.path)
+        let columns = &self.0.columns;
+        let named = |c: &Option<String>| c.clone().unwrap_or_default();
+        let (image, caption) = (named(&columns.image), named(&columns.caption));
+        file_source(&self.0.path).map(|file| format!("{file}:{image}:{caption}"))
     }
 
     fn captions(&self) -> Result<Vec<(String, String)>> {
