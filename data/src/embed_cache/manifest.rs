@@ -137,13 +137,20 @@ impl Manifest {
         })
     }
 
-    /// Creates `dir` and writes the manifest, or checks the one already there (resuming).
+    /// Creates `dir` and writes the manifest, or checks the one already there (resuming). A
+    /// matching manifest whose weight-file stamps are missing (written before they were recorded)
+    /// or stale (the same weights copied anew) takes `manifest`'s, whose hash was just computed
+    /// from those very files.
     pub fn create_or_check(dir: &Path, manifest: &Manifest) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|source| DataError::Io { path: dir.to_owned(), source })?;
         let path = dir.join(MANIFEST_FILE);
         if path.exists() {
-            return Manifest::read(dir)?.check(dir, &manifest.encoder);
+            let existing = Manifest::read(dir)?;
+            existing.check(dir, &manifest.encoder)?;
+            if existing.weight_files == manifest.weight_files || manifest.weight_files.is_empty() {
+                return Ok(());
+            }
         }
         let json = serde_json::to_string_pretty(manifest).expect("manifest serialises");
         super::writer::write_atomically(&path, json.as_bytes())

@@ -118,3 +118,27 @@ fn readable_with_the_safetensors_format_alone() {
     assert_eq!(st.tensor("embeddings").unwrap().shape(), [3, 3]);
     assert_eq!(st.tensor("offsets").unwrap().shape(), [3]);
 }
+
+#[test]
+fn a_manifest_from_before_weight_stamps_gains_them_when_the_encoder_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(CacheDtype::Bf16);
+    Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "m".into(), Vec::new()))
+        .unwrap();
+    let stamps = vec![FileStamp { name: "model.safetensors".into(), size: 10, modified_ns: 7 }];
+    let stamped = Manifest::new(id.clone(), "m".into(), stamps.clone());
+    Manifest::create_or_check(dir.path(), &stamped).unwrap();
+    assert_eq!(Manifest::read(dir.path()).unwrap().weight_files, stamps);
+    // The same weights copied anew (same hash, new times): the stamps follow.
+    let later = vec![FileStamp { modified_ns: 8, ..stamps[0].clone() }];
+    Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "m".into(), later.clone()))
+        .unwrap();
+    assert_eq!(Manifest::read(dir.path()).unwrap().weight_files, later);
+    // Another encoder is refused and changes nothing.
+    let mut other = id;
+    other.weights_sha256 = "y".repeat(64);
+    assert!(
+        Manifest::create_or_check(dir.path(), &Manifest::new(other, "m".into(), stamps)).is_err()
+    );
+    assert_eq!(Manifest::read(dir.path()).unwrap().weight_files, later);
+}
