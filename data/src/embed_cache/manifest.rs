@@ -81,6 +81,20 @@ pub struct FileStamp {
     pub modified_ns: u128,
 }
 
+impl FileStamp {
+    /// The file at `path` as it is now: its name, size and modification time.
+    pub fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let meta = std::fs::metadata(path)?;
+        let since_epoch =
+            meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(FileStamp {
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            size: meta.len(),
+            modified_ns: since_epoch.as_nanos(),
+        })
+    }
+}
+
 /// `manifest.json` of a cache directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,16 +27,14 @@ pub struct ShardWriter {
 }
 
 /// The `source` a cache file records (see [`ShardWriter::with_source`]), or None when it records
-/// none or cannot be read. Reads only the file's header.
+/// none or cannot be read. Reads only the file's header (through a memory map, as the cache
+/// reader does).
 pub fn recorded_source(path: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    std::io::Read::read_exact(&mut file, &mut len).ok()?;
-    let len = usize::try_from(u64::from_le_bytes(len)).ok().filter(|&n| n <= 100 << 20)?;
-    let mut header = vec![0u8; len];
-    std::io::Read::read_exact(&mut file, &mut header).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    Some(header.get("__metadata__")?.get("source")?.as_str()?.to_owned())
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: cache files are written once (atomic rename) and never modified in place.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap).ok()?;
+    meta.metadata().as_ref()?.get("source").cloned()
 }
 
 impl ShardWriter {

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use imagen_data::embed_cache::{cache_key, recorded_source, shard_path, Manifest, ShardWriter};
+use imagen_data::embed_cache::{
+    cache_key, recorded_source, shard_path, FileStamp, Manifest, ShardWriter,
+};
 use imagen_data::reader::Unit;
 use imagen_data::stream::ShardEntry;
 use sha2::{Digest, Sha256};
@@ -40,9 +42,8 @@ fn file_shard_name(path: &Path) -> String {
 
 /// A file's size and modification time, "size:nanoseconds".
 fn file_source(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(format!("{}:{}", meta.len(), modified.as_nanos()))
+    let stamp = FileStamp::of(path).ok()?;
+    Some(format!("{}:{}", stamp.size, stamp.modified_ns))
 }
 
 /// A JSON-lines file, one `{"key": ..., "caption": ...}` object per line, as one shard.

@@ -52,18 +52,7 @@ pub fn encoder_fingerprint(model_dir: &Path) -> Result<String> {
 pub fn weight_stamps(model_dir: &Path) -> Result<Vec<FileStamp>> {
     weight_files(model_dir)?
         .into_iter()
-        .map(|file| {
-            let io = |source| TrainerError::Io { path: file.clone(), source };
-            let meta = std::fs::metadata(&file).map_err(io)?;
-            let modified = meta.modified().map_err(io)?;
-            let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
-            Ok(FileStamp {
-                name: name.unwrap_or_default(),
-                size: meta.len(),
-                modified_ns: since_epoch.as_nanos(),
-            })
-        })
+        .map(|file| FileStamp::of(&file).map_err(|source| TrainerError::Io { path: file, source }))
         .collect()
 }
 
