@@ -182,6 +182,7 @@ fn write_text_cache(
         max_length: 8,
         dtype: CacheDtype::F32,
         d_model: 2,
+        config_sha256: None,
     };
     Manifest::create_or_check(dir, &Manifest::new(id.clone(), "test".into(), Vec::new())).unwrap();
     let mut writer = ShardWriter::new(dir, "00000", &id).unwrap();

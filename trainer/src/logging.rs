@@ -23,18 +23,12 @@ pub fn init(default_filter: &str) {
         .try_init();
 }
 
-/// This process's rank in a job of several (torchrun's or `imagen launch`'s `RANK` and
-/// `WORLD_SIZE`, or Slurm's `SLURM_PROCID` and `SLURM_NTASKS`); none when it runs alone.
+/// This process's rank in a job of several, as the trainer reads it (`imagen launch`'s, torchrun's
+/// or an srun step's variables); none when it runs alone or the variables do not parse (the
+/// trainer reports those).
 fn worker_rank() -> Option<String> {
-    let var = |name: &str| std::env::var(name).ok();
-    let several = |n: Option<String>| n.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 1);
-    if several(var("WORLD_SIZE")) {
-        var("RANK")
-    } else if several(var("SLURM_NTASKS")) {
-        var("SLURM_PROCID")
-    } else {
-        None
-    }
+    let world = crate::dist::env::WorldInfo::from_env().ok().flatten()?;
+    Some(world.rank.to_string())
 }
 
 /// The default timestamp, then the rank where there is one.

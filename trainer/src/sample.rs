@@ -85,8 +85,9 @@ impl StageLoader {
         let (cfg, device) = (&self.cfg, self.device);
         crate::train::check_compatible(ckpt, cfg, index)?;
         let mut stage = cfg.stage(index)?.clone();
-        stage.unet.validate()?;
         stage.diffusion = trained_diffusion(ckpt, index, &stage.diffusion)?;
+        // The config's sampler against the augmentation the checkpoint trained with.
+        stage.validate(index)?;
         let mut weights = VarStore::new(device);
         let unet = averaged_unet(&weights, &stage, cfg)?;
         let (text, frozen_weights) = if cfg.text.mode == TextMode::Finetune {

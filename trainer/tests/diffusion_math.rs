@@ -3,6 +3,7 @@
 
 use std::f64::consts::PI;
 
+use imagen_trainer::config::StageConfig;
 use imagen_trainer::diffusion::augment::{degrade, gaussian_blur, noise_augment, resize};
 use imagen_trainer::diffusion::loss::loss_weight;
 use imagen_trainer::diffusion::objective::{target, x0_and_eps};
@@ -280,9 +281,13 @@ fn configs_that_would_sample_outside_what_was_trained_or_representable_are_refus
     let edge = DiffusionConfig { logsnr_min: -30.0, ..Default::default() };
     edge.validate().unwrap();
     assert!(Schedule::new(&edge, 64).log_snr(&t).double_value(&[0]).is_finite());
-    // Sampling may not noise the low-res condition beyond the levels training drew.
-    let mut cfg = DiffusionConfig { noise_aug_max: 0.1, ..Default::default() };
-    cfg.sampler.aug_level = 0.2;
-    let err = cfg.validate().unwrap_err().to_string();
-    assert!(err.contains("exceeds noise_aug_max"), "{err}");
+    // An SR stage may not sample with the low-res condition noised beyond the levels training
+    // drew; a base stage, which has no low-res condition, does not read the level.
+    let mut stage = StageConfig::default();
+    stage.diffusion.noise_aug_max = 0.1;
+    stage.diffusion.sampler.aug_level = 0.2;
+    stage.validate(0).unwrap();
+    stage.unet.lowres_cond = true;
+    let err = stage.validate(1).unwrap_err().to_string();
+    assert!(err.contains("exceeds noise_aug_max") && err.contains("stages[1]"), "{err}");
 }

@@ -100,7 +100,7 @@ fn synthetic_parquet_shards_embed_and_serve_frozen_cached_lookups() {
     let manifest_path = cache.join(MANIFEST_FILE);
     let mut manifest = Manifest::read(&cache).unwrap();
     assert_eq!(manifest.weight_files, weight_stamps(&cfg.model).unwrap());
-    let hashed = encoder_identity(&cfg, &t5).unwrap();
+    let hashed = encoder_identity(&cfg, &t5, &cache).unwrap();
     assert_eq!(cache_identity(&cfg, &t5, &cache).unwrap(), hashed);
     manifest.encoder.weights_sha256 = "recorded".into();
     std::fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
@@ -109,4 +109,15 @@ fn synthetic_parquet_shards_embed_and_serve_frozen_cached_lookups() {
         std::fs::File::options().write(true).open(cfg.model.join("model.safetensors")).unwrap();
     weights.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
     assert_eq!(cache_identity(&cfg, &t5, &cache).unwrap(), hashed);
+
+    // config.json changes the embeddings without changing the weights (here the layer norm's
+    // epsilon): the cache made under the old one is refused, naming the field.
+    let config_path = cfg.model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["layer_norm_epsilon"] = 1e-3.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let err = TextConditioner::new(vs.root(), &cfg, Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("config_sha256"), "{err}");
 }

@@ -48,6 +48,12 @@ pub struct EncoderIdentity {
     pub dtype: CacheDtype,
     /// Width of one token embedding.
     pub d_model: usize,
+    /// SHA-256 of the encoder's `config.json`: its activation, layer-norm epsilon and relative
+    /// position buckets change the embeddings without changing the weights. Absent in caches
+    /// made before it was recorded, whose shards' digests were taken without it (an absent field
+    /// is not serialised, so those digests still match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
 }
 
 impl EncoderIdentity {
@@ -62,9 +68,15 @@ impl EncoderIdentity {
         let a = serde_json::to_value(self).expect("serialises");
         let b = serde_json::to_value(other).expect("serialises");
         let (a, b) = (a.as_object().expect("object"), b.as_object().expect("object"));
-        a.iter()
-            .filter(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| format!("{k}: {v} vs {}", b[k]))
+        let absent = serde_json::Value::Null;
+        let mut keys: Vec<&String> =
+            a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
+        keys.sort();
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| {
+                format!("{k}: {} vs {}", a.get(k).unwrap_or(&absent), b.get(k).unwrap_or(&absent))
+            })
             .collect()
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::error::DataError;
+use sha2::{Digest, Sha256};
 
 fn identity(dtype: CacheDtype) -> EncoderIdentity {
     EncoderIdentity {
@@ -10,6 +11,7 @@ fn identity(dtype: CacheDtype) -> EncoderIdentity {
         max_length: 128,
         dtype,
         d_model: 3,
+        config_sha256: Some("c".repeat(64)),
     }
 }
 
@@ -141,4 +143,18 @@ fn a_manifest_from_before_weight_stamps_gains_them_when_the_encoder_matches() {
         Manifest::create_or_check(dir.path(), &Manifest::new(other, "m".into(), stamps)).is_err()
     );
     assert_eq!(Manifest::read(dir.path()).unwrap().weight_files, later);
+}
+
+#[test]
+fn an_identity_without_a_config_hash_keeps_the_digest_caches_recorded_before_there_was_one() {
+    // The JSON an identity serialised to before `config_sha256` existed, and its digest, which
+    // every shard of such a cache carries.
+    let before = r#"{"weights_sha256":"w","tokenizer_sha256":"t","max_length":128,"dtype":"bf16","d_model":3}"#;
+    let id: EncoderIdentity = serde_json::from_str(before).unwrap();
+    assert_eq!(id.config_sha256, None);
+    assert_eq!(id.digest(), hex::encode(Sha256::digest(before.as_bytes())));
+    let with_config = EncoderIdentity { config_sha256: Some("c".into()), ..id.clone() };
+    assert_ne!(with_config.digest(), id.digest());
+    assert_eq!(with_config.differences(&id), vec!["config_sha256: \"c\" vs null".to_string()]);
+    assert_eq!(id.differences(&with_config), vec!["config_sha256: null vs \"c\"".to_string()]);
 }

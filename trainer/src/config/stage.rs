@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::DiffusionConfig;
+use crate::error::{Result, TrainerError};
 use crate::unet::UNetConfig;
 
 /// `[[stages]]`: one U-Net of the cascade and its diffusion process. Stage 0 generates from
@@ -33,6 +34,26 @@ impl StageConfig {
     /// The side of the images the data loader must deliver for this stage.
     pub fn data_side(&self) -> u32 {
         self.unet.image_side as u32
+    }
+
+    /// Checks the U-Net and the diffusion, and, for a super-resolution stage, that the sampler
+    /// noises the low-res condition at a level training drew (the U-Net learnt only those).
+    /// A base stage never reads `sampler.aug_level`.
+    pub fn validate(&self, index: usize) -> Result<()> {
+        self.unet.validate()?;
+        self.diffusion.validate()?;
+        let d = &self.diffusion;
+        if self.unet.lowres_cond && d.sampler.aug_level > d.noise_aug_max {
+            return Err(TrainerError::Config {
+                source_name: format!("stages[{index}].diffusion"),
+                message: format!(
+                    "sampler.aug_level {} exceeds noise_aug_max {}: the low-res condition would \
+                     be noised beyond any level the stage was trained on",
+                    d.sampler.aug_level, d.noise_aug_max
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Side of the training inputs after the optional crop.

@@ -180,14 +180,6 @@ impl DiffusionConfig {
                 self.logsnr_min, self.logsnr_max
             )));
         }
-        // The U-Net only learnt the augmentation levels of training.
-        if self.sampler.aug_level > self.noise_aug_max {
-            return Err(bad(format!(
-                "sampler.aug_level {} exceeds noise_aug_max {}: the low-res condition would be \
-                 noised beyond any level the stage was trained on",
-                self.sampler.aug_level, self.noise_aug_max
-            )));
-        }
         if self.shift_base_side < 1 || self.sampler.steps < 1 {
             return Err(bad("shift_base_side and sampler.steps must be positive".into()));
         }

@@ -1,7 +1,7 @@
 //! Where a worker stands in the job: rank, world size, local rank and the rendezvous address,
 //! read from what `imagen launch` and torchrun set (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) or from Slurm (`SLURM_PROCID`,
-//! `SLURM_NTASKS`, `SLURM_LOCALID`, `SLURM_NTASKS_PER_NODE`, the job's node list).
+//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) or from an srun step's (`SLURM_PROCID`,
+//! `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`, `SLURM_STEP_TASKS_PER_NODE`, the node list).
 
 use crate::error::{Result, TrainerError};
 
@@ -84,11 +84,26 @@ impl WorldInfo {
             };
             return info.validated().map(Some);
         }
-        let (Some(rank), Some(tasks)) = (var("SLURM_PROCID"), var("SLURM_NTASKS")) else {
+        let Some(rank) = var("SLURM_PROCID") else {
+            return Ok(None);
+        };
+        // srun gives each task of a step SLURM_STEP_NUM_TASKS. The job's batch script (or an
+        // salloc shell) has SLURM_PROCID 0 and the job's SLURM_NTASKS but no step count: it is
+        // one process, not rank 0 of the job's tasks, which would wait for ranks never started.
+        let Some(tasks) = var("SLURM_STEP_NUM_TASKS") else {
+            if let Some(n) =
+                var("SLURM_NTASKS").filter(|n| n.trim().parse().is_ok_and(|n: usize| n > 1))
+            {
+                tracing::warn!(
+                    "Slurm: this job has {n} tasks (SLURM_NTASKS), but this process is not a \
+                     task of an srun step (no SLURM_STEP_NUM_TASKS; the job's batch script?), so \
+                     it runs alone; start the workers with `srun imagen ...`"
+                );
+            }
             return Ok(None);
         };
         let rank = number("SLURM_PROCID", &rank)?;
-        let world_size = number("SLURM_NTASKS", &tasks)?;
+        let world_size = number("SLURM_STEP_NUM_TASKS", &tasks)?;
         if world_size <= 1 {
             return Ok(None);
         }
@@ -287,6 +302,7 @@ mod tests {
         let info = read(&[
             ("SLURM_PROCID", "6"),
             ("SLURM_NTASKS", "8"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
             ("SLURM_LOCALID", "2"),
             ("SLURM_NTASKS_PER_NODE", "4(x2)"),
             ("SLURM_JOB_NODELIST", "gpu[007-008]"),
@@ -306,11 +322,29 @@ mod tests {
     #[test]
     fn single_process_and_bad_values() {
         assert_eq!(read(&[]).unwrap(), None);
-        assert_eq!(read(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")]).unwrap(), None);
+        let one_task =
+            [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1"), ("SLURM_STEP_NUM_TASKS", "1")];
+        assert_eq!(read(&one_task).unwrap(), None);
         let err = read(&[("RANK", "2"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
         assert!(err.contains("rank 2 is not below the world size 2"), "{err}");
         let err = read(&[("RANK", "x"), ("WORLD_SIZE", "2")]).unwrap_err().to_string();
         assert!(err.contains("RANK=\"x\""), "{err}");
+    }
+
+    #[test]
+    fn a_jobs_batch_script_runs_alone_and_a_step_counts_its_own_tasks() {
+        // The batch script of an 8-task job: no step count, so not rank 0 of 8.
+        let batch = [
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_JOB_NODELIST", "gpu[1-2]"),
+            ("SLURM_JOB_ID", "9"),
+        ];
+        assert_eq!(read(&batch).unwrap(), None);
+        // `srun --ntasks 2 --preserve-env` inside it keeps the job's SLURM_NTASKS.
+        let step = [&batch[..], &[("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_PROCID", "1")]].concat();
+        let info = read(&step).unwrap().unwrap();
+        assert_eq!((info.rank, info.world_size), (1, 2));
     }
 
     #[test]
@@ -333,6 +367,7 @@ mod tests {
             vec![
                 ("SLURM_PROCID", "5"),
                 ("SLURM_NTASKS", "6"),
+                ("SLURM_STEP_NUM_TASKS", "6"),
                 ("SLURM_LOCALID", "3"),
                 ("SLURM_NTASKS_PER_NODE", "8"),
                 ("SLURM_STEP_TASKS_PER_NODE", "2,4"),

@@ -146,7 +146,7 @@ pub fn embed_shards(
     device: Device,
 ) -> Result<EmbedReport> {
     let t5 = cfg.encoder_config()?;
-    let identity = encoder_identity(cfg, &t5)?;
+    let identity = encoder_identity(cfg, &t5, cache_dir)?;
     Manifest::create_or_check(
         cache_dir,
         &Manifest::new(

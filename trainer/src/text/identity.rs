@@ -56,10 +56,16 @@ pub fn weight_stamps(model_dir: &Path) -> Result<Vec<FileStamp>> {
         .collect()
 }
 
-/// What an embedding cache made with `cfg`'s encoder must record: hashes of the weight files
-/// and of `tokenizer.json`, max length, dtype and width.
-pub fn encoder_identity(cfg: &TextConfig, t5: &T5Config) -> Result<EncoderIdentity> {
-    identity_with(cfg, t5, sha256_files(&weight_files(&cfg.model)?)?)
+/// What an embedding cache in `cache_dir` made with `cfg`'s encoder must record: hashes of the
+/// weight files, `tokenizer.json` and `config.json`, max length, dtype and width. The weights
+/// are hashed afresh (what `imagen embed` writes).
+pub fn encoder_identity(
+    cfg: &TextConfig,
+    t5: &T5Config,
+    cache_dir: &Path,
+) -> Result<EncoderIdentity> {
+    let manifest = Manifest::read(cache_dir).ok();
+    identity_with(cfg, t5, sha256_files(&weight_files(&cfg.model)?)?, manifest.as_ref())
 }
 
 /// [`encoder_identity`] to open the cache in `cache_dir` with. The weights' hash is the one its
@@ -72,21 +78,29 @@ pub fn cache_identity(
     cache_dir: &Path,
 ) -> Result<EncoderIdentity> {
     let stamps = weight_stamps(&cfg.model)?;
-    let recorded = Manifest::read(cache_dir)
-        .ok()
+    let manifest = Manifest::read(cache_dir).ok();
+    let recorded = manifest
+        .as_ref()
         .filter(|m| !m.weight_files.is_empty() && m.weight_files == stamps)
-        .map(|m| m.encoder.weights_sha256);
-    match recorded {
-        Some(hash) => identity_with(cfg, t5, hash),
-        None => encoder_identity(cfg, t5),
-    }
+        .map(|m| m.encoder.weights_sha256.clone());
+    let weights_sha256 = match recorded {
+        Some(hash) => hash,
+        None => sha256_files(&weight_files(&cfg.model)?)?,
+    };
+    identity_with(cfg, t5, weights_sha256, manifest.as_ref())
 }
 
 fn identity_with(
     cfg: &TextConfig,
     t5: &T5Config,
     weights_sha256: String,
+    existing: Option<&Manifest>,
 ) -> Result<EncoderIdentity> {
+    // A cache made before config.json's hash was recorded keeps the identity its shards carry.
+    let config_sha256 = match existing {
+        Some(m) if m.encoder.config_sha256.is_none() => None,
+        _ => Some(sha256_files(&[cfg.model.join("config.json")])?),
+    };
     Ok(EncoderIdentity {
         weights_sha256,
         tokenizer_sha256: sha256_files(&[cfg.model.join("tokenizer.json")])?,
@@ -96,5 +110,6 @@ fn identity_with(
             TextDtype::F32 => CacheDtype::F32,
         },
         d_model: t5.d_model as usize,
+        config_sha256,
     })
 }

@@ -32,7 +32,7 @@ impl StageModel {
     /// Builds stage `index` of `cfg` on `device`, initialised from `cfg.run.seed`.
     pub fn new(cfg: &Config, index: usize, device: Device) -> Result<Self> {
         let stage = cfg.stage(index)?.clone();
-        stage.unet.validate()?;
+        stage.validate(index)?;
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
         let ema_vs = VarStore::new(device);
