@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::CropMode;
+use crate::decode::{CropMode, ImageLimits, Transform};
 
 /// How shard files are read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,22 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// How this configuration turns a sample into pixels at `side` (the crop's position and the
+    /// flip are drawn per sample).
+    pub fn transform(&self, side: u32) -> Transform {
+        Transform {
+            side,
+            crop: self.crop,
+            crop_at: 0.5,
+            flip: false,
+            limits: ImageLimits {
+                min_side: self.min_image_side,
+                max_pixels: self.max_image_pixels,
+            },
+            dct_scaling: self.dct_scaling,
+        }
+    }
+
     /// The configuration of the validation loader: the held-out shards, centre crops, no flips.
     /// None when no held-out shards are configured.
     pub fn heldout(&self) -> Option<DataConfig> {

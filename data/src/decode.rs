@@ -92,7 +92,7 @@ pub fn decode_into(bytes: &[u8], t: &Transform, out: &mut [u8]) -> Result<(), De
     let decoded = std::panic::catch_unwind(|| decode_rgb(bytes, t)).unwrap_or_else(|payload| {
         let detail = match payload.downcast::<LibjpegError>() {
             Ok(e) => format!("libjpeg: {}", e.0),
-            Err(_) => "decoder panicked".to_string(),
+            Err(panic) => format!("decoder panicked: {}", crate::error::panic_message(&*panic)),
         };
         Err(fail(SkipReason::CorruptImage, detail))
     });

@@ -43,3 +43,12 @@ impl DataError {
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// The message a caught panic carries (`panic!` with a literal or a formatted one).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

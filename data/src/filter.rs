@@ -3,6 +3,9 @@
 use crate::config::FilterConfig;
 use crate::reader::SampleMeta;
 
+/// One value a filter reads from a sample's metadata.
+type MetaValue = fn(&SampleMeta) -> Option<f64>;
+
 impl FilterConfig {
     /// For each configured threshold, the column(s) it reads (any one of them suffices).
     pub fn required_columns(&self) -> Vec<(&'static str, &'static [&'static str])> {
@@ -28,6 +31,25 @@ impl FilterConfig {
             need.push(("min_aesthetic", &["aesthetic", "AESTHETIC_SCORE"]));
         }
         need
+    }
+
+    /// The configured filters whose value none of `metas` has (a column of text that is not a
+    /// number, or one null throughout): under them every sample would be filtered out.
+    pub fn without_values(&self, metas: &[SampleMeta]) -> Vec<&'static str> {
+        let side = |m: &SampleMeta| m.original_width.and(m.original_height);
+        let checks: [(&'static str, bool, MetaValue); 6] = [
+            ("min_original_side", self.min_original_side.is_some(), side),
+            ("max_aspect_ratio", self.max_aspect_ratio.is_some(), side),
+            ("max_punsafe", self.max_punsafe.is_some(), |m| m.punsafe),
+            ("max_pwatermark", self.max_pwatermark.is_some(), |m| m.pwatermark),
+            ("min_similarity", self.min_similarity.is_some(), |m| m.similarity),
+            ("min_aesthetic", self.min_aesthetic.is_some(), |m| m.aesthetic),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, on, value)| *on && !metas.iter().any(|m| value(m).is_some()))
+            .map(|(name, ..)| name)
+            .collect()
     }
 
     /// Whether a sample passes every configured threshold (a missing value fails).

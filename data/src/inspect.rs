@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::DataConfig;
-use crate::decode::{decode_into, CropMode, ImageLimits, Transform};
+use crate::decode::{decode_into, CropMode, Transform};
 use crate::error::Result;
 use crate::loader::resolve_shards;
 use crate::reader::{ShardReader, Unit};
@@ -36,14 +36,8 @@ pub fn inspect(cfg: &DataConfig, decode: bool, examples: usize) -> Result<Inspec
     let (shards, initial) = resolve_shards(cfg)?;
     let mut total = initial;
     let mut example_captions = Vec::new();
-    let t = Transform {
-        side: cfg.side,
-        crop: CropMode::Center,
-        crop_at: 0.5,
-        flip: false,
-        limits: ImageLimits { min_side: cfg.min_image_side, max_pixels: cfg.max_image_pixels },
-        dct_scaling: true,
-    };
+    // The loader's decode (a centre crop: where a crop falls decides no skip).
+    let t = Transform { crop: CropMode::Center, ..cfg.transform(cfg.side) };
     let mut summaries = Vec::new();
     for e in &shards {
         let mut stats = SkipStats::default();

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{DataConfig, FilterConfig, FormatChoice};
-use crate::decode::{decode_into, ImageLimits, Transform};
+use crate::config::{ColumnsConfig, DataConfig, FilterConfig, FormatChoice};
+use crate::decode::{decode_into, Transform};
 use crate::embed_cache::{EmbedCache, TextBatch};
-use crate::error::{DataError, Result};
-use crate::reader::{count_samples, ShardReader};
+use crate::error::{panic_message, DataError, Result};
+use crate::reader::{count_samples, SampleMeta, ShardReader, Unit};
 use crate::shards::{expand_shards, stats_marker, ShardFormat};
 use crate::stats::{SkipReason, SkipStats, SkipWarner};
 use crate::stream::{ShardEntry, Stream, StreamPos, StreamSpec};
@@ -62,6 +62,12 @@ pub struct StreamSettings {
     pub shuffle_buffer: usize,
     pub flip: bool,
     pub filters: FilterConfig,
+    /// `data.format` and `data.columns`, which decide which rows of a shard are samples (absent
+    /// from cursors saved before they were recorded, and then not compared).
+    #[serde(default)]
+    pub format: Option<FormatChoice>,
+    #[serde(default)]
+    pub columns: Option<ColumnsConfig>,
 }
 
 impl StreamSettings {
@@ -78,6 +84,8 @@ impl StreamSettings {
             shuffle_buffer: cfg.shuffle_buffer,
             flip: cfg.flip,
             filters: cfg.filters.clone(),
+            format: Some(cfg.format),
+            columns: Some(cfg.columns.clone()),
         }
     }
 
@@ -94,6 +102,12 @@ impl StreamSettings {
         differ("shuffle_buffer", self.shuffle_buffer.to_string(), now.shuffle_buffer.to_string());
         differ("flip", self.flip.to_string(), now.flip.to_string());
         differ("filters", format!("{:?}", self.filters), format!("{:?}", now.filters));
+        if let (Some(saved), Some(current)) = (&self.format, &now.format) {
+            differ("format", format!("{saved:?}"), format!("{current:?}"));
+        }
+        if let (Some(saved), Some(current)) = (&self.columns, &now.columns) {
+            differ("columns", format!("{saved:?}"), format!("{current:?}"));
+        }
         out
     }
 }
@@ -197,7 +211,7 @@ fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
             "filters are configured but no shard's columns could be read".into(),
         ));
     };
-    for (filter, columns) in need {
+    for (filter, columns) in &need {
         if !columns.iter().any(|c| fields.iter().any(|f| f == c)) {
             return Err(DataError::Invalid(format!(
                 "data.filters.{filter} needs column {} which {} lacks (it has {fields:?})",
@@ -205,6 +219,29 @@ fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
                 shard.path.display()
             )));
         }
+    }
+    // A column that is there but holds no number (text that does not parse, nulls) would filter
+    // out every sample, and the run would read every shard before saying so.
+    const PROBE: usize = 256;
+    let metas: Vec<SampleMeta> = ShardReader::open(&shard.path, shard.format, &shard.columns)
+        .take(PROBE)
+        .filter_map(|unit| match unit {
+            Unit::Sample(sample) => Some(sample.meta),
+            Unit::Skip { .. } => None,
+        })
+        .collect();
+    if metas.is_empty() {
+        return Ok(());
+    }
+    if let Some(filter) = cfg.filters.without_values(&metas).first() {
+        let columns = need.iter().find(|(f, _)| f == filter).map(|(_, c)| c.join(" or "));
+        return Err(DataError::Invalid(format!(
+            "data.filters.{filter} needs a number in column {}, but none of the first {} samples \
+             of {} has one (the column holds text that is not a number, or nulls)",
+            columns.unwrap_or_default(),
+            metas.len(),
+            shard.path.display()
+        )));
     }
     Ok(())
 }
@@ -305,14 +342,7 @@ impl Loader {
         });
         // Cursors saved from now on carry the settings (an old cursor gains them too).
         let start = Cursor { settings: Some(settings), ..start };
-        let transform = Transform {
-            side,
-            crop: cfg.crop,
-            crop_at: 0.5,
-            flip: false,
-            limits: ImageLimits { min_side: cfg.min_image_side, max_pixels: cfg.max_image_pixels },
-            dct_scaling: cfg.dct_scaling,
-        };
+        let transform = cfg.transform(side);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.workers.max(1))
             .thread_name(move |i| format!("imagen-data-{rank}-{i}"))
@@ -403,8 +433,15 @@ impl Loader {
                 Err(e)
             }
             Err(_) => {
-                self.stopped = Some("its thread ended".into());
-                Err(DataError::LoaderStopped("its thread ended".into()))
+                // The producer only stops sending by panicking: name the panic.
+                let why = match self.thread.take().map(JoinHandle::join) {
+                    Some(Err(panic)) => {
+                        format!("its thread panicked: {}", panic_message(panic.as_ref()))
+                    }
+                    _ => "its thread ended".to_string(),
+                };
+                self.stopped = Some(why.clone());
+                Err(DataError::LoaderStopped(why))
             }
         }
     }

@@ -16,9 +16,9 @@ pub enum ShardFormat {
 }
 
 impl ShardFormat {
-    /// The format a file name implies: `.parquet`, or `.tar` for WebDataset.
+    /// The format a file name implies: `.parquet`, or `.tar` for WebDataset (in any case).
     pub fn from_path(path: &Path) -> Option<ShardFormat> {
-        match path.extension()?.to_str()? {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "parquet" => Some(ShardFormat::Parquet),
             "tar" => Some(ShardFormat::Wds),
             _ => None,
@@ -50,8 +50,10 @@ pub fn expand_shards(entries: &[String]) -> Result<Vec<PathBuf>> {
              explicitly to read it"
         );
     }
+    // The same file named twice ("d" and "d/./00000.tar", a link) is one shard: otherwise each
+    // pass would deal it twice, to two ranks at once.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
+    out.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     if entries.is_empty() {
         return Err(DataError::ShardList(
             "data.shards is empty: list the training shards (files, directories or globs)".into(),
@@ -123,8 +125,15 @@ fn expand_item(
     } else if ShardFormat::from_path(path).is_some() {
         out.push(path.to_path_buf());
     } else {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            DataError::ShardList(format!(
+                "{item}: neither a shard (.parquet or .tar; a compressed .tar.gz is not read) \
+                 nor a list file (text, one shard per line)"
+            ))
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let joined = if Path::new(line).is_absolute() {
                 line.to_string()
@@ -166,7 +175,10 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
         if hi < lo || hi - lo >= 10_000_000 {
             return Err(bad());
         }
-        let width = if a.starts_with('0') || b.starts_with('0') { a.len().max(b.len()) } else { 0 };
+        // As bash: padded to the wider bound only when a bound has a leading zero ("00..10");
+        // a bare "0" is not one ("{0..10}" gives 0, 1, ..., 10).
+        let padded = |n: &str| n.len() > 1 && n.starts_with('0');
+        let width = if padded(a) || padded(b) { a.len().max(b.len()) } else { 0 };
         (lo..=hi).map(|i| format!("{i:0width$}")).collect()
     } else {
         body.split(',').map(str::to_string).collect()
@@ -198,6 +210,8 @@ mod tests {
             ["a/00008.tar", "a/00009.tar", "a/00010.tar", "a/00011.tar"]
         );
         assert_eq!(expand_braces("{8..10}").unwrap(), ["8", "9", "10"]);
+        assert_eq!(expand_braces("{0..10}").unwrap()[..2], ["0", "1"]);
+        assert_eq!(expand_braces("{00..2}").unwrap(), ["00", "01", "02"]);
         assert_eq!(expand_braces("{x,y}-{1..2}").unwrap(), ["x-1", "x-2", "y-1", "y-2"]);
         assert!(expand_braces("{3..1}").is_err());
         assert!(expand_braces("{1..").is_err());
@@ -228,6 +242,17 @@ mod tests {
         assert!(err.contains("no such file"), "{err}");
         assert!(expand_shards(&[]).is_err());
         assert!(expand_shards(&[s(&d.join("*.webp"))]).is_err());
+        // One file named twice, by another spelling, is one shard.
+        let twice = expand_shards(&[s(&d.join("00001.tar")), s(&d.join(".").join("00001.tar"))]);
+        assert_eq!(twice.unwrap().len(), 1);
+        // A list file may start with a byte-order mark; extensions match in any case.
+        std::fs::write(d.join("00003.TAR"), b"x").unwrap();
+        std::fs::write(d.join("bom.txt"), "\u{feff}00003.TAR\n").unwrap();
+        assert_eq!(expand_shards(&[s(&d.join("bom.txt"))]).unwrap(), [d.join("00003.TAR")]);
+        // A binary file that is no shard is named as such, not read as a list.
+        std::fs::write(d.join("00004.tar.gz"), [0x1f, 0x8b, 0x08, 0xff]).unwrap();
+        let err = expand_shards(&[s(&d.join("00004.tar.gz"))]).unwrap_err().to_string();
+        assert!(err.contains("00004.tar.gz: neither a shard"), "{err}");
         assert_eq!(stats_marker(&d.join("00000.tar")), d.join("00000_stats.json"));
     }
 }

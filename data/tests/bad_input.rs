@@ -5,7 +5,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{fixture, read_all, synth_dataset, write_parquet, write_sidecar_parquet};
+use common::{
+    fixture, read_all, synth_dataset, write_parquet, write_parquet_groups, write_sidecar_parquet,
+};
 use imagen_data::config::ColumnsConfig;
 use imagen_data::decode::{decode_into, decode_rgb, CropMode, ImageLimits, Transform};
 use imagen_data::reader::{count_samples, ShardReader, Unit};
@@ -155,6 +157,47 @@ fn damaged_parquet_footer_and_row_group() {
 }
 
 #[test]
+fn a_caption_that_is_not_utf8_loses_the_rest_of_its_row_group_and_says_how_much() {
+    // Three row groups of three rows, no key column; row 4 (the middle group's second) has a
+    // STRING caption that is not UTF-8, which parquet's record reader cannot read past.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyless.parquet");
+    // The reader hands image bytes on undecoded.
+    let image: &[u8] = b"image bytes";
+    let group = |bad: bool| {
+        let second: &[u8] = if bad { b"caf\xe9" } else { b"ok" };
+        vec![vec![image; 3], vec![&b"a red circle"[..], second, b"c"]]
+    };
+    write_parquet_groups(
+        &path,
+        "message schema { OPTIONAL BYTE_ARRAY jpg; OPTIONAL BYTE_ARRAY caption (STRING); }",
+        &[group(false), group(true), group(false)],
+    );
+    let units: Vec<Unit> =
+        ShardReader::open(&path, ShardFormat::Parquet, &ColumnsConfig::default()).collect();
+    let keys: Vec<String> = units
+        .iter()
+        .filter_map(|u| match u {
+            Unit::Sample(s) => Some(s.key.clone()),
+            Unit::Skip { .. } => None,
+        })
+        .collect();
+    // Rows keep the file's row numbers after the damaged group.
+    let want: Vec<String> =
+        [0, 1, 2, 3, 6, 7, 8].iter().map(|r| format!("keyless.parquet#{r}")).collect();
+    assert_eq!(keys, want);
+    let details: Vec<&str> = units
+        .iter()
+        .filter_map(|u| match u {
+            Unit::Skip { reason: SkipReason::DamagedRowGroup, detail, .. } => Some(detail.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(details.len(), 1, "{details:?}");
+    assert!(details[0].contains("row group 1") && details[0].contains("2 in all"), "{details:?}");
+}
+
+#[test]
 fn tiny_huge_and_truncated_images_are_skipped_by_reason() {
     let t = Transform {
         side: 16,
@@ -260,6 +303,31 @@ fn start_up_errors_name_the_problem() {
         ..Default::default()
     };
     assert!(Loader::new(&ok, 16, 0, 1, None).unwrap().next_batch().is_ok());
+    // A score column of text is read where the text is a number, and refused at the start where
+    // it is not (it would filter out every sample).
+    let png = synth_png();
+    let scores = |name: &str, punsafe: &[u8]| {
+        let path = dir.path().join(name);
+        write_parquet(
+            &path,
+            "message schema { OPTIONAL BYTE_ARRAY jpg; OPTIONAL BYTE_ARRAY caption (STRING); \
+             OPTIONAL BYTE_ARRAY punsafe (STRING); }",
+            &[vec![&png[..]; 4], vec![&b"a red circle"[..]; 4], vec![punsafe; 4]],
+        );
+        DataConfig {
+            shards: vec![display(&path)],
+            batch_size: 4,
+            filters: FilterConfig { max_punsafe: Some(0.5), ..Default::default() },
+            ..Default::default()
+        }
+    };
+    let batch = Loader::new(&scores("text.parquet", b"0.25"), 16, 0, 1, None).unwrap().next_batch();
+    assert_eq!(batch.unwrap().keys.len(), 4);
+    let e = err(scores("words.parquet", b"unsafe"));
+    assert!(
+        e.contains("max_punsafe needs a number in column punsafe") && e.contains("words.parquet"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -518,4 +586,12 @@ fn a_parquet_shard_counts_its_successful_downloads_for_the_epoch_not_its_footer_
         footer,
         "no marker: the footer"
     );
+}
+
+/// A 32x32 red PNG.
+fn synth_png() -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
 }

@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::synth_dataset;
+use imagen_data::config::ColumnsConfig;
 use imagen_data::{Batch, DataConfig, DataError, Loader};
 
 fn config(dir: &std::path::Path, container: &str) -> DataConfig {
@@ -78,6 +79,9 @@ fn a_cursor_continues_only_under_the_settings_that_ordered_its_stream() {
     assert!(why.contains("data.readers: 2 -> 3"), "{why}");
     let why = refused(DataConfig { shuffle_buffer: 48, flip: !cfg.flip, ..cfg.clone() });
     assert!(why.contains("data.shuffle_buffer: 24 -> 48") && why.contains("data.flip"), "{why}");
+    let columns = ColumnsConfig { caption: Some("text".into()), ..Default::default() };
+    let why = refused(DataConfig { columns, ..cfg.clone() });
+    assert!(why.contains("data.columns"), "{why}");
     // The same number of shards, one of them another file.
     let train = dir.path().join("parquet").join("train");
     let copy = dir.path().join("renamed");

@@ -18,6 +18,7 @@ use parquet::schema::types::{SchemaDescPtr, SchemaDescriptor, Type};
 
 use super::{RawSample, SampleMeta, Unit, META_COLUMNS};
 use crate::config::ColumnsConfig;
+use crate::error::panic_message;
 use crate::stats::SkipReason;
 
 /// Values decoded per column read: bounds memory to a few dozen compressed images.
@@ -49,6 +50,10 @@ struct OpenShard {
     next_row_group: usize,
     rows: Option<ReaderIter>,
     rows_seen: u64,
+    /// The file's row number of the next row of the current row group, and of the row after
+    /// that group: keys made from row numbers stay the file's after a damaged group.
+    next_row: u64,
+    group_end: u64,
     names: ColumnNames,
 }
 
@@ -119,7 +124,16 @@ impl ParquetShard {
             .build()
             .map_err(|e| unreadable(e.to_string()))?;
         let projection = Arc::new(SchemaDescriptor::new(Arc::new(projection)));
-        Ok(OpenShard { reader, projection, next_row_group: 0, rows: None, rows_seen: 0, names })
+        Ok(OpenShard {
+            reader,
+            projection,
+            next_row_group: 0,
+            rows: None,
+            rows_seen: 0,
+            next_row: 0,
+            group_end: 0,
+            names,
+        })
     }
 
     /// The shard's footer, or None when it cannot be read.
@@ -160,13 +174,19 @@ impl ParquetShard {
                 match rows.next() {
                     Some(Ok(row)) => {
                         open.rows_seen += 1;
+                        open.next_row += 1;
                         let row = row.into_columns();
-                        return Some(row_unit(row, open.rows_seen - 1, &self.path, &open.names));
+                        return Some(row_unit(row, open.next_row - 1, &self.path, &open.names));
                     }
                     Some(Err(e)) => {
                         // The record reader cannot resynchronise inside a row group.
                         open.rows = None;
-                        let detail = format!("row group {}: {e}", open.next_row_group - 1);
+                        let lost = open.group_end.saturating_sub(open.next_row);
+                        let detail = format!(
+                            "row group {}: {e} (its rows from {} on, {lost} in all, are lost)",
+                            open.next_row_group - 1,
+                            open.next_row
+                        );
                         return Some(Unit::skip(SkipReason::DamagedRowGroup, None, detail));
                     }
                     None => open.rows = None,
@@ -176,6 +196,9 @@ impl ParquetShard {
             if open.next_row_group < open.reader.num_row_groups() {
                 let group = open.next_row_group;
                 open.next_row_group += 1;
+                let group_rows = open.reader.metadata().row_group(group).num_rows().max(0) as u64;
+                open.next_row = open.group_end;
+                open.group_end += group_rows;
                 let built = open.reader.get_row_group(group).and_then(|g| {
                     TreeBuilder::new()
                         .with_batch_size(BATCH_ROWS)
@@ -184,7 +207,7 @@ impl ParquetShard {
                 match built {
                     Ok(rows) => open.rows = Some(rows),
                     Err(e) => {
-                        let detail = format!("row group {group}: {e}");
+                        let detail = format!("row group {group}: {e} ({group_rows} rows lost)");
                         return Some(Unit::skip(SkipReason::DamagedRowGroup, None, detail));
                     }
                 }
@@ -205,9 +228,10 @@ impl Iterator for ParquetShard {
         // shard as a counted skip instead of the run.
         let unit = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step())) {
             Ok(unit) => unit,
-            Err(_) => {
+            Err(panic) => {
                 self.state = State::Done;
-                Some(Unit::skip(SkipReason::DamagedShard, None, "parquet decoder panicked"))
+                let detail = format!("parquet decoder panicked: {}", panic_message(&*panic));
+                Some(Unit::skip(SkipReason::DamagedShard, None, detail))
             }
         };
         self.units += unit.is_some() as u64;
@@ -354,6 +378,8 @@ fn number(field: &Field) -> Option<f64> {
         Field::UInt(v) => v as f64,
         Field::UShort(v) => v as f64,
         Field::UByte(v) => v as f64,
+        // Some exports of LAION's scores store them as text.
+        Field::Str(ref s) => return s.trim().parse().ok(),
         _ => return None,
     })
 }

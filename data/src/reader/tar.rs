@@ -362,7 +362,10 @@ impl Group {
                 format!("no {} member or json {:?}", names.caption_ext, names.caption_field);
             return Unit::skip(SkipReason::MissingCaption, key, detail);
         };
-        let meta = SampleMeta::from_fields(|name: &str| field(name).and_then(|v| v.as_f64()));
+        // A number, or a number written as a string (as some exports of LAION's scores are).
+        let meta = SampleMeta::from_fields(|name: &str| {
+            field(name).and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+        });
         Unit::Sample(RawSample { key: self.key, caption, image, meta })
     }
 }
@@ -394,7 +397,9 @@ fn header_name(h: &[u8; BLOCK]) -> String {
         String::from_utf8_lossy(&b[..end]).into_owned()
     };
     let name = field(&h[0..100]);
-    let prefix = if &h[257..262] == b"ustar" { field(&h[345..500]) } else { String::new() };
+    // POSIX ustar ("ustar\0") keeps a name prefix at 345; GNU's header ("ustar  \0") keeps
+    // access and change times there instead.
+    let prefix = if &h[257..263] == b"ustar\0" { field(&h[345..500]) } else { String::new() };
     if prefix.is_empty() {
         name
     } else {
@@ -402,14 +407,16 @@ fn header_name(h: &[u8; BLOCK]) -> String {
     }
 }
 
+/// The header's checksum: the sum of its bytes (the checksum field read as spaces), unsigned as
+/// POSIX says, or signed as some old tars wrote it (Python's tarfile takes either).
 fn checksum_ok(h: &[u8; BLOCK]) -> bool {
     let Some(stored) = parse_octal(&h[148..156]) else { return false };
-    let sum: u64 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
-        .sum();
-    stored == sum
+    let field = |i: usize| (148..156).contains(&i);
+    let unsigned: i64 =
+        h.iter().enumerate().map(|(i, &b)| if field(i) { 32 } else { b as i64 }).sum();
+    let signed: i64 =
+        h.iter().enumerate().map(|(i, &b)| if field(i) { 32 } else { b as i8 as i64 }).sum();
+    stored as i64 == unsigned || stored as i64 == signed
 }
 
 /// Octal, or GNU base-256 when the high bit of the first byte is set.
@@ -478,5 +485,39 @@ mod tests {
         b[0] = 0x80;
         b[11] = 0x10;
         assert_eq!(parse_size(&b), Some(16));
+    }
+
+    fn header(name: &[u8], magic: &[u8], at_345: &[u8]) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name);
+        h[257..257 + magic.len()].copy_from_slice(magic);
+        h[345..345 + at_345.len()].copy_from_slice(at_345);
+        h
+    }
+
+    #[test]
+    fn a_name_prefix_is_read_from_posix_headers_only() {
+        let posix = header(b"000001.jpg", b"ustar\x0000", b"part-3");
+        assert_eq!(header_name(&posix), "part-3/000001.jpg");
+        // GNU tar keeps the access time at 345, which is no prefix.
+        let gnu = header(b"000001.jpg", b"ustar  \0", b"14733147561\0");
+        assert_eq!(header_name(&gnu), "000001.jpg");
+    }
+
+    #[test]
+    fn checksums_are_taken_unsigned_or_signed() {
+        let mut h = header("caf\u{e9}.jpg".as_bytes(), b"ustar\x0000", b"");
+        let sum = |signed: bool| -> i64 {
+            let byte = |&b: &u8| if signed { b as i8 as i64 } else { b as i64 };
+            h.iter().map(byte).sum::<i64>() + 8 * 32
+        };
+        let (unsigned, signed) = (sum(false), sum(true));
+        assert_ne!(unsigned, signed, "the name has bytes above 0x7f");
+        for stored in [unsigned, signed] {
+            h[148..156].copy_from_slice(format!("{stored:06o}\0 ").as_bytes());
+            assert!(checksum_ok(&h), "{stored}");
+        }
+        h[148..156].copy_from_slice(format!("{:06o}\0 ", unsigned + 1).as_bytes());
+        assert!(!checksum_ok(&h));
     }
 }

@@ -51,6 +51,12 @@ pub fn read_all(path: &Path) -> (Vec<String>, SkipStats) {
 /// Writes a parquet file of one row group with the message type `schema`, whose leaf columns are
 /// all BYTE_ARRAY: `columns` holds each leaf's values in order, every value present.
 pub fn write_parquet(path: &Path, schema: &str, columns: &[Vec<&[u8]>]) {
+    write_parquet_groups(path, schema, &[columns.to_vec()]);
+}
+
+/// As [`write_parquet`], one row group per entry of `groups`. Values are written as given: a
+/// STRING column may hold bytes that are not UTF-8, as a careless writer's would.
+pub fn write_parquet_groups(path: &Path, schema: &str, groups: &[Vec<Vec<&[u8]>>]) {
     use parquet::data_type::{ByteArray, ByteArrayType};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
@@ -61,17 +67,19 @@ pub fn write_parquet(path: &Path, schema: &str, columns: &[Vec<&[u8]>]) {
     let file = std::fs::File::create(path).unwrap();
     let props = Arc::new(WriterProperties::builder().build());
     let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
-    let mut group = writer.next_row_group().unwrap();
-    for (i, values) in columns.iter().enumerate() {
-        let values: Vec<ByteArray> = values.iter().map(|v| v.to_vec().into()).collect();
-        let max_def = descr.column(i).max_def_level();
-        let defs = vec![max_def; values.len()];
-        let mut column = group.next_column().unwrap().unwrap();
-        let levels = (max_def > 0).then_some(&defs[..]);
-        column.typed::<ByteArrayType>().write_batch(&values, levels, None).unwrap();
-        column.close().unwrap();
+    for columns in groups {
+        let mut group = writer.next_row_group().unwrap();
+        for (i, values) in columns.iter().enumerate() {
+            let values: Vec<ByteArray> = values.iter().map(|v| v.to_vec().into()).collect();
+            let max_def = descr.column(i).max_def_level();
+            let defs = vec![max_def; values.len()];
+            let mut column = group.next_column().unwrap().unwrap();
+            let levels = (max_def > 0).then_some(&defs[..]);
+            column.typed::<ByteArrayType>().write_batch(&values, levels, None).unwrap();
+            column.close().unwrap();
+        }
+        group.close().unwrap();
     }
-    group.close().unwrap();
     writer.close().unwrap();
 }
 

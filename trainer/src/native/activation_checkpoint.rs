@@ -8,6 +8,7 @@ use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use imagen_data::error::panic_message;
 use tch::Tensor;
 
 use super::check;
@@ -50,14 +51,6 @@ fn malloc_message(message: &str) -> *mut c_char {
     unsafe { libc::strdup(text.as_ptr()) }
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 /// Called by the shim, in the forward and again in the backward pass. A panic is turned into an
 /// error message: it must not unwind through C++.
 unsafe extern "C" fn run_region(
@@ -85,7 +78,9 @@ unsafe extern "C" fn run_region(
             std::mem::forget(output);
             std::ptr::null_mut()
         }
-        Err(panic) => malloc_message(&format!("in a checkpointed region: {}", panic_text(&*panic))),
+        Err(panic) => {
+            malloc_message(&format!("in a checkpointed region: {}", panic_message(&*panic)))
+        }
     }
 }
 
