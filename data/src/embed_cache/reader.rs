@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::key::cache_key;
+use super::key::{cache_key, index_key};
 use super::manifest::{CacheDtype, EncoderIdentity, Manifest};
 use crate::error::{DataError, Result};
 
@@ -66,13 +66,13 @@ pub struct TextBatch {
 }
 
 /// A cache directory opened for random access by key: every shard memory-mapped, one hash map
-/// from cache key to (shard, row).
+/// from the cache key's 128-bit digest ([`index_key`]) to (shard, row).
 #[derive(Debug)]
 pub struct EmbedCache {
     dir: PathBuf,
     identity: EncoderIdentity,
     shards: Vec<Shard>,
-    index: HashMap<String, (u32, u32)>,
+    index: HashMap<[u8; 16], (u32, u32)>,
 }
 
 impl EmbedCache {
@@ -96,7 +96,7 @@ impl EmbedCache {
             let (shard, keys) = open_shard(&path, expected, &digest)?;
             let id = shards.len() as u32;
             for (row, key) in keys.into_iter().enumerate() {
-                index.insert(key, (id, row as u32));
+                index.insert(index_key(&key), (id, row as u32));
             }
             shards.push(shard);
         }
@@ -148,7 +148,7 @@ impl EmbedCache {
 
     /// The embeddings of sample `key` with caption `caption`, if cached.
     pub fn get(&self, key: &str, caption: &str) -> Option<CachedEmbedding<'_>> {
-        let &(shard, row) = self.index.get(&cache_key(key, caption))?;
+        let &(shard, row) = self.index.get(&index_key(&cache_key(key, caption)))?;
         let shard = &self.shards[shard as usize];
         let (start, end) =
             (shard.offsets[row as usize] as usize, shard.offsets[row as usize + 1] as usize);
