@@ -402,3 +402,54 @@ fn torchrun_starts_the_workers_and_its_agent_serves_the_store() {
     assert_eq!(prints.len(), 2);
     assert_eq!(prints[0], prints[1], "the ranks' weights are bitwise equal");
 }
+
+#[test]
+fn an_srun_step_trains_as_its_tasks_and_the_batch_script_alone() {
+    // What each task of `srun --ntasks 2` sees (no RANK or WORLD_SIZE): rank 0's node from the
+    // job's node list; the port set here rather than derived from the job id.
+    let (w, config) = same_sample_world();
+    let steps = 4;
+    let slurm = |cmd: &mut Command, procid: &str, step: bool| {
+        cmd.env("SLURM_PROCID", procid)
+            .env("SLURM_NTASKS", "2")
+            .env("SLURM_LOCALID", procid)
+            .env("SLURM_JOB_NODELIST", "localhost")
+            .env("SLURM_JOB_ID", "4242")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if step {
+            cmd.env("SLURM_STEP_NUM_TASKS", "2").env("SLURM_STEP_ID", "0");
+        }
+    };
+    let run = w.run_dir("srun");
+    let port = free_port().to_string();
+    let mut tasks: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|procid| {
+            let mut cmd = single(&config, &run, steps, 2);
+            slurm(cmd.env("MASTER_PORT", &port), procid, true);
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for task in &mut tasks {
+        let status = wait_exit(task, Duration::from_secs(300));
+        assert!(status.success(), "{}", stderr_of(task));
+    }
+    let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
+    assert_eq!(ckpt.state.data_cursors.len(), 2, "both tasks' cursors");
+    let prints = &ckpt.state.weight_fingerprints;
+    assert!(prints.len() == 2 && prints[0] == prints[1], "{prints:?}");
+
+    // The job's batch script (SLURM_PROCID 0 of a 2-task job, but no step) runs alone rather
+    // than wait for a rank 1 that nobody starts.
+    let run = w.run_dir("batch-script");
+    let mut cmd = single(&config, &run, steps, 2);
+    slurm(&mut cmd, "0", false);
+    let mut alone = cmd.spawn().unwrap();
+    let status = wait_exit(&mut alone, Duration::from_secs(300));
+    let err = stderr_of(&mut alone);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("not a task of an srun step"), "{err}");
+    let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
+    assert_eq!(ckpt.state.data_cursors.len(), 1, "one process");
+}
