@@ -296,3 +296,31 @@ fn a_row_takes_the_first_image_column_that_is_not_null() {
     assert_eq!(stats.count(SkipReason::MissingImage), 1);
     assert_eq!(stats.total_skipped(), 1);
 }
+
+#[test]
+fn skipping_to_a_cursor_yields_what_reading_would_have_from_there() {
+    // Tars pass over the images of the skipped samples; the units after the skip, the image
+    // bytes of the first included, are what a full read gives from there.
+    let cases = [
+        ("webdataset.tar", ShardFormat::Wds, ColumnsConfig::default()),
+        ("bad/bad_images.tar", ShardFormat::Wds, ColumnsConfig::default()),
+        ("bad/truncated.tar", ShardFormat::Wds, ColumnsConfig::default()),
+        (
+            "custom_members.tar",
+            ShardFormat::Wds,
+            ColumnsConfig { image: Some("webp".into()), caption: Some("prompt".into()) },
+        ),
+        ("img2dataset.parquet", ShardFormat::Parquet, ColumnsConfig::default()),
+    ];
+    for (name, format, columns) in cases {
+        let path = fixture(name);
+        let full: Vec<Unit> = ShardReader::open(&path, format, &columns).collect();
+        assert!(full.len() >= 2, "{name}: {} units", full.len());
+        for n in 0..=full.len() + 1 {
+            let mut reader = ShardReader::open(&path, format, &columns);
+            assert_eq!(reader.skip_units(n as u64), n.min(full.len()) as u64, "{name}");
+            let rest: Vec<Unit> = reader.collect();
+            assert_eq!(rest, full[n.min(full.len())..], "{name} after skipping {n}");
+        }
+    }
+}

@@ -106,11 +106,16 @@ impl ShardReader {
 
     /// Skips `n` units (used when restoring a cursor); returns how many were actually there.
     pub fn skip_units(&mut self, n: u64) -> u64 {
-        let mut done = 0;
-        while done < n && self.next().is_some() {
-            done += 1;
+        match self {
+            ShardReader::Tar(tar) => tar.skip_units(n),
+            ShardReader::Parquet(_) => {
+                let mut done = 0;
+                while done < n && self.next().is_some() {
+                    done += 1;
+                }
+                done
+            }
         }
-        done
     }
 
     /// The metadata fields the shard offers (parquet: columns; tar: the first sample's json).

@@ -6,7 +6,8 @@
 //! resumable reader; it also lets every kind of damage end as a counted skip.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::{RawSample, SampleMeta, Unit};
@@ -19,6 +20,10 @@ const BLOCK: usize = 512;
 
 pub struct TarShard {
     input: Option<BufReader<File>>,
+    /// The file's length: a member that would end past it is cut short.
+    len: u64,
+    /// Within [`TarShard::skip_units`]: image members are passed over, not read.
+    skipping: bool,
     members: MemberNames,
     open_error: Option<Unit>,
     group: Option<Group>,
@@ -62,6 +67,8 @@ impl MemberNames {
 struct Group {
     key: String,
     image: Option<Vec<u8>>,
+    /// Where the image's bytes are in the file, when they were passed over while skipping.
+    image_at: Option<(u64, u64)>,
     caption: Option<String>,
     json: Option<Vec<u8>>,
     too_large: bool,
@@ -71,6 +78,12 @@ enum Member {
     Data {
         name: String,
         data: Option<Vec<u8>>,
+    },
+    /// An image member passed over while skipping: its name, and its data's offset and size.
+    Unread {
+        name: String,
+        at: u64,
+        size: u64,
     },
     End,
     /// The file ended cleanly between two members, without the end-of-archive blocks: every
@@ -83,15 +96,17 @@ enum Member {
 
 impl TarShard {
     pub fn open(path: &Path, columns: &ColumnsConfig) -> TarShard {
-        let (input, open_error) = match File::open(path) {
-            Ok(f) if f.metadata().map(|m| m.len()).unwrap_or(0) == 0 => {
-                (None, Some(Unit::skip(SkipReason::EmptyShard, None, "zero-byte file")))
-            }
-            Ok(f) => (Some(BufReader::with_capacity(1 << 16, f)), None),
-            Err(e) => (None, Some(Unit::skip(SkipReason::UnreadableShard, None, e.to_string()))),
+        let (input, len, open_error) = match File::open(path) {
+            Ok(f) => match f.metadata().map(|m| m.len()).unwrap_or(0) {
+                0 => (None, 0, Some(Unit::skip(SkipReason::EmptyShard, None, "zero-byte file"))),
+                len => (Some(BufReader::with_capacity(1 << 16, f)), len, None),
+            },
+            Err(e) => (None, 0, Some(Unit::skip(SkipReason::UnreadableShard, None, e.to_string()))),
         };
         TarShard {
             input,
+            len,
+            skipping: false,
             members: MemberNames::of(columns),
             open_error,
             group: None,
@@ -161,6 +176,27 @@ impl TarShard {
         }
     }
 
+    /// Skips `n` units (restoring a cursor) as [`Iterator::next`] would, without reading the
+    /// images of the samples skipped; returns how many were there.
+    pub fn skip_units(&mut self, n: u64) -> u64 {
+        self.skipping = true;
+        let mut done = 0;
+        while done < n && self.next().is_some() {
+            done += 1;
+        }
+        self.skipping = false;
+        // The sample after the last one skipped may have begun with an image passed over.
+        if let Some(group) = self.group.as_mut().filter(|g| g.image.is_none()) {
+            if let (Some((at, size)), Some(input)) = (group.image_at.take(), &self.input) {
+                let mut data = vec![0u8; size as usize];
+                if input.get_ref().read_exact_at(&mut data, at).is_ok() {
+                    group.image = Some(data);
+                }
+            }
+        }
+        done
+    }
+
     fn step(&mut self) -> Option<Unit> {
         if let Some(unit) = self.open_error.take() {
             self.finished = true;
@@ -183,6 +219,16 @@ impl TarShard {
                     match data {
                         None => group.too_large = true,
                         Some(data) => group.add(&ext, data, &self.members),
+                    }
+                }
+                Member::Unread { name, at, size } => {
+                    let Some((key, _)) = split_name(&name) else { continue };
+                    if self.group.as_ref().is_some_and(|g| g.key != key) {
+                        self.ready = self.group.take().map(|g| g.into_unit(&self.members));
+                    }
+                    let group = self.group.get_or_insert_with(|| Group { key, ..Group::default() });
+                    if group.image.is_none() {
+                        group.image_at.get_or_insert((at, size));
                     }
                 }
                 Member::End => {
@@ -278,7 +324,7 @@ impl TarShard {
             };
             let wanted = matches!(kind, b'0' | 0 | b'7' | b'x' | b'L');
             if !wanted || size > MAX_MEMBER_BYTES {
-                if let Err(detail) = skip_bytes(input, padded) {
+                if let Err(detail) = skip_bytes(input, padded, self.len) {
                     return cut(&detail, this_name());
                 }
                 let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
@@ -286,6 +332,28 @@ impl TarShard {
                     return Member::Data { name, data: None };
                 }
                 continue;
+            }
+            // Skipping to a cursor: an image's bytes decide nothing about its sample's unit (its
+            // presence does), so they are passed over, not read.
+            if self.skipping && matches!(kind, b'0' | 0 | b'7') {
+                let name = self.next_name.clone().unwrap_or_else(|| header_name(&header));
+                if split_name(&name).is_some_and(|(_, ext)| self.members.is_image(&ext)) {
+                    let at = match input.stream_position() {
+                        Ok(at) => at,
+                        Err(e) => {
+                            return Member::Damaged(
+                                SkipReason::UnreadableShard,
+                                e.to_string(),
+                                None,
+                            )
+                        }
+                    };
+                    if let Err(detail) = skip_bytes(input, padded, self.len) {
+                        return cut(&detail, this_name());
+                    }
+                    self.next_name = None;
+                    return Member::Unread { name, at, size };
+                }
             }
             let mut data = vec![0u8; padded as usize];
             match read_full(input, &mut data) {
@@ -346,7 +414,8 @@ impl Group {
                 return Unit::skip(SkipReason::NotSuccess, key, format!("status {status}"));
             }
         }
-        let Some(image) = self.image else {
+        // An image passed over while skipping stands for itself: the unit is skipped anyway.
+        let Some(image) = self.image.or(self.image_at.map(|_| Vec::new())) else {
             let reason =
                 if self.too_large { SkipReason::MemberTooLarge } else { SkipReason::MissingImage };
             let detail = match &names.image {
@@ -458,13 +527,15 @@ fn padded_size(size: u64) -> Option<u64> {
     size.checked_next_multiple_of(BLOCK as u64)
 }
 
-fn skip_bytes(input: &mut BufReader<File>, n: u64) -> Result<(), String> {
-    let copied = std::io::copy(&mut input.by_ref().take(n), &mut std::io::sink())
-        .map_err(|e| e.to_string())?;
-    if copied < n {
+/// Moves `n` bytes on without reading them, or says the member is cut short when they would end
+/// past the file's `len`.
+fn skip_bytes(input: &mut BufReader<File>, n: u64, len: u64) -> Result<(), String> {
+    let at = input.stream_position().map_err(|e| e.to_string())?;
+    if at.checked_add(n).is_none_or(|end| end > len) {
         return Err("data cut short".into());
     }
-    Ok(())
+    let n = i64::try_from(n).map_err(|_| "data cut short".to_string())?;
+    input.seek_relative(n).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
