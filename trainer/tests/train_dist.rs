@@ -453,3 +453,24 @@ fn an_srun_step_trains_as_its_tasks_and_the_batch_script_alone() {
     let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
     assert_eq!(ckpt.state.data_cursors.len(), 1, "one process");
 }
+
+#[test]
+fn embed_takes_its_rank_from_the_launcher_and_needs_no_rendezvous_address() {
+    // Rank 1 of a job over two nodes (one worker each) without MASTER_ADDR: embedding splits the
+    // shards by rank and never meets the other ranks, so it runs.
+    let w = common::world();
+    let cache = w.path().join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_imagen"))
+        .args(["--log-level", "warn", "embed", "--config"])
+        .arg(w.path().join("e2e.toml"))
+        .args(["--set", &format!("text.cache_dir={}", cache.display())])
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_WORLD_SIZE", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("rank 1/2: 1 shards written"), "{stdout}");
+}

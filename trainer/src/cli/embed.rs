@@ -31,7 +31,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     // Under a launcher each rank embeds every world-size-th shard (no collectives: the ranks
     // share only the cache directory).
-    let job = WorldInfo::from_env()?;
+    let job = WorldInfo::placement_from_env()?;
     let (rank, world) = job.as_ref().map_or((0, 1), |j| (j.rank, j.world_size));
     let device = match (args.cuda, &job) {
         (None, _) => Device::Cpu,

@@ -41,6 +41,15 @@ impl WorldInfo {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
+    /// As [`WorldInfo::from_env`], for a command that splits its work by rank but never meets
+    /// the other ranks (`imagen embed`): it needs no rendezvous address, so a job spanning
+    /// several nodes without `MASTER_ADDR` is not refused; `master_addr` may then be a stand-in.
+    pub fn placement_from_env() -> Result<Option<Self>> {
+        Self::from_vars(|k| {
+            std::env::var(k).ok().or_else(|| (k == "MASTER_ADDR").then(|| "unused".to_owned()))
+        })
+    }
+
     /// As [`WorldInfo::from_env`], reading variables through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         if let (Some(rank), Some(world)) = (var("RANK"), var("WORLD_SIZE")) {
