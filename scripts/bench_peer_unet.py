@@ -88,6 +88,11 @@ def stage_config(args):
     return cfg, cfg["stages"][args.stage]
 
 
+def train_side(stage):
+    """The side a stage trains at: its crop's where it trains on crops (sr1024), else its own."""
+    return stage.get("train_crop") or stage["unet"]["image_side"]
+
+
 def as_list(value, levels):
     return list(value) if isinstance(value, list) else [value] * levels
 
@@ -173,7 +178,7 @@ def forward_flops(unet, stage, text_len):
     from torch.utils.flop_counter import FlopCounterMode
 
     u = stage["unet"]
-    side = u["image_side"]
+    side = train_side(stage)
     kwargs = {}
     if u.get("lowres_cond", False):
         kwargs = {"lowres_cond_img": torch.zeros(1, 3, side, side),
@@ -247,8 +252,6 @@ def peer_steps(unet, stage, args, text_len):
     from ema_pytorch import EMA
 
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     unet = unet.to(device)
     # The peer gets the same AdamW kernel as ours (torch's fused one, on CPU and CUDA) unless
     # --peer-optimizer default asks for what imagen-pytorch's trainer builds (foreach on CUDA).
@@ -257,7 +260,7 @@ def peer_steps(unet, stage, args, text_len):
                             weight_decay=0.0, **fused)
     ema = EMA(unet, beta=0.9999, update_after_step=0, update_every=1)
     u = stage["unet"]
-    side, b, width = u["image_side"], args.batch, u["text_embed_dim"]
+    side, b, width = train_side(stage), args.batch, u["text_embed_dim"]
     bf16 = args.precision == "bf16"
 
     def sync():
@@ -266,6 +269,11 @@ def peer_steps(unet, stage, args, text_len):
 
     times = []
     for step in range(args.warmup + args.steps):
+        if step == args.warmup and device.type == "cuda":
+            # The peak of the steps after warm-up (autotuning, the allocator's first growth),
+            # as ours reports it.
+            sync()
+            torch.cuda.reset_peak_memory_stats(device)
         sync()
         start = time.perf_counter()
         x0 = torch.rand(b, 3, side, side, device=device) * 2 - 1
@@ -351,8 +359,12 @@ def main():
     import_peer()
     cfg, stage = stage_config(args)
     text_len = cfg["text"]["max_length"]
+    # Counted at the side and text length training runs at, as the peer runs.
     summary = json.loads(imagen_json(args, "model", "summary", "--stage", str(args.stage),
-                                     "--json"))
+                                     "--text-len", str(text_len), "--at-train-side", "--json"))
+    if args.device.startswith("cuda"):
+        # cuDNN's autotuning as our side runs it (`train.cudnn_benchmark`, on by default).
+        torch.backends.cudnn.benchmark = bool(cfg["train"].get("cudnn_benchmark", True))
     gap, flops_gap, mapping, extras, peer_params, peer_flops = matched_peer(
         stage, text_len, summary["total_params"], summary["flops_per_sample_fwd"], args.mapping,
         args.peer_dim)
@@ -365,9 +377,10 @@ def main():
               f"work (mapping {mapping!r}; 'shifted' needs our first level to be one block "
               f"without attention)", file=sys.stderr)
 
-    our_rates, peer_rates, our_mem, peer_mem = [], [], [], []
+    our_rates, peer_rates, our_mem, peer_mem, our_reports = [], [], [], [], []
     for run in range(args.runs):
         r = ours(args)
+        our_reports.append(r)
         our_rates.append(r["samples_per_sec"])
         our_mem.append(r["peak_memory_bytes"])
         torch.manual_seed(0)
@@ -412,6 +425,9 @@ def main():
         "samples_per_sec_peer": statistics.median(peer_rates),
         "samples_per_sec_ours_runs": our_rates, "samples_per_sec_peer_runs": peer_rates,
         "peak_memory_ours": max(our_mem), "peak_memory_peer": max(peer_mem),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        # Our whole report of each run: phases, MFU, whether AdamW ran fused, precision.
+        "ours_reports": our_reports,
     }
     result["ratio"] = result["samples_per_sec_ours"] / result["samples_per_sec_peer"]
     # Where the two forward passes differ in FLOPs (a config whose first level the peer cannot

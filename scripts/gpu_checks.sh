@@ -63,8 +63,12 @@ run_checks() {
   # Nothing may reach for the network (imagen-pytorch's import asks Hugging Face's hub).
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
   local deadline=$(($(date +%s) + ${GPU_CHECKS_BUDGET:-540}))
-  local torch_lib
-  torch_lib=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))' 2>/dev/null)/lib
+  local torch_dir
+  if ! torch_dir=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))'); then
+    echo "python3 cannot import torch: its lib folder is where the binary finds libtorch" >&2
+    return 1
+  fi
+  local torch_lib=$torch_dir/lib
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   if [ -d .device/whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -87,18 +91,21 @@ run_checks() {
     peer_sr=()
   fi
 
-  # check NAME SECONDS CMD...: runs CMD, appends {"check": NAME, "rc": .., "secs": .., "report":
-  # the JSON documents CMD printed} to results.jsonl.
+  # check NAME SECONDS[:NEED] CMD...: runs CMD for at most SECONDS, appends {"check": NAME,
+  # "rc": .., "secs": .., "report": the JSON documents CMD printed} to results.jsonl. It is
+  # skipped when less than NEED seconds (default 60) of the budget are left: a check cut short
+  # reports nothing and only spends the budget.
   wants() { [ -z "${GPU_CHECKS_ONLY:-}" ] || [[ $1 =~ $GPU_CHECKS_ONLY ]]; }
   last_rc=0
   check() {
-    local name=$1 limit=$2
+    local name=$1 limit=${2%%:*} need=60
+    [[ $2 == *:* ]] && need=${2#*:}
     shift 2
     if ! wants "$name"; then
       return 0
     fi
     local left=$((deadline - $(date +%s) - 10))
-    if ((left < 20)); then
+    if ((left < need)); then
       echo "== $name: skipped, ${left}s left of GPU_CHECKS_BUDGET"
       echo "{\"check\": \"$name\", \"skipped\": \"budget\"}" >>"$results"
       return 0
@@ -192,9 +199,9 @@ sys.exit(0 if ours == theirs else 1)
   last_rc=0
   check peer_import 120 "${PYTHON:-python3}" scripts/bench_peer_unet.py --check-imports
   if [ "$last_rc" = 0 ]; then
-    check peer_base64 "$peer_timeout" "${peer[@]}" "${peer_base[@]}" --config "$base" \
+    check peer_base64 "$peer_timeout:200" "${peer[@]}" "${peer_base[@]}" --config "$base" \
       --batch "$base_batch"
-    check peer_sr256 "$peer_timeout" "${peer[@]}" "${peer_sr[@]}" --config "$sr" --batch "$sr_batch"
+    check peer_sr256 "$peer_timeout:200" "${peer[@]}" "${peer_sr[@]}" --config "$sr" --batch "$sr_batch"
   fi
 
   # The demo's data, encoder and embedding cache, made once for the checks that train on them.

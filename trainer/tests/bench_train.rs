@@ -14,7 +14,7 @@ fn bench(launch: bool) -> Vec<Value> {
     let out = cmd
         .args(["--log-level", "warn", "bench", "train", "--config", config])
         .args(["--batch", "2", "--steps", "3", "--warmup", "1", "--json"])
-        .args(["--set", "train.threads=1"])
+        .args(["--set", "train.threads=1", "--peak-tflops", "0.5", "--spec-tflops", "2"])
         .env("OMP_NUM_THREADS", "1")
         .output()
         .unwrap();
@@ -32,6 +32,12 @@ fn a_single_process_reports_no_communication() {
     assert!(r["comm"].is_null());
     assert!(r["samples_per_sec"].as_f64().unwrap() > 0.0);
     assert!(r["phases"]["backward"].as_f64().unwrap() > 0.0);
+    // MFU over the peak given, and over the specified peak.
+    let flops = r["flops_per_sample_train"].as_f64().unwrap();
+    let rate = r["samples_per_sec"].as_f64().unwrap();
+    let mfu = r["mfu"].as_f64().unwrap();
+    assert!((mfu - flops * rate / 0.5e12).abs() <= 1e-9 * mfu, "{r}");
+    assert!((r["mfu_spec"].as_f64().unwrap() * 4.0 - mfu).abs() <= 1e-9 * mfu, "{r}");
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Peak dense throughput of the device in TFLOP/s for the MFU; None leaves MFU out.
     pub peak_tflops: Option<f64>,
+    /// The device's specified peak, for the MFU as it is usually quoted; None leaves it out.
+    pub spec_tflops: Option<f64>,
 }
 
 /// Median seconds per step of each phase.
@@ -93,15 +95,26 @@ pub struct BenchReport {
     /// (VmHWM) on the CPU.
     pub peak_memory_bytes: i64,
     pub peak_tflops: Option<f64>,
-    /// Model FLOPs utilisation: analytic FLOPs per sample x samples/s over the peak.
+    /// Model FLOPs utilisation: analytic FLOPs per sample (at the side training runs at) x
+    /// samples/s over `peak_tflops`.
     pub mfu: Option<f64>,
+    pub spec_tflops: Option<f64>,
+    /// The same over `spec_tflops`.
+    pub mfu_spec: Option<f64>,
     /// Present when the bench runs in a process group.
     pub comm: Option<CommReport>,
 }
 
+/// The median, the mean of the middle two for an even count (as Python's `statistics.median`,
+/// which the peer script uses).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 fn sync(device: Device) {
@@ -110,17 +123,20 @@ fn sync(device: Device) {
     }
 }
 
-fn peak_memory(device: Device) -> i64 {
+fn peak_memory(device: Device) -> Result<i64> {
     match device {
-        Device::Cuda(i) => crate::native::cuda_memory(i).map_or(0, |m| m.peak),
-        _ => std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<i64>().ok()))
-            })
-            .map_or(0, |kb| kb * 1024),
+        Device::Cuda(i) => Ok(crate::native::cuda_memory(i)?.peak),
+        _ => {
+            let path = std::path::Path::new("/proc/self/status");
+            let io = |source| crate::error::TrainerError::Io { path: path.to_owned(), source };
+            let status = std::fs::read_to_string(path).map_err(io)?;
+            let kb = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<i64>().ok()));
+            let missing = || io(std::io::Error::other("no readable VmHWM line"));
+            Ok(kb.ok_or_else(missing)? * 1024)
+        }
     }
 }
 
@@ -132,7 +148,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let unet_cfg = &stage.unet;
     let stage_lr = stage.lr(cfg.train.lr);
     let text_len = cfg.text.max_length as i64;
-    let summary = summarize(unet_cfg, text_len)?;
+    let summary = summarize(&stage.unet_at_train_side(), text_len)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let mut ema_vs = VarStore::new(device);
@@ -152,52 +168,76 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let ema = Ema::new(&cfg.train.ema, &vs, &ema_vs)?;
 
     let b = opts.batch as i64;
-    let side = stage.train_crop.unwrap_or(unet_cfg.image_side);
+    let side = stage.train_side();
     let lowres_side = stage.train_lowres_side();
     let fopts = (Kind::Float, device);
-    if let Device::Cuda(i) = device {
-        crate::native::cuda_reset_peak_memory(i)?;
-    }
-    let (mut steps, mut phases, mut local_backward) = (Vec::new(), Vec::new(), Vec::new());
-    // In a group, every other timed step keeps its gradients local (see the module's comment).
-    let timed = if in_group { 2 * opts.steps } else { opts.steps };
-    for step in 0..opts.warmup + timed {
-        let synced = step < opts.warmup || (step - opts.warmup) % 2 == 0;
+    // One training step. With `per_phase` the device is synchronised after every phase, so each
+    // phase's time is its own; without, only at the end, so the host launches the next phase's
+    // kernels while the device still runs the last one, as in training. `synced`: the backward
+    // pass all-reduces (in a group). Returns the instants before and after each phase.
+    let mut run_step = |step: usize, per_phase: bool, synced: bool| -> Result<[Instant; 6]> {
         sync(device);
-        let t0 = Instant::now();
-        let x0 = Tensor::rand([b, 3, side, side], fopts) * 2.0 - 1.0;
+        let mut marks = [Instant::now(); 6];
+        let mut mark = |i: usize| {
+            if per_phase || i == 5 {
+                sync(device);
+            }
+            marks[i] = Instant::now();
+        };
+        let x0 = Tensor::rand([b, unet_cfg.channels, side, side], fopts) * 2.0 - 1.0;
         let text = Tensor::randn([b, text_len, unet_cfg.text_embed_dim], fopts);
         let mask = Tensor::ones([b, text_len], (Kind::Bool, device));
         let draws = TrainingDraws::global(b, diffusion.draw_shape(&x0, lowres_side), device);
-        sync(device);
-        let t1 = Instant::now();
+        mark(1);
         let losses = {
             let _autocast = Autocast::bf16_if(bf16, device)?;
             diffusion.loss_with(&unet, &x0, &text, &mask, lowres_side, &draws, LossMode::Train).0
         };
         let loss = losses.mean(Kind::Float);
-        sync(device);
-        let t2 = Instant::now();
+        mark(2);
         if synced {
             replicas.before_synced_backward()?;
         }
         loss.backward();
-        sync(device);
-        let t3 = Instant::now();
+        mark(3);
         // As in `imagen train`: clip, step, zero; no host synchronisation inside.
         let _norm = clip_grad_norm(opt.params(), cfg.train.clip_grad_norm);
         opt.step(stage_lr)?;
         opt.zero_grad();
-        sync(device);
-        let t4 = Instant::now();
+        mark(4);
         ema.update(step as u64 + 1);
-        sync(device);
-        let t5 = Instant::now();
-        if step >= opts.warmup && !synced {
-            local_backward.push((t3 - t2).as_secs_f64());
-        } else if step >= opts.warmup {
-            steps.push((t5 - t0).as_secs_f64());
-            phases.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4].map(|d| d.as_secs_f64()));
+        mark(5);
+        Ok(marks)
+    };
+    let mut step = 0;
+    for _ in 0..opts.warmup {
+        run_step(step, false, true)?;
+        step += 1;
+    }
+    // The peak of the steps that follow warm-up (cuDNN's autotuning, the allocator's first
+    // growth), on both sides of the peer comparison.
+    if let Device::Cuda(i) = device {
+        crate::native::cuda_reset_peak_memory(i)?;
+    }
+    // Throughput: one synchronisation per step.
+    let mut steps = Vec::new();
+    for _ in 0..opts.steps {
+        let marks = run_step(step, false, true)?;
+        steps.push((marks[5] - marks[0]).as_secs_f64());
+        step += 1;
+    }
+    // The split into phases, from further steps synchronised after each phase; in a group every
+    // other one keeps its gradients local (see the module's comment).
+    let (mut phases, mut local_backward) = (Vec::new(), Vec::new());
+    let phase_steps = opts.steps.div_ceil(2).max(3);
+    for k in 0..if in_group { 2 * phase_steps } else { phase_steps } {
+        let synced = k % 2 == 0 || !in_group;
+        let m = run_step(step, true, synced)?;
+        step += 1;
+        if synced {
+            phases.push([1, 2, 3, 4, 5].map(|i| (m[i] - m[i - 1]).as_secs_f64()));
+        } else {
+            local_backward.push((m[3] - m[2]).as_secs_f64());
         }
     }
     let column = |i: usize| median(&mut phases.iter().map(|p| p[i]).collect::<Vec<_>>());
@@ -209,7 +249,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         ema: column(4),
     };
     // Before the all-reduce measurement, whose flattened buckets are a copy of the gradients.
-    let peak_memory_bytes = peak_memory(device);
+    let peak_memory_bytes = peak_memory(device)?;
     let comm = match replicas.buckets() {
         Some(buckets) => Some(comm_report(
             &replicas,
@@ -224,9 +264,8 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     };
     let step_median = median(&mut steps.clone());
     let samples_per_sec = opts.batch as f64 / step_median;
-    let mfu = opts
-        .peak_tflops
-        .map(|peak| summary.flops_per_sample_train as f64 * samples_per_sec / (peak * 1e12));
+    let utilisation =
+        |peak: f64| summary.flops_per_sample_train as f64 * samples_per_sec / (peak * 1e12);
     let report = BenchReport {
         rank: replicas.rank(),
         config_stage: opts.stage,
@@ -244,7 +283,9 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         phases,
         peak_memory_bytes,
         peak_tflops: opts.peak_tflops,
-        mfu,
+        mfu: opts.peak_tflops.map(utilisation),
+        spec_tflops: opts.spec_tflops,
+        mfu_spec: opts.spec_tflops.map(utilisation),
         comm,
     };
     // Rank 0 hosts the store: it waits for the others to end before it goes.

@@ -18,9 +18,12 @@ pub struct SummaryArgs {
     /// Stage of the cascade (0 is the base).
     #[arg(long, default_value_t = 0)]
     stage: usize,
-    /// Text tokens assumed for the FLOPs.
-    #[arg(long, default_value_t = 128)]
-    text_len: i64,
+    /// Text tokens assumed for the FLOPs. Default: the config's `text.max_length`.
+    #[arg(long)]
+    text_len: Option<i64>,
+    /// Count at the side training runs at (the stage's `train_crop`) instead of `image_side`.
+    #[arg(long)]
+    at_train_side: bool,
     /// Print JSON (`total_params`, `flops_per_sample_fwd`, `flops_per_sample_train`, `blocks`).
     #[arg(long)]
     json: bool,
@@ -30,7 +33,11 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::Summary(args) => {
             let config = args.config.load()?;
-            let summary = summarize(&config.stage(args.stage)?.unet, args.text_len)?;
+            let stage = config.stage(args.stage)?;
+            let unet =
+                if args.at_train_side { stage.unet_at_train_side() } else { stage.unet.clone() };
+            let text_len = args.text_len.unwrap_or(config.text.max_length as i64);
+            let summary = summarize(&unet, text_len)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {

@@ -61,10 +61,31 @@ impl StageConfig {
         self.train_crop.unwrap_or(self.unet.image_side)
     }
 
+    /// The U-Net as training runs it: at the crop's side where the stage trains on crops (what
+    /// the FLOPs of a training step are counted at).
+    pub fn unet_at_train_side(&self) -> UNetConfig {
+        UNetConfig { image_side: self.train_side(), ..self.unet.clone() }
+    }
+
     /// Side of the low-res condition during training (scaled down with the crop).
     pub fn train_lowres_side(&self) -> Option<i64> {
         self.unet
             .lowres_cond
             .then(|| self.unet.lowres_side * self.train_side() / self.unet.image_side)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_trained_on_crops_is_counted_at_the_crop() {
+        let mut stage = StageConfig::default();
+        stage.unet.image_side = 1024;
+        assert_eq!(stage.unet_at_train_side().image_side, 1024);
+        stage.train_crop = Some(256);
+        let at_crop = stage.unet_at_train_side();
+        assert_eq!((at_crop.image_side, at_crop.dim), (256, stage.unet.dim));
     }
 }
