@@ -269,6 +269,13 @@ fn a_hugging_face_datasets_parquet_reads_its_image_structs_and_text_column_when_
     };
     assert_eq!(counted(&columns), 5, "the footer's rows");
     assert_eq!(counted(&ColumnsConfig::default()), 0);
+    // A caption column of numbers is named as such, not read as a null caption in every row.
+    let numbers = ColumnsConfig { caption: Some("width".into()), ..Default::default() };
+    let units: Vec<Unit> =
+        ShardReader::open(&fixture("img2dataset.parquet"), ShardFormat::Parquet, &numbers)
+            .collect();
+    let [Unit::Skip { detail, .. }] = &units[..] else { panic!("{units:?}") };
+    assert!(detail.contains("caption column \"width\" holds INT"), "{detail}");
 }
 
 #[test]

@@ -267,10 +267,16 @@ fn column_names(root: &Type, columns: &ColumnsConfig) -> Result<ColumnNames, Str
         ));
     }
     let caption = columns.caption.as_deref().unwrap_or(CAPTION_COLUMN);
-    if !fields.iter().any(|f| f.name() == caption && f.is_primitive()) {
+    let Some(field) = fields.iter().find(|f| f.name() == caption && f.is_primitive()) else {
         return Err(format!(
             "no caption column {caption:?} (its columns: {found:?}; data.columns.caption names \
              another)"
+        ));
+    };
+    if field.get_physical_type() != parquet::basic::Type::BYTE_ARRAY {
+        return Err(format!(
+            "caption column {caption:?} holds {}, not text (data.columns.caption names another)",
+            field.get_physical_type()
         ));
     }
     Ok(ColumnNames { images, caption: caption.to_owned() })
