@@ -95,12 +95,13 @@ run_checks() {
 
   # check NAME SECONDS[:NEED] CMD...: runs CMD for at most SECONDS, appends {"check": NAME,
   # "rc": .., "secs": .., "report": the JSON documents CMD printed} to results.jsonl. It is
-  # skipped when less than NEED seconds (default 60) of the budget are left: a check cut short
-  # reports nothing and only spends the budget.
+  # skipped when less than NEED seconds (default 60, or SECONDS where that is less) of the budget
+  # are left: a check cut short reports nothing and only spends the budget.
   wants() { [ -z "${GPU_CHECKS_ONLY:-}" ] || [[ $1 =~ $GPU_CHECKS_ONLY ]]; }
   last_rc=0
   check() {
-    local name=$1 limit=${2%%:*} need=60
+    local name=$1 limit=${2%%:*} need
+    need=$((limit < 60 ? limit : 60))
     [[ $2 == *:* ]] && need=${2#*:}
     shift 2
     if ! wants "$name"; then

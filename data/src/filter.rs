@@ -6,49 +6,66 @@ use crate::reader::SampleMeta;
 /// One value a filter reads from a sample's metadata.
 type MetaValue = fn(&SampleMeta) -> Option<f64>;
 
+/// A threshold of `[data.filters]`: the columns it reads (each entry: any one of its names) and
+/// where its value is in a sample's metadata (both sides, for the side and aspect filters).
+struct Filter {
+    name: &'static str,
+    columns: &'static [&'static [&'static str]],
+    value: MetaValue,
+}
+
+const SIDES: &[&[&str]] = &[&["original_width"], &["original_height"]];
+
+const FILTERS: [Filter; 6] = [
+    Filter {
+        name: "min_original_side",
+        columns: SIDES,
+        value: |m| m.original_width.and(m.original_height),
+    },
+    Filter {
+        name: "max_aspect_ratio",
+        columns: SIDES,
+        value: |m| m.original_width.and(m.original_height),
+    },
+    Filter { name: "max_punsafe", columns: &[&["punsafe"]], value: |m| m.punsafe },
+    Filter { name: "max_pwatermark", columns: &[&["pwatermark"]], value: |m| m.pwatermark },
+    Filter { name: "min_similarity", columns: &[&["similarity"]], value: |m| m.similarity },
+    Filter {
+        name: "min_aesthetic",
+        columns: &[&["aesthetic", "AESTHETIC_SCORE"]],
+        value: |m| m.aesthetic,
+    },
+];
+
 impl FilterConfig {
+    /// The threshold named `name`, when configured.
+    fn limit(&self, name: &str) -> Option<f64> {
+        match name {
+            "min_original_side" => self.min_original_side,
+            "max_aspect_ratio" => self.max_aspect_ratio,
+            "max_punsafe" => self.max_punsafe,
+            "max_pwatermark" => self.max_pwatermark,
+            "min_similarity" => self.min_similarity,
+            "min_aesthetic" => self.min_aesthetic,
+            _ => None,
+        }
+    }
+
+    fn configured(&self) -> impl Iterator<Item = &'static Filter> + '_ {
+        FILTERS.iter().filter(|f| self.limit(f.name).is_some())
+    }
+
     /// For each configured threshold, the column(s) it reads (any one of them suffices).
     pub fn required_columns(&self) -> Vec<(&'static str, &'static [&'static str])> {
-        let mut need: Vec<(&'static str, &'static [&'static str])> = Vec::new();
-        if self.min_original_side.is_some() {
-            need.push(("min_original_side", &["original_width"]));
-            need.push(("min_original_side", &["original_height"]));
-        }
-        if self.max_aspect_ratio.is_some() {
-            need.push(("max_aspect_ratio", &["original_width"]));
-            need.push(("max_aspect_ratio", &["original_height"]));
-        }
-        if self.max_punsafe.is_some() {
-            need.push(("max_punsafe", &["punsafe"]));
-        }
-        if self.max_pwatermark.is_some() {
-            need.push(("max_pwatermark", &["pwatermark"]));
-        }
-        if self.min_similarity.is_some() {
-            need.push(("min_similarity", &["similarity"]));
-        }
-        if self.min_aesthetic.is_some() {
-            need.push(("min_aesthetic", &["aesthetic", "AESTHETIC_SCORE"]));
-        }
-        need
+        self.configured().flat_map(|f| f.columns.iter().map(|c| (f.name, *c))).collect()
     }
 
     /// The configured filters whose value none of `metas` has (a column of text that is not a
     /// number, or one null throughout): under them every sample would be filtered out.
     pub fn without_values(&self, metas: &[SampleMeta]) -> Vec<&'static str> {
-        let side = |m: &SampleMeta| m.original_width.and(m.original_height);
-        let checks: [(&'static str, bool, MetaValue); 6] = [
-            ("min_original_side", self.min_original_side.is_some(), side),
-            ("max_aspect_ratio", self.max_aspect_ratio.is_some(), side),
-            ("max_punsafe", self.max_punsafe.is_some(), |m| m.punsafe),
-            ("max_pwatermark", self.max_pwatermark.is_some(), |m| m.pwatermark),
-            ("min_similarity", self.min_similarity.is_some(), |m| m.similarity),
-            ("min_aesthetic", self.min_aesthetic.is_some(), |m| m.aesthetic),
-        ];
-        checks
-            .into_iter()
-            .filter(|(_, on, value)| *on && !metas.iter().any(|m| value(m).is_some()))
-            .map(|(name, ..)| name)
+        self.configured()
+            .filter(|f| !metas.iter().any(|m| (f.value)(m).is_some()))
+            .map(|f| f.name)
             .collect()
     }
 

@@ -221,26 +221,31 @@ fn check_filter_columns(cfg: &DataConfig, shards: &[ShardEntry]) -> Result<()> {
         }
     }
     // A column that is there but holds no number (text that does not parse, nulls) would filter
-    // out every sample, and the run would read every shard before saying so.
-    const PROBE: usize = 256;
-    let metas: Vec<SampleMeta> = ShardReader::open(&shard.path, shard.format, &shard.columns)
-        .take(PROBE)
-        .filter_map(|unit| match unit {
+    // out every sample, and the run would read every shard before saying so. The first samples
+    // of a few shards are read: one shard without scores does not stop a run.
+    const PROBE_SAMPLES: usize = 256;
+    const PROBE_SHARDS: usize = 4;
+    let mut metas: Vec<SampleMeta> = Vec::new();
+    let mut probed = Vec::new();
+    for e in shards.iter().take(16).filter(|e| e.format == shard.format).take(PROBE_SHARDS) {
+        let units = ShardReader::open(&e.path, e.format, &e.columns).take(PROBE_SAMPLES);
+        metas.extend(units.filter_map(|unit| match unit {
             Unit::Sample(sample) => Some(sample.meta),
             Unit::Skip { .. } => None,
-        })
-        .collect();
+        }));
+        probed.push(e.path.display().to_string());
+    }
     if metas.is_empty() {
         return Ok(());
     }
     if let Some(filter) = cfg.filters.without_values(&metas).first() {
         let columns = need.iter().find(|(f, _)| f == filter).map(|(_, c)| c.join(" or "));
         return Err(DataError::Invalid(format!(
-            "data.filters.{filter} needs a number in column {}, but none of the first {} samples \
-             of {} has one (the column holds text that is not a number, or nulls)",
+            "data.filters.{filter} needs a number in column {}, but none of the {} samples read \
+             from the start of {} has one (the column holds text that is not a number, or nulls)",
             columns.unwrap_or_default(),
             metas.len(),
-            shard.path.display()
+            probed.join(", ")
         )));
     }
     Ok(())

@@ -70,7 +70,7 @@ fn drop_sidecars(files: &mut Vec<PathBuf>) -> usize {
     let before = files.len();
     files.retain(|p| {
         ShardFormat::from_path(p) != Some(ShardFormat::Parquet)
-            || !p.with_extension("tar").is_file()
+            || !["tar", "TAR"].iter().any(|ext| p.with_extension(ext).is_file())
     });
     before - files.len()
 }

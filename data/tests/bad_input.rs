@@ -595,3 +595,71 @@ fn synth_png() -> Vec<u8> {
     image.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
 }
+
+#[test]
+fn skipping_through_long_names_pax_records_two_images_and_an_oversized_member_is_exact() {
+    // A resume passes the skipped samples' images by seeking; every member kind must leave the
+    // units after the skip, image bytes included, as a full read gives them.
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kinds.tar");
+    let (jpeg, png) = (scene_jpeg(16), synth_png());
+    let long_key = format!("{}/000001", "d".repeat(120));
+    let pax = format!("{} path=pax/000003.jpg\n", "path=pax/000003.jpg\n".len() + 3);
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut put = |bytes: &[u8]| file.write_all(bytes).unwrap();
+    // A GNU long name for an image, then its caption under the same long key.
+    put(&tar_member("././@LongLink", format!("{long_key}.jpg\0").as_bytes(), b'L'));
+    put(&tar_member("ignored.jpg", &jpeg, b'0'));
+    put(&tar_member("././@LongLink", format!("{long_key}.txt\0").as_bytes(), b'L'));
+    put(&tar_member("ignored.txt", b"a long name", b'0'));
+    // Two images in one sample: the first is the sample's.
+    put(&tar_member("000002.png", &png, b'0'));
+    put(&tar_member("000002.jpg", &jpeg, b'0'));
+    put(&tar_member("000002.txt", b"two images", b'0'));
+    // A pax record naming the next member.
+    put(&tar_member("PaxHeader/x", pax.as_bytes(), b'x'));
+    put(&tar_member("short.jpg", &jpeg, b'0'));
+    put(&tar_member("pax/000003.txt", b"pax path", b'0'));
+    // A member over the 64 MiB limit (sparse: its data is a hole), then a caption.
+    let big = (64 << 20) + 512;
+    file.write_all(&tar_header(
+        "000004.jpg",
+        format!("{big:011o}\0").into_bytes().try_into().unwrap(),
+        b'0',
+    ))
+    .unwrap();
+    file.seek(SeekFrom::Current(big as i64)).unwrap();
+    file.write_all(&tar_member("000004.txt", b"too large", b'0')).unwrap();
+    file.write_all(&tar_member("000005.png", &png, b'0')).unwrap();
+    file.write_all(&tar_member("000005.txt", b"last", b'0')).unwrap();
+    file.write_all(&[0u8; 1024]).unwrap();
+    drop(file);
+
+    let open = || ShardReader::open(&path, ShardFormat::Wds, &ColumnsConfig::default());
+    let full: Vec<Unit> = open().collect();
+    let keys: Vec<String> = full
+        .iter()
+        .map(|u| match u {
+            Unit::Sample(s) => s.key.clone(),
+            Unit::Skip { key, reason, .. } => format!("{reason:?} {}", key.clone().unwrap()),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            long_key.clone(),
+            "000002".into(),
+            "pax/000003".into(),
+            "MemberTooLarge 000004".into(),
+            "000005".into()
+        ]
+    );
+    let Unit::Sample(two) = &full[1] else { unreachable!() };
+    assert_eq!(two.image, png, "the first image member");
+    for n in 0..=full.len() {
+        let mut reader = open();
+        assert_eq!(reader.skip_units(n as u64), n as u64);
+        assert_eq!(reader.collect::<Vec<_>>(), full[n..], "after skipping {n}");
+    }
+}

@@ -27,7 +27,7 @@ pub fn init(default_filter: &str) {
 /// or an srun step's variables); none when it runs alone or the variables do not parse (the
 /// trainer reports those).
 fn worker_rank() -> Option<String> {
-    let world = crate::dist::env::WorldInfo::from_env().ok().flatten()?;
+    let world = crate::dist::env::WorldInfo::placement_from_env().ok().flatten()?;
     Some(world.rank.to_string())
 }
 

@@ -4,6 +4,7 @@
 
 mod parquet;
 mod tar;
+mod tar_header;
 
 use std::path::Path;
 
@@ -106,16 +107,17 @@ impl ShardReader {
 
     /// Skips `n` units (used when restoring a cursor); returns how many were actually there.
     pub fn skip_units(&mut self, n: u64) -> u64 {
-        match self {
-            ShardReader::Tar(tar) => tar.skip_units(n),
-            ShardReader::Parquet(_) => {
-                let mut done = 0;
-                while done < n && self.next().is_some() {
-                    done += 1;
-                }
-                done
-            }
+        if let ShardReader::Tar(tar) = self {
+            tar.begin_skip();
         }
+        let mut done = 0;
+        while done < n && self.next().is_some() {
+            done += 1;
+        }
+        if let ShardReader::Tar(tar) = self {
+            tar.end_skip();
+        }
+        done
     }
 
     /// The metadata fields the shard offers (parquet: columns; tar: the first sample's json).

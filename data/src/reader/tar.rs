@@ -1,22 +1,22 @@
 //! WebDataset tars, streamed member by member. A sample is the run of consecutive members sharing
 //! a key: the path up to the first dot of the file name (`dir/000123.jpg` -> key `dir/000123`).
 //!
-//! The tar format is parsed here (ustar, pax `path`/`size` records, GNU long names) rather than
-//! through the `tar` crate, whose entry iterator borrows its archive and so cannot be held in a
-//! resumable reader; it also lets every kind of damage end as a counted skip.
+//! The tar format is parsed here and in `tar_header` (ustar, pax `path`/`size` records, GNU long
+//! names) rather than through the `tar` crate, whose entry iterator borrows its archive and so
+//! cannot be held in a resumable reader; it also lets every kind of damage end as a counted skip.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use super::tar_header::{checksum_ok, header_name, padded_size, parse_pax, parse_size, BLOCK};
 use super::{RawSample, SampleMeta, Unit};
 use crate::config::ColumnsConfig;
 use crate::stats::SkipReason;
 
 /// Members larger than this are skipped over, never read into memory.
 const MAX_MEMBER_BYTES: u64 = 64 << 20;
-const BLOCK: usize = 512;
 
 pub struct TarShard {
     input: Option<BufReader<File>>,
@@ -74,16 +74,22 @@ struct Group {
     too_large: bool,
 }
 
+/// What a regular member's data became.
+enum Payload {
+    Read(Vec<u8>),
+    /// Over `MAX_MEMBER_BYTES`: passed over.
+    TooLarge,
+    /// An image passed over while skipping: where its bytes are in the file, and how many.
+    Unread {
+        at: u64,
+        size: u64,
+    },
+}
+
 enum Member {
     Data {
         name: String,
-        data: Option<Vec<u8>>,
-    },
-    /// An image member passed over while skipping: its name, and its data's offset and size.
-    Unread {
-        name: String,
-        at: u64,
-        size: u64,
+        data: Payload,
     },
     End,
     /// The file ended cleanly between two members, without the end-of-archive blocks: every
@@ -124,7 +130,7 @@ impl TarShard {
         shard.input.as_ref()?;
         for _ in 0..64 {
             match shard.read_member() {
-                Member::Data { name, data: Some(data) } if name.ends_with(".json") => {
+                Member::Data { name, data: Payload::Read(data) } if name.ends_with(".json") => {
                     let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
                     return Some(value.as_object()?.keys().cloned().collect());
                 }
@@ -176,16 +182,16 @@ impl TarShard {
         }
     }
 
-    /// Skips `n` units (restoring a cursor) as [`Iterator::next`] would, without reading the
-    /// images of the samples skipped; returns how many were there.
-    pub fn skip_units(&mut self, n: u64) -> u64 {
+    /// Until [`TarShard::end_skip`], units are only counted (restoring a cursor): the images of
+    /// the samples skipped are passed over, not read.
+    pub fn begin_skip(&mut self) {
         self.skipping = true;
-        let mut done = 0;
-        while done < n && self.next().is_some() {
-            done += 1;
-        }
+    }
+
+    /// Reads as before again. The sample after the last one skipped may have begun with an
+    /// image passed over: it is read now.
+    pub fn end_skip(&mut self) {
         self.skipping = false;
-        // The sample after the last one skipped may have begun with an image passed over.
         if let Some(group) = self.group.as_mut().filter(|g| g.image.is_none()) {
             if let (Some((at, size)), Some(input)) = (group.image_at.take(), &self.input) {
                 let mut data = vec![0u8; size as usize];
@@ -194,7 +200,6 @@ impl TarShard {
                 }
             }
         }
-        done
     }
 
     fn step(&mut self) -> Option<Unit> {
@@ -217,18 +222,13 @@ impl TarShard {
                     }
                     let group = self.group.get_or_insert_with(|| Group { key, ..Group::default() });
                     match data {
-                        None => group.too_large = true,
-                        Some(data) => group.add(&ext, data, &self.members),
-                    }
-                }
-                Member::Unread { name, at, size } => {
-                    let Some((key, _)) = split_name(&name) else { continue };
-                    if self.group.as_ref().is_some_and(|g| g.key != key) {
-                        self.ready = self.group.take().map(|g| g.into_unit(&self.members));
-                    }
-                    let group = self.group.get_or_insert_with(|| Group { key, ..Group::default() });
-                    if group.image.is_none() {
-                        group.image_at.get_or_insert((at, size));
+                        Payload::TooLarge => group.too_large = true,
+                        Payload::Read(data) => group.add(&ext, data, &self.members),
+                        Payload::Unread { at, size } => {
+                            if group.image.is_none() {
+                                group.image_at.get_or_insert((at, size));
+                            }
+                        }
                     }
                 }
                 Member::End => {
@@ -329,7 +329,7 @@ impl TarShard {
                 }
                 let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
                 if wanted && !matches!(kind, b'x' | b'L') {
-                    return Member::Data { name, data: None };
+                    return Member::Data { name, data: Payload::TooLarge };
                 }
                 continue;
             }
@@ -352,7 +352,7 @@ impl TarShard {
                         return cut(&detail, this_name());
                     }
                     self.next_name = None;
-                    return Member::Unread { name, at, size };
+                    return Member::Data { name, data: Payload::Unread { at, size } };
                 }
             }
             let mut data = vec![0u8; padded as usize];
@@ -376,7 +376,7 @@ impl TarShard {
                 }
                 _ => {
                     let name = self.next_name.take().unwrap_or_else(|| header_name(&header));
-                    return Member::Data { name, data: Some(data) };
+                    return Member::Data { name, data: Payload::Read(data) };
                 }
             }
         }
@@ -439,74 +439,11 @@ impl Group {
     }
 }
 
-/// Pax extended header records ("LEN key=value\n"): the `path` and `size` of the next member.
-fn parse_pax(data: &[u8]) -> (Option<String>, Option<u64>) {
-    let (mut name, mut size) = (None, None);
-    for record in String::from_utf8_lossy(data).split('\n') {
-        let Some((_, kv)) = record.split_once(' ') else { continue };
-        match kv.split_once('=') {
-            Some(("path", v)) => name = Some(v.to_string()),
-            Some(("size", v)) => size = v.parse().ok(),
-            _ => {}
-        }
-    }
-    (name, size)
-}
-
 /// (key, lower-case extension) of a member path, or None for names without an extension.
 fn split_name(name: &str) -> Option<(String, String)> {
     let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
     let dot = name[slash..].find('.')? + slash;
     Some((name[..dot].to_string(), name[dot + 1..].to_ascii_lowercase()))
-}
-
-fn header_name(h: &[u8; BLOCK]) -> String {
-    let field = |b: &[u8]| {
-        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-        String::from_utf8_lossy(&b[..end]).into_owned()
-    };
-    let name = field(&h[0..100]);
-    // POSIX ustar ("ustar\0") keeps a name prefix at 345; GNU's header ("ustar  \0") keeps
-    // access and change times there instead.
-    let prefix = if &h[257..263] == b"ustar\0" { field(&h[345..500]) } else { String::new() };
-    if prefix.is_empty() {
-        name
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
-
-/// The header's checksum: the sum of its bytes (the checksum field read as spaces), unsigned as
-/// POSIX says, or signed as some old tars wrote it (Python's tarfile takes either).
-fn checksum_ok(h: &[u8; BLOCK]) -> bool {
-    let Some(stored) = parse_octal(&h[148..156]) else { return false };
-    let field = |i: usize| (148..156).contains(&i);
-    let unsigned: i64 =
-        h.iter().enumerate().map(|(i, &b)| if field(i) { 32 } else { b as i64 }).sum();
-    let signed: i64 =
-        h.iter().enumerate().map(|(i, &b)| if field(i) { 32 } else { b as i8 as i64 }).sum();
-    stored as i64 == unsigned || stored as i64 == signed
-}
-
-/// Octal, or GNU base-256 when the high bit of the first byte is set.
-fn parse_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(b as u64)?;
-        }
-        return Some(v);
-    }
-    parse_octal(field)
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
 }
 
 fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -520,11 +457,6 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// A member's size rounded up to whole blocks, or None when that overflows.
-fn padded_size(size: u64) -> Option<u64> {
-    size.checked_next_multiple_of(BLOCK as u64)
 }
 
 /// Moves `n` bytes on without reading them, or says the member is cut short when they would end
@@ -547,48 +479,5 @@ mod tests {
         assert_eq!(split_name("a.b/000123.jpg"), Some(("a.b/000123".into(), "jpg".into())));
         assert_eq!(split_name("x.seg.JSON"), Some(("x".into(), "seg.json".into())));
         assert_eq!(split_name("dir/noext"), None);
-    }
-
-    #[test]
-    fn sizes_parse_in_octal_and_base_256() {
-        assert_eq!(parse_size(b"00000001750\0"), Some(1000));
-        let mut b = [0u8; 12];
-        b[0] = 0x80;
-        b[11] = 0x10;
-        assert_eq!(parse_size(&b), Some(16));
-    }
-
-    fn header(name: &[u8], magic: &[u8], at_345: &[u8]) -> [u8; BLOCK] {
-        let mut h = [0u8; BLOCK];
-        h[..name.len()].copy_from_slice(name);
-        h[257..257 + magic.len()].copy_from_slice(magic);
-        h[345..345 + at_345.len()].copy_from_slice(at_345);
-        h
-    }
-
-    #[test]
-    fn a_name_prefix_is_read_from_posix_headers_only() {
-        let posix = header(b"000001.jpg", b"ustar\x0000", b"part-3");
-        assert_eq!(header_name(&posix), "part-3/000001.jpg");
-        // GNU tar keeps the access time at 345, which is no prefix.
-        let gnu = header(b"000001.jpg", b"ustar  \0", b"14733147561\0");
-        assert_eq!(header_name(&gnu), "000001.jpg");
-    }
-
-    #[test]
-    fn checksums_are_taken_unsigned_or_signed() {
-        let mut h = header("caf\u{e9}.jpg".as_bytes(), b"ustar\x0000", b"");
-        let sum = |signed: bool| -> i64 {
-            let byte = |&b: &u8| if signed { b as i8 as i64 } else { b as i64 };
-            h.iter().map(byte).sum::<i64>() + 8 * 32
-        };
-        let (unsigned, signed) = (sum(false), sum(true));
-        assert_ne!(unsigned, signed, "the name has bytes above 0x7f");
-        for stored in [unsigned, signed] {
-            h[148..156].copy_from_slice(format!("{stored:06o}\0 ").as_bytes());
-            assert!(checksum_ok(&h), "{stored}");
-        }
-        h[148..156].copy_from_slice(format!("{:06o}\0 ", unsigned + 1).as_bytes());
-        assert!(!checksum_ok(&h));
     }
 }

@@ -1,7 +1,9 @@
 //! Times the training step of one stage's U-Net on synthetic batches: the same diffusion loss,
-//! autocast, clipping, AdamW and EMA as `imagen train`, with the device synchronised between
-//! phases so each phase's time is its own. Text embeddings are random tensors of the configured
-//! width and length (the encoder's cost belongs to `imagen embed`'s benchmark).
+//! autocast, clipping, AdamW and EMA as `imagen train`. Samples/s come from steps that
+//! synchronise the device once, as training does; the split into phases from further steps
+//! synchronised after every phase, so each phase's time is its own. Text embeddings are random
+//! tensors of the configured width and length (the encoder's cost belongs to `imagen embed`'s
+//! benchmark).
 //!
 //! Started by `imagen launch` (or torchrun, Slurm), every worker joins the process group and
 //! hooks DDP's gradient reducer as `imagen train` does, and the timed steps alternate between a
@@ -30,7 +32,8 @@ use crate::unet::summarize;
 pub struct BenchOptions {
     pub stage: usize,
     pub batch: usize,
-    /// Timed steps, after `warmup` untimed ones.
+    /// Timed steps for samples/s, after `warmup` untimed ones; then ceil(steps / 2), at least 3,
+    /// for the phases (twice as many in a group: every other one keeps its gradients local).
     pub steps: usize,
     pub warmup: usize,
     /// Peak dense throughput of the device in TFLOP/s for the MFU; None leaves MFU out.

@@ -110,7 +110,7 @@ fn print_report(r: &BenchReport) {
                 _ => println!(),
             }
         }
-        _ => println!("MFU: pass --peak-tflops for the device"),
+        _ => println!("MFU: pass --peak-tflops (and --spec-tflops) for the device"),
     }
     if let Some(c) = &r.comm {
         println!(
