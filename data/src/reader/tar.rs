@@ -22,7 +22,8 @@ pub struct TarShard {
     input: Option<BufReader<File>>,
     /// The file's length: a member that would end past it is cut short.
     len: u64,
-    /// Within [`TarShard::skip_units`]: image members are passed over, not read.
+    /// Between [`TarShard::begin_skip`] and [`TarShard::end_skip`]: image members are passed
+    /// over, not read.
     skipping: bool,
     members: MemberNames,
     open_error: Option<Unit>,
@@ -338,19 +339,10 @@ impl TarShard {
             if self.skipping && matches!(kind, b'0' | 0 | b'7') {
                 let name = self.next_name.clone().unwrap_or_else(|| header_name(&header));
                 if split_name(&name).is_some_and(|(_, ext)| self.members.is_image(&ext)) {
-                    let at = match input.stream_position() {
+                    let at = match skip_bytes(input, padded, self.len) {
                         Ok(at) => at,
-                        Err(e) => {
-                            return Member::Damaged(
-                                SkipReason::UnreadableShard,
-                                e.to_string(),
-                                None,
-                            )
-                        }
+                        Err(detail) => return cut(&detail, this_name()),
                     };
-                    if let Err(detail) = skip_bytes(input, padded, self.len) {
-                        return cut(&detail, this_name());
-                    }
                     self.next_name = None;
                     return Member::Data { name, data: Payload::Unread { at, size } };
                 }
@@ -459,15 +451,16 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Moves `n` bytes on without reading them, or says the member is cut short when they would end
-/// past the file's `len`.
-fn skip_bytes(input: &mut BufReader<File>, n: u64, len: u64) -> Result<(), String> {
+/// Moves `n` bytes on without reading them and returns where they start, or says the member is
+/// cut short when they would end past the file's `len`.
+fn skip_bytes(input: &mut BufReader<File>, n: u64, len: u64) -> Result<u64, String> {
     let at = input.stream_position().map_err(|e| e.to_string())?;
     if at.checked_add(n).is_none_or(|end| end > len) {
         return Err("data cut short".into());
     }
-    let n = i64::try_from(n).map_err(|_| "data cut short".to_string())?;
-    input.seek_relative(n).map_err(|e| e.to_string())
+    let offset = i64::try_from(n).map_err(|_| "data cut short".to_string())?;
+    input.seek_relative(offset).map_err(|e| e.to_string())?;
+    Ok(at)
 }
 
 #[cfg(test)]
