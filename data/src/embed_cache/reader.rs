@@ -1,24 +1,36 @@
 use std::collections::HashMap;
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use safetensors::{Dtype, SafeTensors};
+use lru::LruCache;
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 
 use super::key::{cache_key, index_key};
 use super::manifest::{CacheDtype, EncoderIdentity, Manifest};
 use crate::error::{DataError, Result};
 
-/// One caption's cached embeddings, borrowed from the memory-mapped shard.
-#[derive(Debug, Clone, Copy)]
-pub struct CachedEmbedding<'a> {
+/// Cache files kept open at once. A batch draws its samples from a few data shards at a time, so
+/// a few dozen files serve it; the rest are reopened when needed. Neither open files nor memory
+/// maps grow with the number of shards (LAION-2B at img2dataset's 10,000 samples a shard is about
+/// 230,000 files, beyond Linux's default of 65,530 maps a process).
+pub(super) const OPEN_FILES: usize = 64;
+
+/// One caption's cached embeddings, read from its cache file.
+#[derive(Debug, Clone)]
+pub struct CachedEmbedding {
     /// Number of real tokens (EOS included).
     pub tokens: usize,
     pub d_model: usize,
     pub dtype: CacheDtype,
     /// `tokens x d_model` little-endian values of `dtype`.
-    pub bytes: &'a [u8],
+    pub bytes: Vec<u8>,
 }
 
-impl CachedEmbedding<'_> {
+impl CachedEmbedding {
     /// The values as f32 (bf16 widened exactly).
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.tokens * self.d_model];
@@ -43,11 +55,12 @@ impl CachedEmbedding<'_> {
     }
 }
 
+/// Where one cache file's embeddings are: read with positioned reads, not mapped.
 #[derive(Debug)]
 struct Shard {
-    mmap: memmap2::Mmap,
-    /// Byte range of `embeddings` in the file.
-    data_start: usize,
+    path: PathBuf,
+    /// File offset of the `embeddings` tensor's first byte.
+    data_start: u64,
     offsets: Vec<i64>,
 }
 
@@ -65,14 +78,16 @@ pub struct TextBatch {
     pub d_model: usize,
 }
 
-/// A cache directory opened for random access by key: every shard memory-mapped, one hash map
-/// from the cache key's 128-bit digest ([`index_key`]) to (shard, row).
+/// A cache directory opened for random access by key: every shard's header read once into one
+/// hash map from the cache key's 128-bit digest ([`index_key`]) to (shard, row); embeddings are
+/// read from the files on lookup, through at most [`OPEN_FILES`] open files.
 #[derive(Debug)]
 pub struct EmbedCache {
     dir: PathBuf,
     identity: EncoderIdentity,
     shards: Vec<Shard>,
     index: HashMap<[u8; 16], (u32, u32)>,
+    open: Mutex<LruCache<u32, Arc<File>>>,
 }
 
 impl EmbedCache {
@@ -100,7 +115,8 @@ impl EmbedCache {
             }
             shards.push(shard);
         }
-        Ok(Self { dir: dir.to_owned(), identity: expected.clone(), shards, index })
+        let open = Mutex::new(LruCache::new(NonZeroUsize::new(OPEN_FILES).expect("not zero")));
+        Ok(Self { dir: dir.to_owned(), identity: expected.clone(), shards, index, open })
     }
 
     /// Number of cached captions.
@@ -127,7 +143,7 @@ impl EmbedCache {
             .iter()
             .zip(captions)
             .map(|(k, c)| {
-                self.get(k, c).ok_or_else(|| {
+                self.get(k, c)?.ok_or_else(|| {
                     miss(format!(
                         "sample {k:?} (caption {c:?}) is not in the embedding cache; re-run \
                          `imagen embed`"
@@ -146,22 +162,70 @@ impl EmbedCache {
         Ok(TextBatch { values, mask, len, d_model: d })
     }
 
-    /// The embeddings of sample `key` with caption `caption`, if cached.
-    pub fn get(&self, key: &str, caption: &str) -> Option<CachedEmbedding<'_>> {
-        let &(shard, row) = self.index.get(&index_key(&cache_key(key, caption)))?;
-        let shard = &self.shards[shard as usize];
+    /// The embeddings of sample `key` with caption `caption`: None when it is not cached, an
+    /// error when its file cannot be read.
+    pub fn get(&self, key: &str, caption: &str) -> Result<Option<CachedEmbedding>> {
+        let Some(&(id, row)) = self.index.get(&index_key(&cache_key(key, caption))) else {
+            return Ok(None);
+        };
+        let shard = &self.shards[id as usize];
         let (start, end) =
-            (shard.offsets[row as usize] as usize, shard.offsets[row as usize + 1] as usize);
-        let row_bytes = self.identity.d_model * self.identity.dtype.size();
-        let bytes =
-            &shard.mmap[shard.data_start + start * row_bytes..shard.data_start + end * row_bytes];
-        Some(CachedEmbedding {
-            tokens: end - start,
+            (shard.offsets[row as usize] as u64, shard.offsets[row as usize + 1] as u64);
+        let row_bytes = (self.identity.d_model * self.identity.dtype.size()) as u64;
+        let mut bytes = vec![0u8; ((end - start) * row_bytes) as usize];
+        let io = |source| DataError::Io { path: shard.path.clone(), source };
+        self.file(id)
+            .map_err(io)?
+            .read_exact_at(&mut bytes, shard.data_start + start * row_bytes)
+            .map_err(io)?;
+        Ok(Some(CachedEmbedding {
+            tokens: (end - start) as usize,
             d_model: self.identity.d_model,
             dtype: self.identity.dtype,
             bytes,
-        })
+        }))
     }
+
+    /// Shard `id`'s file, opened again if it was not among the recently used.
+    fn file(&self, id: u32) -> std::io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(file) = open.get(&id) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(&self.shards[id as usize].path)?);
+        open.put(id, file.clone());
+        Ok(file)
+    }
+
+    /// Cache files open now (at most [`OPEN_FILES`]).
+    pub fn open_files(&self) -> usize {
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+}
+
+/// A safetensors file's header, read without reading (or mapping) its tensors: the header's
+/// length, its parsed metadata (offsets checked) and the file. The file's length must be what
+/// the header describes.
+pub(crate) fn read_header(path: &Path) -> std::result::Result<(u64, Metadata, File), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0).map_err(|e| format!("no header length ({e})"))?;
+    let n = u64::from_le_bytes(n);
+    // safetensors' own bound on a header (100 MB).
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(format!("header length {n} in a file of {file_len} bytes"));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8).map_err(|e| format!("header ({e})"))?;
+    let meta: Metadata = serde_json::from_slice(&header).map_err(|e| format!("header ({e})"))?;
+    if 8 + n + meta.data_len() as u64 != file_len {
+        return Err(format!(
+            "{file_len} bytes, but the header describes {}",
+            8 + n + meta.data_len() as u64
+        ));
+    }
+    Ok((n, meta, file))
 }
 
 fn open_shard(
@@ -175,14 +239,7 @@ fn open_shard(
             "damaged cache shard ({why}); delete it and re-run `imagen embed` to re-embed it"
         ),
     };
-    let file = std::fs::File::open(path)
-        .map_err(|source| DataError::Io { path: path.to_owned(), source })?;
-    // SAFETY: cache files are written once (atomic rename) and never modified in place.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| DataError::Io { path: path.to_owned(), source })?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| damaged(e.to_string()))?;
-    let (header_len, meta) =
-        SafeTensors::read_metadata(&mmap).map_err(|e| damaged(e.to_string()))?;
+    let (header_len, meta, file) = read_header(path).map_err(&damaged)?;
     let extra = meta.metadata().as_ref().ok_or_else(|| damaged("no metadata".into()))?;
     if extra.get("identity").map(String::as_str) != Some(digest) {
         return Err(DataError::EmbedCache {
@@ -197,32 +254,34 @@ fn open_shard(
         .get("keys")
         .and_then(|k| serde_json::from_str(k).ok())
         .ok_or_else(|| damaged("no readable key list".into()))?;
-    let emb = st.tensor("embeddings").map_err(|e| damaged(e.to_string()))?;
-    let off = st.tensor("offsets").map_err(|e| damaged(e.to_string()))?;
-    if emb.dtype() != identity.dtype.safetensors()
-        || emb.shape().len() != 2
-        || emb.shape()[1] != identity.d_model
+    let tensor = |name: &str| meta.info(name).ok_or_else(|| damaged(format!("no {name:?}")));
+    let (emb, off) = (tensor("embeddings")?, tensor("offsets")?);
+    if emb.dtype != identity.dtype.safetensors()
+        || emb.shape.len() != 2
+        || emb.shape[1] != identity.d_model
     {
         return Err(damaged(format!(
             "embeddings {:?} {:?}, expected [_, {}]",
-            emb.dtype(),
-            emb.shape(),
-            identity.d_model
+            emb.dtype, emb.shape, identity.d_model
         )));
     }
-    if off.dtype() != Dtype::I64 || off.shape() != [keys.len() + 1] {
-        return Err(damaged(format!("offsets {:?} for {} keys", off.shape(), keys.len())));
+    if off.dtype != Dtype::I64 || off.shape != [keys.len() + 1] {
+        return Err(damaged(format!("offsets {:?} for {} keys", off.shape, keys.len())));
     }
-    let offsets: Vec<i64> = off
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect();
-    let total = emb.shape()[0] as i64;
+    let data_start = 8 + header_len;
+    let mut raw = vec![0u8; off.data_offsets.1 - off.data_offsets.0];
+    file.read_exact_at(&mut raw, data_start + off.data_offsets.0 as u64)
+        .map_err(|e| damaged(format!("offsets ({e})")))?;
+    let offsets: Vec<i64> =
+        raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+    let total = emb.shape[0] as i64;
     if offsets[0] != 0 || offsets.windows(2).any(|w| w[1] <= w[0]) || offsets[keys.len()] != total {
         return Err(damaged("offsets are not increasing from 0 to the token count".into()));
     }
-    let info = meta.info("embeddings").expect("checked above");
-    let data_start = 8 + header_len + info.data_offsets.0;
-    Ok((Shard { mmap, data_start, offsets }, keys))
+    let shard = Shard {
+        path: path.to_owned(),
+        data_start: data_start + emb.data_offsets.0 as u64,
+        offsets,
+    };
+    Ok((shard, keys))
 }

@@ -38,13 +38,14 @@ fn bf16_round_trip_by_key_and_caption() {
     write_cache(dir.path(), &id);
     let cache = EmbedCache::open(dir.path(), &id).unwrap();
     assert_eq!(cache.len(), 3);
-    let a = cache.get("a", "red circle").unwrap();
+    let get = |k: &str, c: &str| cache.get(k, c).unwrap();
+    let a = get("a", "red circle").unwrap();
     assert_eq!((a.tokens, a.d_model), (2, 3));
     assert_eq!(a.to_f32(), vec![1.0, -2.0, 0.5, 3.0, 0.25, -1.5]);
-    assert_eq!(cache.get("b", "").unwrap().to_f32(), vec![7.0, 8.0, 9.0]);
-    assert_eq!(cache.get("c", "blue").unwrap().to_f32(), vec![-1.0, 0.0, 1.0]);
-    assert!(cache.get("a", "red square").is_none(), "a changed caption must miss");
-    assert!(cache.get("z", "red circle").is_none());
+    assert_eq!(get("b", "").unwrap().to_f32(), vec![7.0, 8.0, 9.0]);
+    assert_eq!(get("c", "blue").unwrap().to_f32(), vec![-1.0, 0.0, 1.0]);
+    assert!(get("a", "red square").is_none(), "a changed caption must miss");
+    assert!(get("z", "red circle").is_none());
 }
 
 #[test]
@@ -59,7 +60,7 @@ fn f32_round_trip() {
         .unwrap();
     w.finish().unwrap();
     let cache = EmbedCache::open(dir.path(), &id).unwrap();
-    assert_eq!(cache.get("k", "x").unwrap().to_f32(), v.to_vec());
+    assert_eq!(cache.get("k", "x").unwrap().unwrap().to_f32(), v.to_vec());
 }
 
 #[test]
@@ -92,6 +93,38 @@ fn damaged_shard_is_refused_with_its_path() {
     w.push(cache_key("c", "blue"), &bf16_bytes(&[-1.0, 0.0, 1.0])).unwrap();
     w.finish().unwrap();
     assert_eq!(EmbedCache::open(dir.path(), &id).unwrap().len(), 3);
+}
+
+#[test]
+fn a_cache_of_many_shards_keeps_few_files_open() {
+    // More cache files than are kept open: every caption is still found, through a bounded set
+    // of open files, and a closed file deleted since is an error naming it, not a miss.
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(CacheDtype::F32);
+    Manifest::create_or_check(dir.path(), &Manifest::new(id.clone(), "m".into(), Vec::new()))
+        .unwrap();
+    let shards = 3 * super::reader::OPEN_FILES;
+    let row = |i: usize| [i as f32, -(i as f32), 0.5];
+    for i in 0..shards {
+        let mut w = ShardWriter::new(dir.path(), &format!("{i:05}"), &id).unwrap();
+        let bytes: Vec<u8> = row(i).iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.push(cache_key(&i.to_string(), "c"), &bytes).unwrap();
+        w.finish().unwrap();
+    }
+    let cache = EmbedCache::open(dir.path(), &id).unwrap();
+    assert_eq!((cache.len(), cache.open_files()), (shards, 0));
+    for pass in 0..2 {
+        for i in (0..shards).rev() {
+            let e = cache.get(&i.to_string(), "c").unwrap().unwrap();
+            assert_eq!(e.to_f32(), row(i), "shard {i}, pass {pass}");
+            assert!(cache.open_files() <= super::reader::OPEN_FILES);
+        }
+    }
+    // The last shard was read first in the last pass, so it is closed by now.
+    let last = shards - 1;
+    std::fs::remove_file(shard_path(dir.path(), &format!("{last:05}"))).unwrap();
+    let err = cache.get(&last.to_string(), "c").unwrap_err().to_string();
+    assert!(err.contains(&format!("{last:05}.safetensors")), "{err}");
 }
 
 #[test]

@@ -27,13 +27,9 @@ pub struct ShardWriter {
 }
 
 /// The `source` a cache file records (see [`ShardWriter::with_source`]), or None when it records
-/// none or cannot be read. Reads only the file's header (through a memory map, as the cache
-/// reader does).
+/// none or cannot be read. Reads only the file's header.
 pub fn recorded_source(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: cache files are written once (atomic rename) and never modified in place.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap).ok()?;
+    let (_, meta, _) = super::reader::read_header(path).ok()?;
     meta.metadata().as_ref()?.get("source").cloned()
 }
 
