@@ -335,7 +335,9 @@ fn train_joined(
             window.data_wait_secs += wait.elapsed().as_secs_f64();
             let mut x0 = images_to_tensor(&batch.pixels, batch.len(), batch.side, device);
             if let Some(side) = stage.train_crop {
-                // Crops aligned to the low-res grid, so the low-res crop is exact (Imagen §4.4).
+                // Crops aligned to the low-res grid (Imagen §4.4). The low-res condition is made
+                // from the crop, so its outermost pixel or two see the crop's edge where sampling's
+                // full image has neighbours; the noise augmentation hides that.
                 let align = stage.unet.image_side / stage.unet.lowres_side.max(1);
                 x0 = random_crop(&x0, side, align.max(1));
             }

@@ -9,8 +9,8 @@ use tch::{Kind, Tensor};
 /// 16, so 8 frequencies).
 const HALF_SINU_DIM: i64 = 8;
 
-/// A scalar in [0, 1] (diffusion time or augmentation level) -> learned sinusoidal features ->
-/// MLP, as imagen-pytorch's `to_time_hiddens` + `to_time_cond`.
+/// A scalar noise level (the log-SNR of the diffusion time, or of the augmentation level) ->
+/// learned sinusoidal features -> MLP, as imagen-pytorch's `to_time_hiddens` + `to_time_cond`.
 #[derive(Debug)]
 pub struct LevelEmbedding {
     weights: Tensor,
