@@ -588,3 +588,49 @@ fn finetune_mode_trains_and_checkpoints_the_encoder_with_its_average() {
         assert!(ema.contains_key(name), "EMA lacks {name}");
     }
 }
+
+#[test]
+fn a_run_going_on_under_another_objective_is_refused_but_a_warm_start_may_change_it() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("objective");
+    train(&w.config, options(&run, 0, 4)).unwrap();
+    let mut flipped = w.config.clone();
+    flipped.stages[0].diffusion.objective = match flipped.stages[0].diffusion.objective {
+        Objective::Eps => Objective::V,
+        _ => Objective::Eps,
+    };
+    let err = train(&flipped, options(&run, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("stages[0].diffusion.objective ("), "{err}");
+    assert!(err.contains("--run-dir") && err.contains("step-000000004"), "{err}");
+    // Conditioning dropout is a training choice: the run goes on under the new one.
+    let mut dropout = w.config.clone();
+    dropout.stages[0].diffusion.cond_drop_prob += 0.05;
+    assert_eq!(train(&dropout, options(&run, 0, 6)).unwrap().step, 6);
+    // A new run may start from those weights under the other objective. Stopped before its
+    // first step, it saves where it starts, so a requeue goes on from there.
+    let warm = w.run_dir("objective-warm");
+    let mut opts = options(&warm, 0, 8);
+    opts.resume = Resume::Path(run.join("stage-0/step-000000004"));
+    opts.stop.raise();
+    let out = train(&flipped, opts).unwrap();
+    assert!(out.interrupted && out.step == 4);
+    assert_eq!(out.last_checkpoint, Some(warm.join("stage-0/step-000000004")));
+    assert_eq!(train(&flipped, options(&warm, 0, 8)).unwrap().step, 8);
+}
+
+#[test]
+fn a_logging_window_ends_at_each_save_so_a_resumed_run_logs_the_same_losses() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.log.every_steps = 3;
+    let whole = train(&cfg, options(&w.run_dir("windows-whole"), 0, 8)).unwrap();
+    let logged = losses(&whole.stage_dir);
+    let steps: Vec<u64> = logged.iter().map(|x| x.0).collect();
+    assert_eq!(steps, vec![3, 4, 6, 8], "every third step, and the saves at 4 and 8");
+    let run = w.run_dir("windows-resumed");
+    train(&cfg, options(&run, 0, 4)).unwrap();
+    let resumed = train(&cfg, options(&run, 0, 8)).unwrap();
+    assert_eq!(losses(&resumed.stage_dir), logged);
+}

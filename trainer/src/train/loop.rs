@@ -10,7 +10,9 @@ use super::device::{prepare_process, resolve_device, use_bf16};
 use super::metrics::{bucket_tag, StepMetrics};
 use super::model::{param_groups, StageModel};
 use super::replicas::Replicas;
-use super::resume::{check_compatible, saved_max_steps, Resume};
+use super::resume::{
+    check_compatible, check_diffusion_kept, continues_here, saved_max_steps, Resume,
+};
 use super::run_dir::{stage_dir, StageLock};
 use super::signals::StopFlag;
 use super::validate::{log_validation, validation_captions, validation_loss_with};
@@ -144,6 +146,7 @@ fn train_joined(
     let mut saved_horizon = None;
     if let Some(ckpt) = &resume_from {
         check_compatible(ckpt, cfg, opts.stage)?;
+        check_diffusion_kept(ckpt, cfg, opts.stage, continues_here(ckpt, &dir))?;
         saved_horizon = saved_max_steps(&ckpt.config_toml);
         restore(&model, &mut opt, ckpt, main)?;
         state = ckpt.state.clone();
@@ -306,9 +309,14 @@ fn train_joined(
     let mut window = StepMetrics::default();
     let mut last_loss = None;
     let mut writer = CheckpointWriter::new(cfg.train.checkpoint.write.in_background(device));
-    // Every rank tracks the saved step (only rank 0 has the path), so all join each save. A
-    // resumed run's start is saved already: a stop before its first step need not save again.
-    let mut saved_at = resume_from.as_ref().map(|c| c.state.step);
+    // Every rank tracks the saved step (only rank 0 has the path), so all join each save. A run
+    // going on from its own checkpoint is saved already: a stop before its first step need not
+    // save again. A warm start from another run's checkpoint, or one whose data stream starts
+    // afresh, is not: a stop before its first step saves it here, so a requeue resumes it.
+    let mut saved_at = resume_from
+        .as_ref()
+        .filter(|c| continues_here(c, &dir) && !opts.restart_data)
+        .map(|c| c.state.step);
     let mut interrupted = false;
     let mut lr = schedule.at(state.step);
     // The first window's speed counts training only, not the start-up above.
@@ -424,13 +432,19 @@ fn train_joined(
         logs.bar.set_position(state.step);
 
         let due = |k: u64| k > 0 && (state.step % k == 0 || state.step == max_steps);
-        if due(cfg.log.every_steps.max(1)) {
+        // A window also ends at each save, so that a run resumed from that save logs the same
+        // windows, and the same averaged losses, as the run that was never stopped.
+        let saving = due(every);
+        if due(cfg.log.every_steps.max(1)) || saving {
             if let Some(loss) =
                 logs.close_window(&mut window, &loader, replicas, device, &state, lr)?
             {
                 last_loss = Some(loss);
             }
         }
+        // Validation, sample grids and saves are not training: their time is left out of the
+        // logging window's speed and the ETA.
+        let paused = Instant::now();
         // Validation and sample grids run on rank 0 while the others wait at the next
         // collective (dist.collective_timeout_secs bounds how long they may).
         if let (Some(events), Some(jsonl)) = (logs.events.as_mut(), logs.jsonl.as_mut()) {
@@ -456,10 +470,11 @@ fn train_joined(
             }
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
-        if (every > 0 && state.step % every == 0) || state.step == max_steps {
+        if saving || state.step == max_steps {
             ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
             saved_at = Some(state.step);
         }
+        logs.clock += paused.elapsed();
         writer.check()?;
         if stop_now {
             interrupted = true;

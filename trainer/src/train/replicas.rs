@@ -85,7 +85,9 @@ impl Replicas {
         if let Some(e) = shared["error"].as_str() {
             return Err(TrainerError::Dist(format!("rank 0 could not resume: {e}")));
         }
-        shared["path"].as_str().map(|p| Checkpoint::open(p.as_ref())).transpose()
+        // Rank 0 read every file of it against its digest ([`Resume::locate`]).
+        let open = |p: &str| Checkpoint::open(p.as_ref()).map(Checkpoint::verified_by_rank_zero);
+        shared["path"].as_str().map(open).transpose()
     }
 
     /// Every rank's data cursor from the checkpoint: this rank's, refusing a different world

@@ -4,6 +4,7 @@ use toml::Value;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::Config;
+use crate::diffusion::DiffusionConfig;
 use crate::error::{Result, TrainerError};
 use crate::text::identity::encoder_fingerprint;
 
@@ -118,6 +119,87 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
     Err(TrainerError::Checkpoint(format!(
         "the config changes the model's shape since the checkpoint was written; differing fields: {}",
         diffs.join(", ")
+    )))
+}
+
+/// Whether `ckpt` is a checkpoint of the stage directory `stage_dir` (a run going on), rather than
+/// another run's (a warm start).
+pub fn continues_here(ckpt: &Checkpoint, stage_dir: &Path) -> bool {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    ckpt.dir.parent().is_some_and(|parent| canonical(parent) == canonical(stage_dir))
+}
+
+/// Diffusion settings that give the U-Net's inputs and output their meaning: continuing a run
+/// under another one trains its weights toward another target.
+const DIFFUSION_MEANING: [&str; 5] =
+    ["objective", "schedule", "shift_base_side", "logsnr_min", "logsnr_max"];
+
+/// Compares the stage's diffusion settings (the sampler aside) with those the checkpoint trained
+/// under. A run continuing in its own stage directory (`continuing`) is refused a change of what
+/// the output means ([`DIFFUSION_MEANING`]); a warm start from another run's checkpoint may
+/// change it, said. Other changes (loss weighting, conditioning dropout, augmentation) are
+/// training choices: allowed, said.
+pub fn check_diffusion_kept(
+    ckpt: &Checkpoint,
+    current: &Config,
+    stage: usize,
+    continuing: bool,
+) -> Result<()> {
+    // The saved config is read with today's defaults, so a field added since compares as the
+    // default the checkpoint trained with.
+    let saved = toml::from_str::<Config>(&ckpt.config_toml)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.stage(stage).map(|s| s.diffusion.clone()).map_err(|e| e.to_string()));
+    let saved = match saved {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!(
+                "{}: cannot read the diffusion settings it trained under ({e}); not compared",
+                ckpt.dir.display()
+            );
+            return Ok(());
+        }
+    };
+    let now = current.stage(stage)?.diffusion.clone();
+    let as_value = |d: DiffusionConfig| {
+        let mut v = Value::try_from(d).expect("a diffusion config serialises");
+        if let Some(table) = v.as_table_mut() {
+            table.remove("sampler");
+        }
+        v
+    };
+    let mut diffs = Vec::new();
+    let path = format!("stages[{stage}].diffusion");
+    diff(&path, Some(&as_value(saved)), Some(&as_value(now)), &mut diffs);
+    let meaning =
+        |d: &String| DIFFUSION_MEANING.iter().any(|k| d.starts_with(&format!("{path}.{k} ")));
+    let (hard, soft): (Vec<String>, Vec<String>) = diffs.into_iter().partition(meaning);
+    if !soft.is_empty() {
+        tracing::warn!(
+            "training goes on under other diffusion settings than {} trained with: {}",
+            ckpt.dir.display(),
+            soft.join(", ")
+        );
+    }
+    if hard.is_empty() {
+        return Ok(());
+    }
+    if !continuing {
+        tracing::warn!(
+            "warm start from {}: the U-Net's target changes ({}); sampling reads it as this \
+             run's",
+            ckpt.dir.display(),
+            hard.join(", ")
+        );
+        return Ok(());
+    }
+    Err(TrainerError::Checkpoint(format!(
+        "the config changes what the U-Net predicts or is conditioned on since {} was written; \
+         differing fields: {}. Continuing would train the weights toward another target; to \
+         start a new run from these weights, give it another --run-dir and --resume {}",
+        ckpt.dir.display(),
+        hard.join(", "),
+        ckpt.dir.display()
     )))
 }
 
