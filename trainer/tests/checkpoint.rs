@@ -50,7 +50,7 @@ fn save_and_open_round_trip() {
     // What the caller passed, plus the digest of each tensor file.
     assert_eq!(ckpt.state, TrainState { files: ckpt.state.files.clone(), ..state(12) });
     let names: Vec<&String> = ckpt.state.files.keys().collect();
-    assert_eq!(names, ["model.safetensors"]);
+    assert_eq!(names, ["config.toml", "model.safetensors"]);
     let bytes = std::fs::metadata(path.join("model.safetensors")).unwrap().len();
     assert_eq!(ckpt.state.files["model.safetensors"].bytes, bytes);
     assert_eq!(ckpt.config_toml, "[run]\nseed = 1\n");
@@ -247,7 +247,7 @@ fn imagen_checkpoint_verify_reads_every_file_and_names_the_damaged_one() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = reports(&out);
     assert_eq!(r.len(), 2);
-    assert!(r.iter().all(|c| c["ok"] == true && c["files"] == 1), "{r:?}");
+    assert!(r.iter().all(|c| c["ok"] == true && c["files"] == 2), "{r:?}");
 
     let file = newer.join("model.safetensors");
     let mut bytes = std::fs::read(&file).unwrap();
@@ -261,6 +261,13 @@ fn imagen_checkpoint_verify_reads_every_file_and_names_the_damaged_one() {
     let error = r[1]["error"].as_str().unwrap();
     assert!(error.contains("model.safetensors") && error.contains("CRC-32C"), "{error}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 checkpoint(s) damaged"));
+
+    // The config is checked too: one digit changed is caught.
+    let older = stage.join("step-000000001");
+    std::fs::write(older.join("config.toml"), "[run]\nseed = 2\n").unwrap();
+    let r = reports(&verify(&older));
+    let error = r[0]["error"].as_str().unwrap();
+    assert!(error.contains("config.toml") && error.contains("CRC-32C"), "{error}");
 
     // A directory without checkpoints is an error, not an empty success.
     let out = verify(&run.path().join("stage-0/step-000000001/missing"));

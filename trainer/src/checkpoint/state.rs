@@ -36,10 +36,11 @@ pub struct TrainState {
     /// model tensors): equal on every rank, or the checkpoint is refused.
     #[serde(default)]
     pub weight_fingerprints: Vec<i64>,
-    /// Each tensor file's size and CRC-32C, recorded by `checkpoint::save` (whatever the caller
-    /// put here is replaced): a file truncated or altered after the save (a partial copy, a
-    /// failing disk) is caught before a run resumes from it. Empty in checkpoints written before
-    /// the digests existed, which are then taken as they are.
+    /// Each tensor file's and `config.toml`'s size and CRC-32C, recorded by `checkpoint::save`
+    /// (whatever the caller put here is replaced): a file truncated or altered after the save (a
+    /// partial copy, a failing disk) is caught before a run resumes from it. Empty in checkpoints
+    /// written before the digests existed, which are then taken as they are (and without
+    /// `config.toml` in those written before it had one).
     #[serde(default)]
     pub files: BTreeMap<String, FileDigest>,
 }

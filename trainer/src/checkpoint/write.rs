@@ -94,13 +94,15 @@ pub fn save(
             sync_file(&path)?;
             state.files.insert(name, digest(&path)?);
         }
+        // The config is checked like the tensors: a resume reads its shapes and horizon there.
+        let config_path = tmp.join("config.toml");
+        std::fs::write(&config_path, config_toml).map_err(io(&config_path))?;
+        sync_file(&config_path)?;
+        state.files.insert("config.toml".into(), digest(&config_path)?);
         let state_path = tmp.join("state.json");
         let json = serde_json::to_vec_pretty(&state).expect("state serialises");
         std::fs::write(&state_path, json).map_err(io(&state_path))?;
         sync_file(&state_path)?;
-        let config_path = tmp.join("config.toml");
-        std::fs::write(&config_path, config_toml).map_err(io(&config_path))?;
-        sync_file(&config_path)?;
         sync_file(&tmp)?;
         Ok(())
     })();
