@@ -18,6 +18,7 @@ pub mod optim;
 pub mod progress;
 pub mod sample;
 pub mod t5;
+pub mod tensor_file;
 pub mod text;
 pub mod torch_info;
 pub mod train;

@@ -273,7 +273,7 @@ impl Checkpoint {
 }
 
 pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    Tensor::read_safetensors(path)
+    crate::tensor_file::read_tensors(path)
         .map_err(|e| TrainerError::Checkpoint(format!("reading {}: {e}", path.display())))
 }
 

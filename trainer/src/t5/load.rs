@@ -5,11 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
-use tch::{Kind, Tensor};
+use safetensors::SafeTensors;
+use tch::Tensor;
 
 use super::encoder::T5Encoder;
 use crate::error::{Result, TrainerError};
+use crate::tensor_file::kind_of;
 
 /// The safetensors files holding a model folder's weights, in a stable order.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -121,16 +122,6 @@ pub fn load_weights(encoder: &T5Encoder, dir: &Path) -> Result<()> {
             encoder.config().d_model,
             parts.join("; ")
         ),
-    })
-}
-
-fn kind_of(dtype: Dtype) -> Option<Kind> {
-    Some(match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F16 => Kind::Half,
-        Dtype::BF16 => Kind::BFloat16,
-        Dtype::F64 => Kind::Double,
-        _ => return None,
     })
 }
 
