@@ -17,6 +17,7 @@ pub mod native;
 pub mod optim;
 pub mod progress;
 pub mod sample;
+pub mod seeds;
 pub mod t5;
 pub mod tensor_file;
 pub mod text;

@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, StageConfig};
-use crate::diffusion::{sample_stage, DiffusionConfig, GaussianDiffusion};
+use crate::diffusion::{
+    image_seeds, sample_stage, stage_seeds, DiffusionConfig, GaussianDiffusion,
+};
 use crate::error::{Result, TrainerError};
 use crate::text::{TextConditioner, TextMode};
 use crate::train::{averaged_unet, copy_into, stage_dir, validation_loss_with, ValidationLoss};
@@ -184,9 +186,10 @@ pub const DEFAULT_SAMPLE_BATCH: usize = 64;
 
 /// Samples `prompts` through `stages` (base first) with the EMA weights, `batch_size` prompts at
 /// a time through the whole cascade (an FID's thousands of prompts would not fit in one batch:
-/// the encoder's attention, the U-Nets' activations, both doubled by guidance). Chunk k draws
-/// its noise from [`chunk_seed`]`(seed, k)`, so a run is deterministic for a seed, a batch size
-/// and a device, and the first `batch_size` prompts come out the same whatever follows them.
+/// the encoder's attention, the U-Nets' activations, both doubled by guidance). Prompt i's noise
+/// comes from its own seed ([`image_seeds`]`(seed, i)`), so its image is the same whatever the
+/// batch size and whatever prompts come before or after it (for a seed and a device): two
+/// runs that differ in batch size give paired images, and one image can be made again alone.
 /// Returns each stage's images on the host as 8-bit RGB, [B, 3, H, W] u8 (what a PNG holds; a
 /// quarter of f32's host memory, which for thousands of 1024-pixel samples is tens of GB).
 pub fn sample_cascade(
@@ -212,7 +215,7 @@ pub fn sample_cascade(
                 prompts.len()
             );
         }
-        let outputs = sample_chunk(stages, chunk, k * batch, chunk_seed(seed, k))?;
+        let outputs = sample_chunk(stages, chunk, k * batch, seed)?;
         for (parts, images) in per_stage.iter_mut().zip(outputs) {
             parts.push(quantize(&images).to_device(Device::Cpu));
         }
@@ -220,25 +223,12 @@ pub fn sample_cascade(
     Ok(per_stage.iter().map(|parts| Tensor::cat(parts, 0)).collect())
 }
 
-/// The seed of chunk `k` of a sampling run under `seed`: `seed` itself for the first chunk (a run
-/// of one chunk draws from its seed), a SplitMix64 mix of both for the others, so that another
-/// run's seed is not this run's next chunk.
-pub fn chunk_seed(seed: i64, k: usize) -> i64 {
-    if k == 0 {
-        return seed;
-    }
-    let mut x = (seed as u64) ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 31)) as i64
-}
-
 /// Images in [-1, 1] as the 8-bit values a PNG stores, [B, 3, H, W] u8 on their device.
 fn quantize(images: &Tensor) -> Tensor {
     ((images.to_kind(Kind::Float).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8)
 }
 
-/// One chunk of [`sample_cascade`]: `prompts` are numbered from `first`.
+/// One chunk of [`sample_cascade`]: `prompts` are images `first..` of the run under `seed`.
 fn sample_chunk(
     stages: &[LoadedStage],
     prompts: &[String],
@@ -246,20 +236,21 @@ fn sample_chunk(
     seed: i64,
 ) -> Result<Vec<Tensor>> {
     let keys: Vec<String> = (first..first + prompts.len()).map(|i| format!("prompt-{i}")).collect();
-    tch::manual_seed(seed);
+    let images = image_seeds(seed, first, prompts.len());
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
-    for stage in stages {
+    for (k, stage) in stages.iter().enumerate() {
         // A fine-tuned encoder belongs to its stage, so each stage encodes the prompts itself.
         let (text, mask) = tch::no_grad(|| stage.text.encode(prompts, &keys))?;
-        let images = sample_stage(
+        let out = sample_stage(
             &stage.unet,
             &stage.diffusion,
             &stage.cfg.diffusion.sampler,
             &text,
             &mask,
             outputs.last(),
+            &stage_seeds(&images, k),
         );
-        outputs.push(images);
+        outputs.push(out);
     }
     Ok(outputs)
 }

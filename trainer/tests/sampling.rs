@@ -4,7 +4,7 @@
 mod common;
 
 use imagen_trainer::diffusion::{
-    guidance_at, guided_prediction, sample_cascade, sample_stage, DiffusionConfig,
+    guidance_at, guided_prediction, image_seeds, sample_cascade, sample_stage, DiffusionConfig,
     GaussianDiffusion, LossMode, Objective, SamplerConfig, SamplerKind, Stage, Thresholding,
 };
 use imagen_trainer::unet::{UNet, UNetConfig};
@@ -90,8 +90,7 @@ fn guidance_applies_only_inside_its_log_snr_interval() {
         ..Default::default()
     };
     let sample = |sampler: &SamplerConfig| {
-        tch::manual_seed(3);
-        sample_stage(&unet, &diffusion, sampler, &text, &mask, None)
+        sample_stage(&unet, &diffusion, sampler, &text, &mask, None, &[3, 4])
     };
     let max_diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
     // The steps sit at t = 1, 0.75, 0.5, 0.25: an interval holding every log-SNR changes nothing,
@@ -147,6 +146,27 @@ fn cascade_is_deterministic_for_a_seed_and_stops_where_asked() {
     let first = sample_cascade(&stages, &text, &mask, 7, Some(0));
     assert_eq!(first.len(), 1);
     assert_eq!((&first[0] - &a[0]).abs().max().double_value(&[]), 0.0);
+    // An image's noise is its own: the second caption sampled alone, as image 1 of the run, is
+    // the second image of the pair (up to the order a kernel adds in at another batch size).
+    let images = image_seeds(7, 1, 1);
+    let one = |t: &Tensor| t.narrow(0, 1, 1);
+    let (text1, mask1) = (one(&text), one(&mask));
+    let mut prev: Option<Tensor> = None;
+    for (k, stage) in stages.iter().enumerate() {
+        let seeds = imagen_trainer::diffusion::stage_seeds(&images, k);
+        let out = sample_stage(
+            stage.unet,
+            stage.diffusion,
+            stage.sampler,
+            &text1,
+            &mask1,
+            prev.as_ref(),
+            &seeds,
+        );
+        let diff = (&out - one(&a[k])).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "stage {k}: {diff}");
+        prev = Some(out);
+    }
 }
 
 #[test]
@@ -232,8 +252,8 @@ fn tiny_model_overfits_coloured_squares_and_samples_them() {
         thresholding: Thresholding::Static,
         ..Default::default()
     };
-    tch::manual_seed(2);
-    let samples = sample_stage(&unet, &diffusion, &sampler, &text, &mask, None);
+    let seeds = image_seeds(2, 0, text.size()[0] as usize);
+    let samples = sample_stage(&unet, &diffusion, &sampler, &text, &mask, None, &seeds);
     let sample_mse = (&samples - &images).square().mean(Kind::Float).double_value(&[]);
     let noise_mse = (images.randn_like() - &images).square().mean(Kind::Float).double_value(&[]);
     eprintln!("sample MSE {sample_mse:.4}, noise MSE {noise_mse:.4}");
@@ -266,8 +286,7 @@ fn a_super_resolution_stage_conditions_on_its_own_low_res_side_whatever_it_is_gi
     let (text, mask) = captions(2);
     let sharp = Tensor::rand([2, 3, 8, 8], CPU) * 2.0 - 1.0;
     let sample = |prev: &Tensor| {
-        tch::manual_seed(5);
-        sample_stage(&unet, &diffusion, &sampler, &text, &mask, Some(prev))
+        sample_stage(&unet, &diffusion, &sampler, &text, &mask, Some(prev), &[5, 6])
     };
     let given_sharp = sample(&sharp);
     let given_low = sample(&imagen_trainer::diffusion::augment::resize(&sharp, 4));

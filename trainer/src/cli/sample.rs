@@ -30,8 +30,8 @@ pub struct SampleArgs {
     /// Seed of the sampling noise.
     #[arg(long, default_value_t = 0)]
     seed: i64,
-    /// Prompts sampled at a time through the cascade (the first chunk draws from the seed, the
-    /// others from seeds mixed from it and their index).
+    /// Prompts sampled at a time through the cascade (memory only: each prompt's noise comes
+    /// from the seed and the prompt's index, so the images do not depend on it).
     #[arg(long, default_value_t = DEFAULT_SAMPLE_BATCH)]
     batch_size: usize,
 }

@@ -19,5 +19,5 @@ pub use config::{
 };
 pub use draws::{DrawShape, TrainingDraws};
 pub use gaussian::{GaussianDiffusion, LossMode};
-pub use sampler::{guidance_at, guided_prediction, sample_stage};
+pub use sampler::{guidance_at, guided_prediction, image_seeds, sample_stage, stage_seeds};
 pub use schedule::{alpha_sigma_from_log_snr, Schedule};

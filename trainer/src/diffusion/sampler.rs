@@ -7,6 +7,7 @@ use super::augment::{noise_augment, resize};
 use super::config::{SamplerConfig, SamplerKind};
 use super::gaussian::GaussianDiffusion;
 use super::threshold;
+use crate::seeds::{mix, randn_rows};
 use crate::unet::UNet;
 
 /// The network output at x with noise condition `t` (what the diffusion tells the U-Net of the
@@ -61,11 +62,30 @@ pub fn guidance_at(sampler: &SamplerConfig, log_snr: f64) -> f64 {
     }
 }
 
+/// The seeds of images `first..first + n` of a sampling run under `seed`. An image's noise, at
+/// every stage, comes from its own seed alone: the same image whatever batch it is sampled in
+/// and wherever it sits there.
+pub fn image_seeds(seed: i64, first: usize, n: usize) -> Vec<i64> {
+    (first..first + n).map(|i| mix(seed as u64, i as u64 + 1)).collect()
+}
+
+/// The seeds of cascade stage `stage` of the images of `images` ([`image_seeds`]).
+pub fn stage_seeds(images: &[i64], stage: usize) -> Vec<i64> {
+    images.iter().map(|&s| mix(s as u64, stage as u64 + 1)).collect()
+}
+
+/// What each draw of [`sample_stage`] is, mixed into an image's stage seed.
+const AUG_NOISE: u64 = 0;
+const START_NOISE: u64 = 1;
+/// Sampling step i's noise (DDPM) is draw `STEP_NOISE + i`.
+const STEP_NOISE: u64 = 2;
+
 /// Samples one stage for the captions (text [B, L, D], mask [B, L]). For an SR stage,
 /// `prev` is the previous stage's output ([B, C, h, w] in [-1, 1]); it is brought to the
 /// stage's `lowres_side` (what training degraded its targets to) if it has another side, resized
-/// to this stage's side and noise-augmented at the sampler's fixed `aug_level`. Draws from the
-/// global RNG; returns images in [-1, 1].
+/// to this stage's side and noise-augmented at the sampler's fixed `aug_level`. Image i's noise
+/// comes from `seeds[i]` alone ([`stage_seeds`]); returns images in [-1, 1].
+#[allow(clippy::too_many_arguments)]
 pub fn sample_stage(
     unet: &UNet,
     diffusion: &GaussianDiffusion,
@@ -73,12 +93,15 @@ pub fn sample_stage(
     text: &Tensor,
     mask: &Tensor,
     prev: Option<&Tensor>,
+    seeds: &[i64],
 ) -> Tensor {
     tch::no_grad(|| {
         let b = text.size()[0];
+        assert_eq!(seeds.len() as i64, b, "one seed per image");
         let device = text.device();
         let side = diffusion.image_side();
-        let shape = [b, unet.config().channels, side, side];
+        let per_image = [unet.config().channels, side, side];
+        let noise = |draw: u64| randn_rows(seeds, draw, &per_image, device);
         let (lowres, aug_level) = match prev {
             Some(prev) => {
                 let level = Tensor::full([b], sampler.aug_level, (Kind::Float, device));
@@ -94,12 +117,12 @@ pub fn sample_stage(
                 }
                 let clean = resize(&prev, side);
                 let noisy =
-                    noise_augment(diffusion.aug_schedule(), &clean, &level, &clean.randn_like());
+                    noise_augment(diffusion.aug_schedule(), &clean, &level, &noise(AUG_NOISE));
                 (Some(noisy), Some(diffusion.aug_condition(&level)))
             }
             None => (None, None),
         };
-        let mut x = Tensor::randn(shape, (Kind::Float, device));
+        let mut x = noise(START_NOISE);
         let steps = sampler.steps;
         let mut x0 = x.zeros_like();
         for i in 0..steps {
@@ -126,7 +149,7 @@ pub fn sample_stage(
             x = match sampler.kind {
                 SamplerKind::Ddpm => {
                     let (mean, var) = diffusion.q_posterior(&x0, &x, &t, &s);
-                    mean + var.sqrt() * x.randn_like()
+                    mean + var.sqrt() * noise(STEP_NOISE + i as u64)
                 }
                 SamplerKind::Ddim => {
                     // eps recomputed from the thresholded x0, so both stay consistent with x_t.

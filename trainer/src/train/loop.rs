@@ -60,10 +60,7 @@ pub struct TrainOutcome {
 /// Every random draw of a step comes from the global generator, re-seeded from (seed, step):
 /// a resumed run draws exactly what the uninterrupted one drew, with no generator state to save.
 fn step_seed(seed: u64, step: u64) -> i64 {
-    let mut x = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    (x >> 1) as i64
+    crate::seeds::mix(seed, step)
 }
 
 /// Mixed into the step's seed for the crop stream (b"crop").
@@ -529,7 +526,8 @@ fn sample_grid(
     }
     let keys: Vec<String> = (0..prompts.len()).map(|i| format!("prompt-{i}")).collect();
     let (text, mask) = tch::no_grad(|| text.encode(prompts, &keys))?;
-    tch::manual_seed(0);
+    let seeds =
+        crate::diffusion::stage_seeds(&crate::diffusion::image_seeds(0, 0, prompts.len()), 0);
     let images = crate::diffusion::sample_stage(
         &model.ema_unet,
         &model.diffusion,
@@ -537,6 +535,7 @@ fn sample_grid(
         &text,
         &mask,
         None,
+        &seeds,
     );
     let side = model.cfg.unet.image_side as usize;
     let rgb = crate::sample::to_rgb8(&images);
