@@ -173,7 +173,7 @@ impl EmbedCache {
         let len = found.iter().map(|r| r.tokens()).max().unwrap_or(0).max(1);
         let mut values = vec![0f32; found.len() * len * d];
         let mut mask = vec![false; found.len() * len];
-        // One buffer for the batch's reads: a fresh one per caption cost a third of the time.
+        // One buffer for the batch's reads: a fresh one per caption made lookups about 13% slower.
         let mut bytes = Vec::new();
         for (i, rows) in found.iter().enumerate() {
             self.read(rows, &mut bytes)?;
