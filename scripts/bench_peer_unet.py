@@ -8,8 +8,9 @@ is a single block without attention the peer gets it as its full-resolution init
 resnet blocks (see `peer_unet`); the peer's optional extras are then chosen, among switches that
 leave that topology alone, to bring its parameter count within 5% of ours and its forward FLOPs
 (torch's FlopCounterMode) nearest ours (`model summary`); both counts are printed. Each side
-runs the same training step on synthetic batches: v-objective diffusion
-loss under the cosine schedule, backward, global-norm clipping, AdamW, and an EMA update; the
+runs the same training step on synthetic batches: a diffusion loss (the peer: v-objective under
+the cosine schedule; ours: the config's objective and schedule, the same elementwise work),
+backward, global-norm clipping, AdamW, and an EMA update; the
 median step time after warm-up gives samples/s. Runs alternate (ours, peer, ours, peer, ...) in
 this one script and the ratio of medians is printed.
 
@@ -152,7 +153,10 @@ def peer_unet(stage, text_len, extras, mapping):
         memory_efficient=mapping != "standard",
         # Ours gives the middle blocks the lowest level's attention.
         attend_at_middle=attns[-1] or cross[-1],
-        # Ours: a 3x3 input conv, and nearest-neighbour 2x + 3x3 conv to upsample.
+        # Ours: a plain 3x3 input conv (not the peer's default cross-embed stem of 3/7/15
+        # kernels, which init_conv_kernel_size alone leaves in place), and nearest-neighbour
+        # 2x + 3x3 conv to upsample.
+        init_cross_embed=False,
         init_conv_kernel_size=3,
         pixel_shuffle_upsample=False,
         **shape,
@@ -161,7 +165,8 @@ def peer_unet(stage, text_len, extras, mapping):
 
 
 # Switches of the peer that add or remove parts without changing levels, blocks, sides or
-# where attention sits (its cross-embed stem is left out: ours is a plain 3x3 conv); among the
+# where attention sits (its cross-embed stem is switched off in peer_unet: ours is a plain 3x3
+# conv); among the
 # combinations within 5% of our parameters, the one whose forward FLOPs are nearest ours wins.
 EXTRAS = {
     "use_global_context_attn": [False, True],
@@ -377,6 +382,11 @@ def main():
               f"work (mapping {mapping!r}; 'shifted' needs our first level to be one block "
               f"without attention)", file=sys.stderr)
 
+    # The match first, on stderr: a run cut short by a time limit still says what was compared.
+    print(json.dumps({"params_ours": summary["total_params"], "params_peer": peer_params,
+                      "flops_fwd_ours": summary["flops_per_sample_fwd"],
+                      "flops_fwd_peer": peer_flops, "peer_mapping": mapping,
+                      "peer_extras": extras}), file=sys.stderr, flush=True)
     our_rates, peer_rates, our_mem, peer_mem, our_reports = [], [], [], [], []
     for run in range(args.runs):
         r = ours(args)
@@ -408,7 +418,8 @@ def main():
         # Each run as it ends, on stderr: a run cut short by a time limit still leaves these.
         print(json.dumps({"run": run, "samples_per_sec_ours": our_rates[-1],
                           "samples_per_sec_peer": peer_rates[-1], "peak_memory_ours": our_mem[-1],
-                          "peak_memory_peer": mem}), file=sys.stderr, flush=True)
+                          "peak_memory_peer": mem, "mfu_ours": r.get("mfu"),
+                          "phases_ours": r.get("phases")}), file=sys.stderr, flush=True)
         # Hand the peer's cached blocks back before our next run, a separate process on the
         # same GPU.
         gc.collect()

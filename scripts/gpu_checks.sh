@@ -12,15 +12,17 @@
 # OUT/log.txt has everything they printed. GPU_CHECKS_SMALL=1 runs the same checks with tiny
 # configs and batches (how the script itself is tried on a machine without a GPU).
 #
-# All of it takes longer than one device call may run (10 minutes), so GPU_CHECKS_ONLY (a bash
-# regex over the check names) picks a part; the targets of issue 9 first, the rest second, sent
-# at once after the first (the machine goes back after 30 s idle, and a new one costs minutes of
-# a session's 15):
-#   GPU_CHECKS_ONLY='^(env|base64_bf16|sr256_bf16|peer_.*)$' scripts/gpu_checks.sh run OUT
-#   GPU_CHECKS_ONLY='^(env|nccl_match|base64_bf16_(loop_adamw|launch1|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|demo_.*)$' ...
-#   GPU_CHECKS_ONLY='^(env|ckpt_write_.*)$' ...      # a third call, if the budget allows
-# With the machine's start-up, two calls fill a session's 15 minutes: give the second the
-# budget left (GPU_CHECKS_BUDGET).
+# All of it takes longer than one device call may run (10 minutes), and a session has 15 minutes
+# of device time with the machine's start-up (1-2 minutes) in them, so GPU_CHECKS_ONLY (a bash
+# regex over the check names) picks a part, by priority: issue 9's targets first (each peer run
+# embeds our own full bench report: samples/s, phases, peak memory, MFU), then issue 7's
+# world-size-1 NCCL run and issue 6's bf16 training, sent at once after the first (the machine
+# goes back after 30 s idle, and a new one costs minutes):
+#   GPU_CHECKS_ONLY='^(env|peer_.*)$' scripts/gpu_checks.sh run OUT                 # ~7 min
+#   GPU_CHECKS_BUDGET=<what is left> GPU_CHECKS_ONLY='^(env|nccl_match|base64_bf16_launch1|demo_.*)$' ...
+# and where time is left, or in a later session, the levers:
+#   GPU_CHECKS_ONLY='^(env|base64_bf16|base64_bf16_(loop_adamw|act_ckpt|channels_last|no_cudnn_benchmark)|base64_fp32|sr256_bf16)$'
+#   GPU_CHECKS_ONLY='^(env|demo_data|ckpt_write_.*)$'
 # A call cut short still returns the lines that results.jsonl had by then, but a check killed
 # mid-way is lost: GPU_CHECKS_BUDGET (seconds, default 540, under the device's 600 s per call)
 # caps each check's limit at the time left and skips the checks that no longer fit, so the call
@@ -73,14 +75,25 @@ run_checks() {
       "library path" >&2
   fi
   if [ -d .device/whl ]; then
+    # PYTHONPATH puts the carried wheels before the image's own packages for every python3 of
+    # the run: typing-extensions only where the image's is older than pydantic needs (4.16).
+    local whls=(.device/whl/*.whl)
+    if python3 -c 'import importlib.metadata as m, sys
+v = tuple(int(x) for x in m.version("typing_extensions").split(".")[:2])
+sys.exit(0 if v >= (4, 16) else 1)' 2>/dev/null; then
+      whls=("${whls[@]/*typing_extensions-*/}")
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .device/whl/*.whl && export PYTHONPATH=/tmp/site
+      --target /tmp/site ${whls[@]} && export PYTHONPATH=/tmp/site
   fi
 
   # Sizes: the issue's base-64 and SR-256 models at training batches on the H200, or tiny ones.
   local base=configs/base64.toml sr=configs/sr256.toml base_batch=64 sr_batch=16 steps=20
   local peer_steps=10 demo_steps=${GPU_CHECKS_DEMO_STEPS:-1500} timeout=240 peer_timeout=330
   local ckpt_dim=256
+  # The least time worth starting a 2B-parameter check with (start-up, autotuning, a few steps):
+  # one cut short reports nothing.
+  local big=120
   # On the GPU every command asks for CUDA: "auto" would fall back to the CPU where CUDA does not
   # load, and spend each check's limit on a 2B-parameter model there.
   local dev=(--set train.device=cuda)
@@ -90,7 +103,7 @@ run_checks() {
   if [ "${GPU_CHECKS_SMALL:-0}" = 1 ]; then
     base=configs/bench-cpu.toml sr=configs/bench-cpu.toml base_batch=2 sr_batch=2 steps=2
     peer_steps=2 demo_steps=20 timeout=600 peer_timeout=600 ckpt_dim=32 dev=() peer_base=()
-    peer_sr=()
+    peer_sr=() big=60
   fi
 
   # check NAME SECONDS[:NEED] CMD...: runs CMD for at most SECONDS, appends {"check": NAME,
@@ -167,22 +180,22 @@ sys.exit(0 if ours == theirs else 1)
 
   # Issue 9: samples/s, phases, peak memory and MFU in bf16; AdamW fused (auto) against the loop.
   local bench=(bench train --steps "$steps" --warmup 3 --json "${dev[@]}")
-  check base64_bf16 "$timeout" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch"
-  check base64_bf16_loop_adamw "$timeout" "$bin" "${bench[@]}" --config "$base" \
+  check base64_bf16 "$timeout:$big" "$bin" "${bench[@]}" --config "$base" --batch "$base_batch"
+  check base64_bf16_loop_adamw "$timeout:$big" "$bin" "${bench[@]}" --config "$base" \
     --batch "$base_batch" --set train.optimizer_kernel=loop
   # fp32 only to price the bf16 lever: a few steps (about 10x slower per step), at half the
   # batch (fp32 feature maps at batch 64 may not fit beside 40 GB of weights and moments).
-  check base64_fp32 "$timeout" "$bin" bench train --steps 3 --warmup 1 --json "${dev[@]}" \
+  check base64_fp32 "$timeout:$big" "$bin" bench train --steps 3 --warmup 1 --json "${dev[@]}" \
     --config "$base" \
     --batch "$((base_batch / 2 > 0 ? base_batch / 2 : 1))" --set train.precision=fp32
-  check sr256_bf16 "$timeout" "$bin" "${bench[@]}" --config "$sr" --batch "$sr_batch"
+  check sr256_bf16 "$timeout:$big" "$bin" "${bench[@]}" --config "$sr" --batch "$sr_batch"
 
   # Issue 7: world size 1 through ProcessGroupNCCL (the all-reduce's overhead and its overlap
   # with the backward pass), set against the runs above without a process group.
   # Fewer steps: in a process group the bench times each step twice over (with and without the
   # all-reduce), and flattens the 2B parameters for its rounds.
   if [ "$nccl_rc" = 0 ] || ! wants nccl_match; then
-    check base64_bf16_launch1 "$timeout" "$bin" launch --nproc-per-node 1 -- bench train \
+    check base64_bf16_launch1 "$timeout:$big" "$bin" launch --nproc-per-node 1 -- bench train \
       --steps 8 --warmup 3 --json "${dev[@]}" --config "$base" --batch "$base_batch"
   fi
 
@@ -239,7 +252,7 @@ sys.exit(0 if ours == theirs else 1)
   # with the demo's data and stage 0, then its samples scored.
   if (wants demo_train || wants demo_metrics || wants demo_sample || wants demo_score) &&
     demo_ready; then
-    check demo_train "$timeout" "$bin" train --config configs/demo.toml --stage 0 \
+    check demo_train "$timeout:$big" "$bin" train --config configs/demo.toml --stage 0 \
       --max-steps "$demo_steps" "${sets[@]}" "${dev[@]}" --set train.precision=bf16
     tail -n 3 "$demo/run/stage-0/metrics.jsonl" >"$work/demo_metrics.txt"
     cp "$demo/run/stage-0/metrics.jsonl" "$out/demo_metrics.jsonl" 2>/dev/null
@@ -280,9 +293,9 @@ print(json.dumps({"step_after_save_s": after, "median_other_step_s": other[len(o
   # by default) switched off.
   local lever=(bench train --steps 10 --warmup 2 --json "${dev[@]}" --config "$base"
     --batch "$base_batch")
-  check base64_bf16_act_ckpt "$timeout" "$bin" "${lever[@]}" --set train.activation_checkpointing=true
-  check base64_bf16_channels_last "$timeout" "$bin" "${lever[@]}" --set train.channels_last=true
-  check base64_bf16_no_cudnn_benchmark "$timeout" "$bin" "${lever[@]}" --set train.cudnn_benchmark=false
+  check base64_bf16_act_ckpt "$timeout:$big" "$bin" "${lever[@]}" --set train.activation_checkpointing=true
+  check base64_bf16_channels_last "$timeout:$big" "$bin" "${lever[@]}" --set train.channels_last=true
+  check base64_bf16_no_cudnn_benchmark "$timeout:$big" "$bin" "${lever[@]}" --set train.cudnn_benchmark=false
   rm -rf "$work"
   echo "results in $results"
   # Close the pipe into tee and give it a moment, so log.txt is whole when the call returns.

@@ -40,6 +40,10 @@ pub enum TrainerError {
     #[error("{path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
 
+    /// Sampled images do not fit the folder being written (their count or their size).
+    #[error("{path}: {message}")]
+    Samples { path: PathBuf, message: String },
+
     /// The text-conditioning path (captions, embedding cache, widths) was given bad input.
     #[error("{0}")]
     Text(String),

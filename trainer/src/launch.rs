@@ -1,7 +1,7 @@
 //! `imagen launch`: one worker process per local GPU (or CPU test worker), each told its place
 //! in the job through torchrun's variables; signals are forwarded, and when one worker fails the
 //! others are stopped so that no collective waits forever on a dead peer. A second SIGINT or
-//! SIGTERM kills the workers at once (their saves are atomic: the last checkpoint stays whole),
+//! SIGTERM, two seconds or more after the first, kills the workers at once (their saves are atomic: the last checkpoint stays whole),
 //! and workers whose launcher dies receive SIGTERM.
 
 use std::os::unix::process::CommandExt;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, TrainerError};
+use crate::train::REPEAT_WINDOW;
 
 #[derive(Debug, Clone)]
 pub struct LaunchOptions {
@@ -129,21 +130,30 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
         opts.master_port
     );
     let mut forwarded = 0usize;
+    // When the first signal was forwarded: signals within REPEAT_WINDOW of it are the same request.
+    let mut first_signal: Option<Instant> = None;
     let mut failure: Option<(usize, ExitStatus)> = None;
     let mut kill_at: Option<Instant> = None;
     while !workers.is_empty() {
         let count = received.load(Ordering::SeqCst);
         if count > forwarded {
             let sig = signal.load(Ordering::SeqCst) as i32;
-            if forwarded == 0 {
-                tracing::info!("forwarding signal {sig} to {} worker(s)", workers.len());
-                for (_, child) in &workers {
-                    send(child, sig);
+            match first_signal {
+                None => {
+                    tracing::info!("forwarding signal {sig} to {} worker(s)", workers.len());
+                    for (_, child) in &workers {
+                        send(child, sig);
+                    }
+                    first_signal = Some(Instant::now());
                 }
-            } else {
-                tracing::warn!("signal {sig} again: killing {} worker(s)", workers.len());
-                for (_, child) in &mut workers {
-                    let _ = child.kill();
+                Some(first) if first.elapsed() < REPEAT_WINDOW => {
+                    tracing::info!("signal {sig} again within {REPEAT_WINDOW:?}: the same request");
+                }
+                Some(_) => {
+                    tracing::warn!("signal {sig} again: killing {} worker(s)", workers.len());
+                    for (_, child) in &mut workers {
+                        let _ = child.kill();
+                    }
                 }
             }
             forwarded = count;

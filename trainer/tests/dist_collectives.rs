@@ -50,7 +50,7 @@ fn join() -> Dist {
         collective_timeout_secs: 60,
         ..DistConfig::default()
     };
-    Dist::init(info, &cfg, false).unwrap()
+    Dist::init(info, &cfg, None).unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -172,7 +172,7 @@ fn a_missing_rank_is_named() {
         key_prefix: String::new(),
     };
     let cfg = DistConfig { rendezvous_timeout_secs: 1, ..DistConfig::default() };
-    let err = Dist::init(info, &cfg, false).err().expect("nobody else joins").to_string();
+    let err = Dist::init(info, &cfg, None).err().expect("nobody else joins").to_string();
     assert!(err.contains("2 of 3 workers never joined"), "{err}");
     assert!(err.contains("rank 1 (node 0), rank 2 (node 1)"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! The launcher's own signal handling, on workers that ignore SIGTERM (a shell), in a test binary
 //! of its own because the launcher installs handlers for this process's SIGINT and SIGTERM: the
-//! first signal is forwarded and waited on, a second one kills the workers.
+//! first signal is forwarded and waited on, a repeat within two seconds is the same request, and
+//! a second one later kills the workers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +29,11 @@ fn a_second_signal_kills_workers_that_ignore_the_first() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: raise(3) delivers SIGTERM to this process, whose handlers the launcher installed.
+    unsafe { libc::raise(libc::SIGTERM) };
+    // The same signal again a moment later (a wrapper forwarding what the terminal also sent) is
+    // the same request, not a second one.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
     unsafe { libc::raise(libc::SIGTERM) };
     // The workers ignore it, and a forwarded signal sets no deadline (a save may take minutes):
     // the launcher waits, well past its one-second grace.

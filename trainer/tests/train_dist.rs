@@ -223,7 +223,18 @@ fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
 /// A worker as a scheduler would start it (torchrun's variables, nobody watching over the job),
 /// with collectives that would wait ten minutes for a missing peer.
 fn unwatched_worker(config: &Path, run: &Path, port: u16, rank: usize, extra: &[&str]) -> Child {
-    let mut cmd = single(config, run, 100_000, 2);
+    worker_of(config, run, port, rank, 100_000, extra)
+}
+
+fn worker_of(
+    config: &Path,
+    run: &Path,
+    port: u16,
+    rank: usize,
+    steps: u64,
+    extra: &[&str],
+) -> Child {
+    let mut cmd = single(config, run, steps, 2);
     cmd.args(["--set", "dist.collective_timeout_secs=600"])
         .args(["--set", "dist.heartbeat_timeout_secs=3"])
         .args(extra)
@@ -244,6 +255,43 @@ fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     err
+}
+
+#[test]
+fn a_job_suspended_and_resumed_as_a_whole_goes_on() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("suspended");
+    let port = free_port();
+    let steps = 200;
+    let beat = ["--set", "dist.heartbeat_timeout_secs=6"];
+    let mut zero = worker_of(&config, &run, port, 0, steps, &beat);
+    let mut one = worker_of(&config, &run, port, 1, steps, &beat);
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero);
+    let signal = |child: &Child, sig: i32| {
+        // SAFETY: kill(2) on a child this test spawned and has not reaped.
+        unsafe { libc::kill(child.id() as i32, sig) };
+    };
+    // Slurm's suspend, or a paused VM: every rank stopped for longer than the heartbeat timeout
+    // (6 s), then resumed, rank 0 a moment before rank 1. Rank 1 stops first, 1.5 s ahead (less
+    // than the timeout, and more than rank 0's 1 s between looks, so that rank 0 has seen its
+    // last beat): rank 0's first look after the resume finds it silent for 9 s on the clock,
+    // and must not take that for a death, since rank 0 was not looking either.
+    signal(&one, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&zero, libc::SIGSTOP);
+    assert!(
+        !checkpoint(&run, steps).exists(),
+        "the run ended before it was suspended: give it more steps"
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&zero, libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&one, libc::SIGCONT);
+    let status = wait_exit(&mut zero, Duration::from_secs(120));
+    let err = stderr_of(&mut zero);
+    assert!(status.success(), "rank 0 failed after the job was resumed: {err}");
+    assert!(wait_exit(&mut one, Duration::from_secs(60)).success());
+    assert!(checkpoint(&run, steps).join("state.json").exists());
 }
 
 #[test]

@@ -319,6 +319,22 @@ fn resuming_with_a_different_unet_is_refused_with_the_fields() {
 }
 
 #[test]
+fn a_start_that_fails_leaves_no_empty_stage_directory() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    cfg.data.shards = vec![w.path().join("no-such-shards/*.parquet").display().to_string()];
+    let run = w.run_dir("failed-start");
+    let err = train(&cfg, options(&run, 0, 4)).unwrap_err().to_string();
+    assert!(err.contains("no-such-shards"), "{err}");
+    assert!(!run.join("stage-0").exists(), "an empty stage-0/ left behind");
+    // A stage directory that holds checkpoints stays whatever the next start does.
+    train(&w.config, options(&run, 0, 4)).unwrap();
+    assert!(train(&cfg, options(&run, 0, 8)).is_err());
+    assert!(checkpoint::latest(&run.join("stage-0")).unwrap().is_some());
+}
+
+#[test]
 fn the_text_encoder_copied_elsewhere_is_recognised_and_another_one_refused() {
     let _serial = common::serial();
     let w = common::world();

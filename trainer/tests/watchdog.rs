@@ -47,6 +47,9 @@ fn a_rank_that_goes_quiet_is_named_and_every_rank_is_told() {
     let why = zero_rx.recv_timeout(Duration::from_secs(10)).expect("rank 0 did not notice");
     assert!(began.elapsed() >= Duration::from_millis(500), "too early: {:?}", began.elapsed());
     assert!(why.contains("rank 2 has not been heard from"), "{why}");
+    // Rank 0 hosts the store: it ends only once rank 1 has read the abort, or rank 1 would find
+    // the store gone and blame rank 0 instead of rank 2.
+    assert!(store.contains("watchdog/ack/1").unwrap(), "rank 0 ended before rank 1 was told");
     let told = one_rx.recv_timeout(Duration::from_secs(10)).expect("rank 1 was not told");
     assert!(told.contains("rank 2 has not been heard from"), "{told}");
     drop(one);
@@ -57,9 +60,12 @@ fn an_abort_carries_its_ranks_reason_to_the_others() {
     let store = server();
     let (_zero, zero_rx) = start(&store, 0, 2, 60_000);
     let (mut one, one_rx) = start(&store, 1, 2, 60_000);
+    let began = Instant::now();
     one.abort("No space left on device (os error 28) writing step-000000100");
     let why = zero_rx.recv_timeout(Duration::from_secs(10)).expect("rank 0 was not told");
     assert!(why.starts_with("rank 1 failed: No space left on device"), "{why}");
+    // Without waiting for the rank that posted it to read its own abort.
+    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
     // The rank that posted the abort does not act on it itself.
     assert!(one_rx.recv_timeout(Duration::from_millis(300)).is_err());
 }

@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use imagen_trainer::sample::{sample_cascade, write_samples, StageLoader, DEFAULT_SAMPLE_BATCH};
+use imagen_trainer::sample::{
+    sample_cascade_each, SampleWriter, StageLoader, DEFAULT_SAMPLE_BATCH,
+};
 use imagen_trainer::text::prompts::read_prompts;
 use imagen_trainer::train::{prepare_process, resolve_device};
 
@@ -21,7 +23,7 @@ pub struct SampleArgs {
     /// A file of prompts, one per line.
     #[arg(long)]
     prompts: Option<PathBuf>,
-    /// Output folder: NNNN.png per prompt, grid.png, prompts.txt, index.html.
+    /// Output folder: NNNN.png per prompt, grid.png (the first 64), prompts.txt, index.html.
     #[arg(long)]
     out: PathBuf,
     /// Last stage to run (0 is the base); default: every stage of the config.
@@ -57,16 +59,24 @@ pub fn run(args: SampleArgs) -> Result<()> {
         tracing::info!("stage {index}: EMA weights of {}", stage.checkpoint.display());
         stages.push(stage);
     }
-    let outputs = sample_cascade(&stages, &prompts, args.seed, args.batch_size)?;
+    // Each batch's images go to disk as it finishes: nothing grows with the number of prompts.
     imagen_trainer::sample::clear_previous_samples(&args.out)?;
-    for (i, images) in outputs.iter().enumerate() {
-        let dir = if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
-        let grid = write_samples(&dir, images, &prompts)?;
-        let count = match prompts.len() {
-            1 => "1 image".to_owned(),
-            n => format!("{n} images"),
-        };
-        println!("stage {i}: {count}, grid {}", grid.display());
+    let mut writers = (0..=last)
+        .map(|i| {
+            let dir =
+                if i == last { args.out.clone() } else { args.out.join(format!("stage-{i}")) };
+            SampleWriter::create(&dir, &prompts)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    sample_cascade_each(&stages, &prompts, args.seed, args.batch_size, |_, outputs| {
+        writers.iter_mut().zip(&outputs).try_for_each(|(writer, images)| writer.push(images))
+    })?;
+    let count = match prompts.len() {
+        1 => "1 image".to_owned(),
+        n => format!("{n} images"),
+    };
+    for (i, writer) in writers.into_iter().enumerate() {
+        println!("stage {i}: {count}, grid {}", writer.finish()?.display());
     }
     println!("samples and their prompts: {}", args.out.join("index.html").display());
     Ok(())

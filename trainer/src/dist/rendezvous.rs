@@ -46,9 +46,11 @@ pub fn choose_backend(cfg: &DistConfig, cuda: bool) -> Result<Backend> {
 }
 
 impl Dist {
-    /// Rendezvous of all `info.world_size` workers, then the process group.
-    pub fn init(info: WorldInfo, cfg: &DistConfig, cuda: bool) -> Result<Self> {
-        let backend = choose_backend(cfg, cuda)?;
+    /// Rendezvous of all `info.world_size` workers, then the process group; `cuda_device` is the
+    /// CUDA device this worker trains on (None on the CPU), which NCCL's communicator binds to.
+    /// It is not always the local rank: a worker that sees one GPU trains on device 0.
+    pub fn init(info: WorldInfo, cfg: &DistConfig, cuda_device: Option<usize>) -> Result<Self> {
+        let backend = choose_backend(cfg, cuda_device.is_some())?;
         let wait = Duration::from_secs(cfg.rendezvous_timeout_secs.max(1));
         let place = format!("{}:{}", info.master_addr, info.master_port);
         let main = info.rank == 0;
@@ -145,7 +147,7 @@ impl Dist {
             info.world_size,
             backend,
             collective,
-            info.local_rank,
+            cuda_device.unwrap_or(0),
         )?;
         let watchdog = match cfg.heartbeat_timeout_secs {
             0 => None,

@@ -98,12 +98,10 @@ impl Watchdog {
             tracing::warn!("could not tell the other ranks that this one failed: {e}");
             return;
         }
+        // It knows: rank 0 need not wait for it to read its own abort.
+        let _ = self.store.set(&ack_key(self.rank), b"1");
         if self.rank == 0 {
-            let deadline = Instant::now() + self.options.interval * 4 + Duration::from_secs(1);
-            let acked = |r: usize| self.store.contains(&ack_key(r)).unwrap_or(true);
-            while Instant::now() < deadline && !(1..self.world_size).all(acked) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for_acks(&self.store, self.world_size, &self.options);
         }
     }
 
@@ -143,6 +141,19 @@ impl Drop for Watchdog {
     }
 }
 
+/// Rank 0, whose process hosts the store, gives the other ranks a few rounds to read an abort
+/// before it exits: one that found the store gone instead would blame rank 0, not the rank
+/// that failed. Ranks that finished, or that never answer (the dead one), only cost the wait.
+fn wait_for_acks(store: &TcpStore, world_size: usize, options: &WatchdogOptions) {
+    let deadline = Instant::now() + options.interval * 4 + Duration::from_secs(1);
+    let told = |r: usize| {
+        store.contains(&ack_key(r)).unwrap_or(true) || store.contains(&done_key(r)).unwrap_or(true)
+    };
+    while Instant::now() < deadline && !(1..world_size).all(told) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn post_abort(store: &TcpStore, text: &str) -> Result<()> {
     if store.add(ABORT_CLAIM, 1)? == 1 {
         store.set(ABORT, text.as_bytes())?;
@@ -160,11 +171,17 @@ fn watch(
     on_fatal: &dyn Fn(String),
 ) {
     // Rank 0's view of every rank's counter: its last value and when it last moved.
-    let mut heard: Vec<(i64, Instant)> = vec![(0, Instant::now()); world_size];
+    let mut heard: Vec<Heard> =
+        vec![Heard { count: 0, moved: Instant::now(), looks: 0 }; world_size];
     while !stop.load(Ordering::SeqCst) {
         match look(store, rank, options, &mut heard) {
             Ok(None) => {}
-            Ok(Some(why)) => return on_fatal(why),
+            Ok(Some(why)) => {
+                if rank == 0 {
+                    wait_for_acks(store, world_size, options);
+                }
+                return on_fatal(why);
+            }
             // The TCPStore lives in rank 0's process: it stops answering when rank 0 has exited.
             Err(e) if !stop.load(Ordering::SeqCst) => {
                 return on_fatal(format!(
@@ -178,12 +195,27 @@ fn watch(
     }
 }
 
-/// One round: beat, read any abort, and on rank 0 check that every unfinished rank beats.
+/// Rank 0's view of another rank's counter.
+#[derive(Clone)]
+struct Heard {
+    /// Its last value.
+    count: i64,
+    /// When it last moved.
+    moved: Instant,
+    /// Rank 0's own looks since then.
+    looks: u64,
+}
+
+/// One round: beat, read any abort, and on rank 0 check that every unfinished rank beats. A rank
+/// is silent when its counter has not moved for the timeout *and* over as many of rank 0's own
+/// looks as fit in it: a job suspended as a whole (Slurm's suspend, SIGSTOP, a paused VM) and
+/// resumed leaves a gap on the clock in which rank 0 did not look either, and its first look
+/// after may come before the others have beaten again.
 fn look(
     store: &TcpStore,
     rank: usize,
     options: &WatchdogOptions,
-    heard: &mut [(i64, Instant)],
+    heard: &mut [Heard],
 ) -> Result<Option<String>> {
     store.add(&beat_key(rank), 1)?;
     if store.contains(ABORT)? {
@@ -194,19 +226,22 @@ fn look(
     if rank != 0 {
         return Ok(None);
     }
-    for (r, (count, moved)) in heard.iter_mut().enumerate().skip(1) {
+    let quiet_looks = (options.timeout.as_secs_f64() / options.interval.as_secs_f64()) as u64;
+    for (r, h) in heard.iter_mut().enumerate().skip(1) {
         if store.contains(&done_key(r))? {
             continue;
         }
         let now = store.add(&beat_key(r), 0)?;
-        if now != *count {
-            *count = now;
-            *moved = Instant::now();
-        } else if moved.elapsed() > options.timeout {
+        if now != h.count {
+            *h = Heard { count: now, moved: Instant::now(), looks: 0 };
+            continue;
+        }
+        h.looks += 1;
+        if h.moved.elapsed() > options.timeout && h.looks >= quiet_looks.max(1) {
             let why = format!(
                 "rank {r} has not been heard from for {} s (its process died, or its node is \
                  down or unreachable; dist.heartbeat_timeout_secs)",
-                moved.elapsed().as_secs()
+                h.moved.elapsed().as_secs()
             );
             post_abort(store, &why)?;
             return Ok(Some(why));

@@ -17,7 +17,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{Result, TrainerError};
 use crate::sample::{
-    sample_cascade, to_rgb8, write_samples, LoadedStage, StageLoader, DEFAULT_SAMPLE_BATCH,
+    sample_cascade_each, to_rgb8, LoadedStage, SampleWriter, StageLoader, DEFAULT_SAMPLE_BATCH,
 };
 use crate::train::{prepare_process, resolve_device};
 
@@ -37,7 +37,7 @@ pub struct EvalOptions {
     pub metrics: Vec<Metric>,
     /// Seed of the sampling noise.
     pub seed: i64,
-    /// Prompts sampled at a time through the cascade (`sample_cascade`).
+    /// Prompts sampled at a time through the cascade (`sample_cascade_each`).
     pub sample_batch: usize,
     /// CLIP model folder (Hugging Face layout), for `clip`.
     pub clip: Option<PathBuf>,
@@ -153,7 +153,9 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
 
 /// Samples `opts.prompts` from the cascade of `cfg`, computes `opts.metrics` and writes
 /// `<out>/samples/` (NNNN.png, grid.png, prompts.txt, index.html), `<out>/report.json` and
-/// `<out>/report.md`. Returns the report.
+/// `<out>/report.md`. Returns the report. The metrics take each batch of samples as it comes, so
+/// the memory does not grow with the number of prompts (beyond a score and an FID feature vector
+/// each).
 pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     check_options(opts)?;
     if opts.metrics.contains(&Metric::ValLoss) && cfg.data.heldout().is_none() {
@@ -162,12 +164,42 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
     let device = resolve_device(&cfg.train.device)?;
     prepare_process(&cfg.train, device)?;
     let stages = load_stages(cfg, opts, device)?;
-    let outputs = sample_cascade(&stages, &opts.prompts, opts.seed, opts.sample_batch)?;
-    let images = outputs.last().expect("at least one stage");
+    // The metrics' weights and the reference statistics first: a wrong path fails before hours
+    // of sampling, not after.
+    let wants = |m: Metric| opts.metrics.contains(&m);
+    let clip_scorer = match (wants(Metric::Clip), &opts.clip) {
+        (true, Some(dir)) => Some(imagen_eval::clip::score::ClipScorer::load(dir, device)?),
+        _ => None,
+    };
+    let mut fid = if wants(Metric::Fid) { Some(FidRun::start(opts, device)?) } else { None };
+    let mut tally = ConditioningTally::default();
+    let mut clip_scores = Vec::new();
+
     let samples_dir = opts.out.join("samples");
     crate::sample::clear_previous_samples(&samples_dir)?;
-    write_samples(&samples_dir, images, &opts.prompts)?;
-    let rgb = rgb_images(images)?;
+    let mut writer = SampleWriter::create(&samples_dir, &opts.prompts)?;
+    sample_cascade_each(&stages, &opts.prompts, opts.seed, opts.sample_batch, |first, outputs| {
+        let images = outputs.last().expect("at least one stage");
+        writer.push(images)?;
+        let rgb = rgb_images(images)?;
+        let prompts = &opts.prompts[first..first + rgb.len()];
+        if wants(Metric::Conditioning) {
+            tally.add(first, &rgb, prompts);
+        }
+        if let Some(scorer) = &clip_scorer {
+            tch::no_grad(|| -> Result<()> {
+                for (img, p) in rgb.iter().zip(prompts) {
+                    clip_scores.push(scorer.score(img, p)?);
+                }
+                Ok(())
+            })?;
+        }
+        if let Some(fid) = &mut fid {
+            fid.add(&rgb);
+        }
+        Ok(())
+    })?;
+    writer.finish()?;
 
     let last = stages.last().expect("at least one stage");
     let mut report = EvalReport {
@@ -185,21 +217,17 @@ pub fn evaluate(cfg: &Config, opts: &EvalOptions) -> Result<EvalReport> {
         samples_dir: PathBuf::from("samples"),
         grid: PathBuf::from("samples/grid.png"),
         metrics: opts.metrics.clone(),
-        conditioning: None,
-        clip: None,
-        fid: None,
+        conditioning: wants(Metric::Conditioning).then(|| tally.report()),
+        clip: opts.clip.as_ref().filter(|_| clip_scorer.is_some()).map(|dir| ClipReport {
+            weights: dir.to_owned(),
+            summary: Summary::of(&clip_scores),
+            per_sample: clip_scores,
+        }),
+        fid: fid.map(FidRun::finish).transpose()?,
         val_loss: None,
     };
-    for metric in &opts.metrics {
-        match metric {
-            Metric::Conditioning => report.conditioning = Some(conditioning(&rgb, &opts.prompts)),
-            Metric::Clip => {
-                let dir = opts.clip.as_ref().expect("checked");
-                report.clip = Some(clip(dir, &rgb, &opts.prompts, device)?);
-            }
-            Metric::Fid => report.fid = Some(fid(opts, &rgb, device)?),
-            Metric::ValLoss => report.val_loss = Some(val_loss(cfg, last, opts, device)?),
-        }
+    if wants(Metric::ValLoss) {
+        report.val_loss = Some(val_loss(cfg, last, opts, device)?);
     }
     report.write(&opts.out)?;
     Ok(report)
@@ -225,81 +253,125 @@ fn rgb_images(images: &tch::Tensor) -> Result<Vec<RgbImage>> {
 /// Per-attribute accuracy over the prompts that are synthetic-scene captions; the others are
 /// counted.
 pub fn conditioning(images: &[RgbImage], prompts: &[String]) -> ConditioningReport {
-    let mut matches = Vec::new();
-    let mut unparsed = Vec::new();
-    for (i, (image, prompt)) in images.iter().zip(prompts).enumerate() {
-        match SceneAttributes::from_caption(prompt) {
-            Some(expected) => matches.push(score(image, &expected)),
-            None => unparsed.push(i),
+    let mut tally = ConditioningTally::default();
+    tally.add(0, images, prompts);
+    tally.report()
+}
+
+/// [`conditioning`] a batch at a time.
+#[derive(Default)]
+struct ConditioningTally {
+    matches: Vec<imagen_eval::conditioning::AttributeMatch>,
+    /// Indices of the prompts that are not synthetic-scene captions.
+    unparsed: Vec<usize>,
+}
+
+impl ConditioningTally {
+    /// Scores `images` against `prompts`, samples `first..` of the run.
+    fn add(&mut self, first: usize, images: &[RgbImage], prompts: &[String]) {
+        for (i, (image, prompt)) in images.iter().zip(prompts).enumerate() {
+            match SceneAttributes::from_caption(prompt) {
+                Some(expected) => self.matches.push(score(image, &expected)),
+                None => self.unparsed.push(first + i),
+            }
         }
     }
-    if !unparsed.is_empty() {
-        tracing::warn!(
-            "conditioning: {} of {} prompts are not synthetic-scene captions; not scored",
-            unparsed.len(),
-            prompts.len()
-        );
-    }
-    let rate = |f: fn(&imagen_eval::conditioning::AttributeMatch) -> bool| {
-        (!matches.is_empty()).then(|| Summary::of_bools(&matches.iter().map(f).collect::<Vec<_>>()))
-    };
-    ConditioningReport {
-        scored: matches.len(),
-        unparsed: unparsed.len(),
-        unparsed_prompts: unparsed,
-        colour: rate(|m| m.colour),
-        shape: rate(|m| m.shape),
-        size: rate(|m| m.size),
-        position: rate(|m| m.position),
-        all: rate(|m| m.all()),
+
+    fn report(self) -> ConditioningReport {
+        let Self { matches, unparsed } = self;
+        if !unparsed.is_empty() {
+            tracing::warn!(
+                "conditioning: {} of {} prompts are not synthetic-scene captions; not scored",
+                unparsed.len(),
+                matches.len() + unparsed.len()
+            );
+        }
+        let rate = |f: fn(&imagen_eval::conditioning::AttributeMatch) -> bool| {
+            (!matches.is_empty())
+                .then(|| Summary::of_bools(&matches.iter().map(f).collect::<Vec<_>>()))
+        };
+        ConditioningReport {
+            scored: matches.len(),
+            unparsed: unparsed.len(),
+            unparsed_prompts: unparsed,
+            colour: rate(|m| m.colour),
+            shape: rate(|m| m.shape),
+            size: rate(|m| m.size),
+            position: rate(|m| m.position),
+            all: rate(|m| m.all()),
+        }
     }
 }
 
-fn clip(dir: &Path, images: &[RgbImage], prompts: &[String], device: Device) -> Result<ClipReport> {
-    let scorer = imagen_eval::clip::score::ClipScorer::load(dir, device)?;
-    let scores = tch::no_grad(|| -> Result<Vec<f64>> {
-        images.iter().zip(prompts).map(|(img, p)| Ok(scorer.score(img, p)?)).collect()
-    })?;
-    Ok(ClipReport { weights: dir.to_owned(), summary: Summary::of(&scores), per_sample: scores })
+/// FID a batch of samples at a time: the Inception network and the reference's statistics are
+/// ready before sampling starts, and each batch leaves only its pooled features.
+struct FidRun {
+    model: imagen_eval::FidInception,
+    _weights: tch::nn::VarStore,
+    dims: FidDims,
+    reference_path: PathBuf,
+    reference: imagen_eval::FidSide,
+    features: Vec<tch::Tensor>,
+    samples: usize,
+    device: Device,
 }
 
-fn fid(opts: &EvalOptions, images: &[RgbImage], device: Device) -> Result<FidReport> {
-    let dims = FidDims::from_dims(opts.fid_dims).expect("checked");
-    let weights = opts.inception.as_ref().expect("checked");
-    let reference = opts.reference.as_ref().expect("checked");
-    let (model, _vs) = imagen_eval::load_fid_inception(weights, dims, device)?;
-    let mut features = Vec::new();
-    for chunk in images.chunks(imagen_eval::fid::DEFAULT_BATCH_SIZE) {
-        let x = imagen_eval::images::to_tensor(chunk).to_device(device);
-        features.push(tch::no_grad(|| model.features(&x)).to_device(Device::Cpu));
+impl FidRun {
+    fn start(opts: &EvalOptions, device: Device) -> Result<Self> {
+        let dims = FidDims::from_dims(opts.fid_dims).expect("checked");
+        let weights = opts.inception.as_ref().expect("checked");
+        let reference_path = opts.reference.clone().expect("checked");
+        let (model, vs) = imagen_eval::load_fid_inception(weights, dims, device)?;
+        let reference = imagen_eval::side_statistics(
+            &model,
+            &reference_path,
+            imagen_eval::fid::DEFAULT_BATCH_SIZE,
+            device,
+        )?;
+        Ok(Self {
+            model,
+            _weights: vs,
+            dims,
+            reference_path,
+            reference,
+            features: Vec::new(),
+            samples: 0,
+            device,
+        })
     }
-    let stats = ActivationStats::from_activations(&tch::Tensor::cat(&features, 0))?;
-    let reliable = images.len() > dims.dims();
-    if !reliable {
-        tracing::warn!(
-            "FID of {} samples with {}-d features: the covariance is singular and the FID \
-             unreliable; use more prompts than dimensions, or a smaller --fid-dims",
-            images.len(),
-            dims.dims()
-        );
+
+    fn add(&mut self, images: &[RgbImage]) {
+        for chunk in images.chunks(imagen_eval::fid::DEFAULT_BATCH_SIZE) {
+            let x = imagen_eval::images::to_tensor(chunk).to_device(self.device);
+            let features = tch::no_grad(|| self.model.features(&x)).to_device(Device::Cpu);
+            self.features.push(features);
+        }
+        self.samples += images.len();
     }
-    let generated =
-        imagen_eval::FidSide { stats, images: Some(images.len()), skipped: 0, unreadable: 0 };
-    let reference_side = imagen_eval::side_statistics(
-        &model,
-        reference,
-        imagen_eval::fid::DEFAULT_BATCH_SIZE,
-        device,
-    )?;
-    let value = imagen_eval::fid(&generated, &reference_side)?;
-    Ok(FidReport {
-        value,
-        dims: dims.dims(),
-        samples: images.len(),
-        reference: reference.clone(),
-        reference_images: reference_side.images,
-        reliable,
-    })
+
+    fn finish(self) -> Result<FidReport> {
+        let stats = ActivationStats::from_activations(&tch::Tensor::cat(&self.features, 0))?;
+        let reliable = self.samples > self.dims.dims();
+        if !reliable {
+            tracing::warn!(
+                "FID of {} samples with {}-d features: the covariance is singular and the FID \
+                 unreliable; use more prompts than dimensions, or a smaller --fid-dims",
+                self.samples,
+                self.dims.dims()
+            );
+        }
+        let generated =
+            imagen_eval::FidSide { stats, images: Some(self.samples), skipped: 0, unreadable: 0 };
+        let value = imagen_eval::fid(&generated, &self.reference)?;
+        Ok(FidReport {
+            value,
+            dims: self.dims.dims(),
+            samples: self.samples,
+            reference: self.reference_path,
+            reference_images: self.reference.images,
+            reliable,
+        })
+    }
 }
 
 fn val_loss(

@@ -197,6 +197,17 @@ impl AdamW {
         out
     }
 
+    /// The moment tensors themselves (not copies), two per parameter in the parameters' order:
+    /// what a collective fills in place to give every rank one rank's state.
+    pub fn moments(&self) -> Vec<&Tensor> {
+        self.slots.iter().flat_map(|s| [&s.exp_avg, &s.exp_avg_sq]).collect()
+    }
+
+    /// Sets the number of steps taken (the bias corrections' exponent), as a restored state does.
+    pub fn set_steps(&mut self, steps: i64) {
+        self.steps = steps;
+    }
+
     /// Restores the state written by [`AdamW::state_tensors`]; every entry must be present with
     /// the parameter's shape.
     pub fn load_state_tensors(&mut self, tensors: Vec<(String, Tensor)>) -> Result<()> {

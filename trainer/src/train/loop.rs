@@ -13,7 +13,7 @@ use super::replicas::Replicas;
 use super::resume::{
     check_compatible, check_diffusion_kept, continues_here, saved_max_steps, Resume,
 };
-use super::run_dir::{stage_dir, StageLock};
+use super::run_dir::{remove_if_unused, stage_dir, StageLock};
 use super::signals::StopFlag;
 use super::validate::{log_validation, validation_captions, validation_loss_with};
 use crate::autocast::Autocast;
@@ -72,13 +72,34 @@ fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
     (0..n as u64).map(|i| self::step_seed(step_seed as u64, first + i + 1)).collect()
 }
 
+/// What a failing rank lets go of only after the other ranks are told: dropping the checkpoint
+/// writer waits for a background save in flight (so the last checkpoint is whole), and dropping
+/// the loader joins its reader thread, which may sit in a stalled filesystem read. Either can
+/// take minutes, during which the others would wait in a collective for a rank that is gone.
+#[derive(Default)]
+struct SlowToDrop {
+    loader: Option<Loader>,
+    writer: Option<CheckpointWriter>,
+}
+
 pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
+    // Declared before the replicas, so dropped after them: on a panic too, the others are told
+    // (the watchdog's drop) before this rank waits for its save and its reader.
+    let mut held = SlowToDrop::default();
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
-    match train_joined(cfg, opts, &mut replicas, device) {
+    let dir = stage_dir(&opts.run_dir, opts.stage);
+    let new_dir = !dir.exists();
+    match train_joined(cfg, opts, &mut replicas, device, &mut held) {
         Ok(outcome) => replicas.finish().map(|()| outcome),
         Err(e) => {
             // The other ranks would wait for this one in their next collective.
             replicas.abort(&e.to_string());
+            drop(held);
+            if new_dir {
+                // A start that failed (a bad path, a refused config) leaves no empty stage
+                // directory behind; one that saved anything is not empty and stays.
+                remove_if_unused(&dir);
+            }
             Err(e)
         }
     }
@@ -89,6 +110,7 @@ fn train_joined(
     opts: TrainOptions,
     replicas: &mut Replicas,
     device: tch::Device,
+    held: &mut SlowToDrop,
 ) -> Result<TrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let main = replicas.is_main();
@@ -141,11 +163,20 @@ fn train_joined(
     };
     let mut cursor: Option<Cursor> = None;
     let mut saved_horizon = None;
+    // Whether the run goes on from a checkpoint of its own stage directory.
+    let mut continues = false;
     if let Some(ckpt) = &resume_from {
         check_compatible(ckpt, cfg, opts.stage)?;
-        check_diffusion_kept(ckpt, cfg, opts.stage, continues_here(ckpt, &dir))?;
+        // Rank 0 decides for every rank (nodes may mount the run directory by other paths): it
+        // says whether a stop before the first step saves, which every rank must join.
+        let here = if continues_here(ckpt, &dir) { "1" } else { "0" };
+        continues = replicas.share_from_main("continues-here", here)? == "1";
+        check_diffusion_kept(ckpt, cfg, opts.stage, continues)?;
         saved_horizon = saved_max_steps(&ckpt.config_toml);
-        restore(&model, &mut opt, ckpt, main)?;
+        if main {
+            // The other ranks take it all from rank 0 (`attach`, `share_optimizer_state`).
+            restore(&model, &mut opt, ckpt)?;
+        }
         state = ckpt.state.clone();
         if state.seed != cfg.run.seed {
             tracing::warn!(
@@ -177,6 +208,9 @@ fn train_joined(
         state.text_encoder = crate::text::identity::encoder_fingerprint(&cfg.text.model).ok();
     }
     replicas.attach(&model, cfg)?;
+    if resume_from.is_some() {
+        replicas.share_optimizer_state(&mut opt, cfg)?;
+    }
     let side = stage.data_side();
     if world > 1 && data_cfg.epoch_batches == 0 {
         // Counting means reading every shard's marker or metadata: rank 0 counts for the job
@@ -194,7 +228,7 @@ fn train_joined(
         Some(cache) => Loader::with_text_cache(&data_cfg, side, rank, world, cursor, cache),
         None => Loader::new(&data_cfg, side, rank, world, cursor),
     };
-    let mut loader = loader.map_err(|e| match (e, &resume_from) {
+    let loader = loader.map_err(|e| match (e, &resume_from) {
         (DataError::CursorMismatch(why), Some(ckpt)) => TrainerError::Checkpoint(format!(
             "{}: {why}. To keep its weights, optimizer and step and start the data stream afresh \
              (samples may come again), resume with --data-cursor restart",
@@ -202,6 +236,7 @@ fn train_joined(
         )),
         (e, _) => e.into(),
     })?;
+    let loader = held.loader.insert(loader);
     // Every rank must deal from the same shard list (each resolves the globs itself, and an
     // img2dataset output still being written can change between two listings).
     if let Some(settings) = loader.settings() {
@@ -305,15 +340,14 @@ fn train_joined(
     let every = cfg.train.checkpoint.every_steps;
     let mut window = StepMetrics::default();
     let mut last_loss = None;
-    let mut writer = CheckpointWriter::new(cfg.train.checkpoint.write.in_background(device));
+    let writer =
+        held.writer.insert(CheckpointWriter::new(cfg.train.checkpoint.write.in_background(device)));
     // Every rank tracks the saved step (only rank 0 has the path), so all join each save. A run
     // going on from its own checkpoint is saved already: a stop before its first step need not
     // save again. A warm start from another run's checkpoint, or one whose data stream starts
     // afresh, is not: a stop before its first step saves it here, so a requeue resumes it.
-    let mut saved_at = resume_from
-        .as_ref()
-        .filter(|c| continues_here(c, &dir) && !opts.restart_data)
-        .map(|c| c.state.step);
+    let mut saved_at =
+        resume_from.as_ref().filter(|_| continues && !opts.restart_data).map(|c| c.state.step);
     let mut interrupted = false;
     let mut lr = schedule.at(state.step);
     // The first window's speed counts training only, not the start-up above.
@@ -434,7 +468,7 @@ fn train_joined(
         let saving = due(every);
         if due(cfg.log.every_steps.max(1)) || saving {
             if let Some(loss) =
-                logs.close_window(&mut window, &loader, replicas, device, &state, lr)?
+                logs.close_window(&mut window, loader, replicas, device, &state, lr)?
             {
                 last_loss = Some(loss);
             }
@@ -468,7 +502,7 @@ fn train_joined(
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
         if saving || state.step == max_steps {
-            ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
+            ckpt.save(writer, &model, &opt, &state, loader)?;
             saved_at = Some(state.step);
         }
         logs.clock += paused.elapsed();
@@ -481,14 +515,14 @@ fn train_joined(
     if interrupted && logs.logged_at < state.step {
         // The steps since the last log, so that a stop loses none of the curve. Every rank
         // comes here at the same step (the stop is agreed), for the window's collectives.
-        if let Some(loss) = logs.close_window(&mut window, &loader, replicas, device, &state, lr)? {
+        if let Some(loss) = logs.close_window(&mut window, loader, replicas, device, &state, lr)? {
             last_loss = Some(loss);
         }
     }
     if interrupted && saved_at != Some(state.step) {
         tracing::info!("stopping on signal at step {}: saving", state.step);
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
-        ckpt.save(&mut writer, &model, &opt, &state, &loader)?;
+        ckpt.save(writer, &model, &opt, &state, loader)?;
     }
     writer.wait()?;
     if let Some(events) = logs.events.as_mut() {
@@ -677,14 +711,12 @@ impl Checkpointing<'_> {
     }
 }
 
-/// Loads the optimizer's state and, where `weights` (rank 0, or a single process), the weights
-/// and their average: the other ranks of a job receive those from rank 0's broadcast
-/// (`Replicas::attach`), so they need not read them from a shared filesystem too.
-fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint, weights: bool) -> Result<()> {
-    if weights {
-        copy_into(&ckpt.tensors("model")?, &model.vs, &ckpt.dir.join("model.safetensors"))?;
-        copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))?;
-    }
+/// Loads the weights, their average and the optimizer's state on rank 0 (or a single process):
+/// the other ranks of a job receive them from rank 0's broadcasts (`Replicas::attach`,
+/// `Replicas::share_optimizer_state`), so they need not read them from a shared filesystem too.
+fn restore(model: &StageModel, opt: &mut AdamW, ckpt: &Checkpoint) -> Result<()> {
+    copy_into(&ckpt.tensors("model")?, &model.vs, &ckpt.dir.join("model.safetensors"))?;
+    copy_into(&ckpt.tensors("ema")?, &model.ema_vs, &ckpt.dir.join("ema.safetensors"))?;
     opt.load_state_tensors(ckpt.tensors("optimizer")?)
 }
 

@@ -21,7 +21,7 @@ pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
 pub use replicas::Replicas;
 pub use resume::{check_compatible, Resume};
 pub use run_dir::stage_dir;
-pub use signals::StopFlag;
+pub use signals::{StopFlag, REPEAT_WINDOW};
 pub use validate::{
     log_validation, validation_captions, validation_loss, validation_loss_of, validation_loss_with,
     ValidationLoss, Weights,

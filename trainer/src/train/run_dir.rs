@@ -59,6 +59,35 @@ impl StageLock {
     }
 }
 
+/// Removes a stage directory that holds nothing but its lock file (a start that failed before
+/// saving anything), under the lock, so that a trainer that took the directory meanwhile keeps
+/// it. Anything else in it, or a lock held elsewhere, leaves it alone.
+pub fn remove_if_unused(stage_dir: &Path) {
+    let Ok(lock) = StageLock::acquire_quietly(stage_dir) else { return };
+    let only_lock = std::fs::read_dir(stage_dir)
+        .map(|entries| entries.flatten().all(|e| e.file_name() == ".lock"))
+        .unwrap_or(false);
+    if only_lock {
+        let _ = std::fs::remove_file(stage_dir.join(".lock"));
+        let _ = std::fs::remove_dir(stage_dir);
+    }
+    drop(lock);
+}
+
+impl StageLock {
+    /// The lock if it is free, without a word either way.
+    fn acquire_quietly(stage_dir: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).open(stage_dir.join(".lock"))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,12 @@ use std::sync::Arc;
 
 use crate::error::{Result, TrainerError};
 
-/// A second signal at least this long after the first ends the process at once. Shorter gaps are
-/// one request: a terminal's Ctrl-C reaches a worker both directly and through `imagen launch`,
-/// which forwards it.
-const FORCE_AFTER_NS: u64 = 2_000_000_000;
+/// A second signal at least this long after the first ends the process at once (a worker) or
+/// kills the workers (`imagen launch`). Shorter gaps are one request: a terminal's Ctrl-C reaches
+/// a worker both directly and through `imagen launch`, which forwards it, and a wrapper script
+/// may forward what the terminal also delivered.
+pub const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+const FORCE_AFTER_NS: u64 = REPEAT_WINDOW.as_nanos() as u64;
 
 /// Set by SIGINT or SIGTERM: the loop finishes its step, saves and exits cleanly.
 #[derive(Clone, Default)]
