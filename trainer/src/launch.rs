@@ -1,8 +1,8 @@
 //! `imagen launch`: one worker process per local GPU (or CPU test worker), each told its place
 //! in the job through torchrun's variables; signals are forwarded, and when one worker fails the
 //! others are stopped so that no collective waits forever on a dead peer. A second SIGINT or
-//! SIGTERM, two seconds or more after the first, kills the workers at once (their saves are atomic: the last checkpoint stays whole),
-//! and workers whose launcher dies receive SIGTERM.
+//! SIGTERM, two seconds or more after the first, kills the workers at once (their saves are
+//! atomic: the last checkpoint stays whole), and workers whose launcher dies receive SIGTERM.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
