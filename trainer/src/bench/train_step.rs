@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::diffusion::{GaussianDiffusion, LossMode, TrainingDraws};
 use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
-use crate::optim::{clip_grad_norm, AdamW, Ema};
+use crate::optim::{clip_grad_norm, AdamW, Ema, EmaConfig};
 use crate::train::{
     averaged_unet, prepare_process, resolve_device, trained_unet, use_bf16, Replicas,
 };
@@ -51,6 +51,7 @@ pub struct PhaseSeconds {
     pub backward: f64,
     /// Gradient clipping, the AdamW update and zeroing the gradients.
     pub optimizer: f64,
+    /// One update of the moving average over `train.ema.update_every`: its cost per step.
     pub ema: f64,
 }
 
@@ -143,6 +144,13 @@ fn peak_memory(device: Device) -> Result<i64> {
     }
 }
 
+/// The first step at or after 0-based `step` + 1 at which the moving average updates (a
+/// multiple of `update_every` past `update_after_step`).
+fn updating_step(step: usize, ema: &EmaConfig) -> u64 {
+    let every = ema.update_every.max(1);
+    (step as u64 + 1).max(ema.update_after_step + 1).div_ceil(every) * every
+}
+
 pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
     prepare_process(&cfg.train, device)?;
@@ -178,6 +186,11 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     // phase's time is its own; without, only at the end, so the host launches the next phase's
     // kernels while the device still runs the last one, as in training. `synced`: the backward
     // pass all-reduces (in a group). Returns the instants before and after each phase.
+    // The EMA updates every `update_every` steps, and most steps skip it: a median over the
+    // phase split's few steps would report nothing, or a whole update, as it happened to fall.
+    // So those steps each run a whole update, and the split reports its time over update_every,
+    // its cost per step.
+    let ema_every = cfg.train.ema.update_every.max(1);
     let mut run_step = |step: usize, per_phase: bool, synced: bool| -> Result<[Instant; 6]> {
         sync(device);
         let mut marks = [Instant::now(); 6];
@@ -208,7 +221,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         opt.step(stage_lr)?;
         opt.zero_grad();
         mark(4);
-        ema.update(step as u64 + 1);
+        ema.update(if per_phase { updating_step(step, &cfg.train.ema) } else { step as u64 + 1 });
         mark(5);
         Ok(marks)
     };
@@ -249,7 +262,7 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         forward: column(1),
         backward: column(2),
         optimizer: column(3),
-        ema: column(4),
+        ema: column(4) / ema_every as f64,
     };
     // Before the all-reduce measurement, whose flattened buckets are a copy of the gradients.
     let peak_memory_bytes = peak_memory(device)?;
@@ -352,4 +365,27 @@ fn comm_report(
         exposed,
         overlap,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_phase_split_times_steps_that_update_the_average() {
+        let every = |update_every, update_after_step| EmaConfig {
+            update_every,
+            update_after_step,
+            ..EmaConfig::default()
+        };
+        // Each step updates: the step's own number.
+        assert_eq!(updating_step(4, &every(1, 0)), 5);
+        // Every fourth: the next multiple of four.
+        assert_eq!(updating_step(4, &every(4, 0)), 8);
+        assert_eq!(updating_step(7, &every(4, 0)), 8);
+        // Not before update_after_step (up to which the average is a copy, not an update).
+        assert_eq!(updating_step(0, &every(4, 10)), 12);
+        // update_every 0 is read as 1, as `Ema::update` reads it.
+        assert_eq!(updating_step(2, &every(0, 0)), 3);
+    }
 }
