@@ -182,15 +182,15 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
     let side = stage.train_side();
     let lowres_side = stage.train_lowres_side();
     let fopts = (Kind::Float, device);
-    // One training step. With `per_phase` the device is synchronised after every phase, so each
-    // phase's time is its own; without, only at the end, so the host launches the next phase's
-    // kernels while the device still runs the last one, as in training. `synced`: the backward
-    // pass all-reduces (in a group). Returns the instants before and after each phase.
     // The EMA updates every `update_every` steps, and most steps skip it: a median over the
     // phase split's few steps would report nothing, or a whole update, as it happened to fall.
     // So those steps each run a whole update, and the split reports its time over update_every,
     // its cost per step.
     let ema_every = cfg.train.ema.update_every.max(1);
+    // One training step. With `per_phase` the device is synchronised after every phase, so each
+    // phase's time is its own; without, only at the end, so the host launches the next phase's
+    // kernels while the device still runs the last one, as in training. `synced`: the backward
+    // pass all-reduces (in a group). Returns the instants before and after each phase.
     let mut run_step = |step: usize, per_phase: bool, synced: bool| -> Result<[Instant; 6]> {
         sync(device);
         let mut marks = [Instant::now(); 6];

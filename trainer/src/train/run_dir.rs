@@ -20,7 +20,6 @@ impl StageLock {
     /// file). Where the filesystem has no locks, warns and goes on unguarded.
     pub fn acquire(stage_dir: &Path) -> crate::error::Result<Self> {
         use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
         let path = stage_dir.join(".lock");
         let io = |source| crate::error::TrainerError::Io { path: path.clone(), source };
         let mut file = std::fs::OpenOptions::new()
@@ -30,9 +29,7 @@ impl StageLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
+        if let Err(err) = try_lock(&file) {
             if err.kind() != std::io::ErrorKind::WouldBlock {
                 // A filesystem without locks (NFS mounted `nolock`: ENOLCK) must not stop a
                 // run; it only loses this guard.
@@ -63,7 +60,13 @@ impl StageLock {
 /// saving anything), under the lock, so that a trainer that took the directory meanwhile keeps
 /// it. Anything else in it, or a lock held elsewhere, leaves it alone.
 pub fn remove_if_unused(stage_dir: &Path) {
-    let Ok(lock) = StageLock::acquire_quietly(stage_dir) else { return };
+    let Ok(lock) = std::fs::OpenOptions::new().read(true).write(true).open(stage_dir.join(".lock"))
+    else {
+        return;
+    };
+    if try_lock(&lock).is_err() {
+        return;
+    }
     let only_lock = std::fs::read_dir(stage_dir)
         .map(|entries| entries.flatten().all(|e| e.file_name() == ".lock"))
         .unwrap_or(false);
@@ -74,18 +77,14 @@ pub fn remove_if_unused(stage_dir: &Path) {
     drop(lock);
 }
 
-impl StageLock {
-    /// The lock if it is free, without a word either way.
-    fn acquire_quietly(stage_dir: &Path) -> std::io::Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
-        let file =
-            std::fs::OpenOptions::new().read(true).write(true).open(stage_dir.join(".lock"))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(file)
+/// An exclusive `flock` on `file`, without waiting: WouldBlock when another holds it.
+fn try_lock(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]
