@@ -222,7 +222,7 @@ fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
 
 /// A worker as a scheduler would start it (torchrun's variables, nobody watching over the job),
 /// with collectives that would wait ten minutes for a missing peer.
-fn unwatched_worker(config: &Path, run: &Path, port: u16, rank: usize, extra: &[&str]) -> Child {
+fn unwatched_worker(config: &Path, run: &Path, port: u16, rank: usize, extra: &[&str]) -> Worker {
     worker_of(config, run, port, rank, 100_000, extra)
 }
 
@@ -233,7 +233,7 @@ fn worker_of(
     rank: usize,
     steps: u64,
     extra: &[&str],
-) -> Child {
+) -> Worker {
     let mut cmd = single(config, run, steps, 2);
     cmd.args(["--set", "dist.collective_timeout_secs=600"])
         .args(["--set", "dist.heartbeat_timeout_secs=3"])
@@ -242,19 +242,37 @@ fn worker_of(
         .env("WORLD_SIZE", "2")
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn().unwrap()
+        .stdout(Stdio::null());
+    Worker::spawn(&mut cmd)
 }
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    err
+/// A child whose stderr a thread drains as it comes: a chatty child never blocks on a full pipe
+/// while the test waits for it to exit.
+struct Worker {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Worker {
+    fn spawn(cmd: &mut Command) -> Worker {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+            err
+        });
+        Worker { child, stderr: Some(stderr) }
+    }
+
+    /// All it wrote to stderr: waits for the pipe to close, so call it once it has exited.
+    fn stderr(&mut self) -> String {
+        self.stderr.take().expect("stderr read twice").join().unwrap()
+    }
 }
 
 #[test]
@@ -266,7 +284,7 @@ fn a_job_suspended_and_resumed_as_a_whole_goes_on() {
     let beat = ["--set", "dist.heartbeat_timeout_secs=6"];
     let mut zero = worker_of(&config, &run, port, 0, steps, &beat);
     let mut one = worker_of(&config, &run, port, 1, steps, &beat);
-    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero);
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero.child);
     let signal = |child: &Child, sig: i32| {
         // SAFETY: kill(2) on a child this test spawned and has not reaped.
         unsafe { libc::kill(child.id() as i32, sig) };
@@ -276,21 +294,21 @@ fn a_job_suspended_and_resumed_as_a_whole_goes_on() {
     // than the timeout, and more than rank 0's 1 s between looks, so that rank 0 has seen its
     // last beat): rank 0's first look after the resume finds it silent for 9 s on the clock,
     // and must not take that for a death, since rank 0 was not looking either.
-    signal(&one, libc::SIGSTOP);
+    signal(&one.child, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&zero, libc::SIGSTOP);
+    signal(&zero.child, libc::SIGSTOP);
     assert!(
         !checkpoint(&run, steps).exists(),
         "the run ended before it was suspended: give it more steps"
     );
     std::thread::sleep(Duration::from_secs(8));
-    signal(&zero, libc::SIGCONT);
+    signal(&zero.child, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(500));
-    signal(&one, libc::SIGCONT);
-    let status = wait_exit(&mut zero, Duration::from_secs(120));
-    let err = stderr_of(&mut zero);
+    signal(&one.child, libc::SIGCONT);
+    let status = wait_exit(&mut zero.child, Duration::from_secs(120));
+    let err = zero.stderr();
     assert!(status.success(), "rank 0 failed after the job was resumed: {err}");
-    assert!(wait_exit(&mut one, Duration::from_secs(60)).success());
+    assert!(wait_exit(&mut one.child, Duration::from_secs(60)).success());
     assert!(checkpoint(&run, steps).join("state.json").exists());
 }
 
@@ -313,9 +331,9 @@ fn ranks_that_see_different_shard_lists_are_stopped_before_training() {
     let port = free_port();
     let mut zero = unwatched_worker(&config, &run, port, 0, &[]);
     let mut one = unwatched_worker(&config, &run, port, 1, &["--set", &list]);
-    let zero_status = wait_exit(&mut zero, Duration::from_secs(60));
-    let one_status = wait_exit(&mut one, Duration::from_secs(60));
-    let (zero_err, one_err) = (stderr_of(&mut zero), stderr_of(&mut one));
+    let zero_status = wait_exit(&mut zero.child, Duration::from_secs(60));
+    let one_status = wait_exit(&mut one.child, Duration::from_secs(60));
+    let (zero_err, one_err) = (zero.stderr(), one.stderr());
     assert!(!zero_status.success() && !one_status.success());
     assert!(zero_err.contains("the ranks disagree on the data shard list"), "{zero_err}");
     // Rank 1 hears rank 0's reason through the watchdog.
@@ -330,13 +348,13 @@ fn a_dead_rank_without_a_launcher_stops_the_job_within_the_heartbeat_timeout() {
     let port = free_port();
     let mut zero = unwatched_worker(&config, &run, port, 0, &[]);
     let mut one = unwatched_worker(&config, &run, port, 1, &[]);
-    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero);
-    one.kill().unwrap();
-    one.wait().unwrap();
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero.child);
+    one.child.kill().unwrap();
+    one.child.wait().unwrap();
     let killed = Instant::now();
-    let status = wait_exit(&mut zero, Duration::from_secs(60));
+    let status = wait_exit(&mut zero.child, Duration::from_secs(60));
     let waited = killed.elapsed();
-    let err = stderr_of(&mut zero);
+    let err = zero.stderr();
     assert!(!status.success(), "rank 0 must fail when rank 1 dies");
     assert!(err.contains("rank 1 has not been heard from"), "{err}");
     eprintln!("rank 0 stopped {waited:?} after rank 1 was killed");
@@ -463,25 +481,24 @@ fn an_srun_step_trains_as_its_tasks_and_the_batch_script_alone() {
             .env("SLURM_LOCALID", procid)
             .env("SLURM_JOB_NODELIST", "localhost")
             .env("SLURM_JOB_ID", "4242")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if step {
             cmd.env("SLURM_STEP_NUM_TASKS", "2").env("SLURM_STEP_ID", "0");
         }
     };
     let run = w.run_dir("srun");
     let port = free_port().to_string();
-    let mut tasks: Vec<Child> = ["0", "1"]
+    let mut tasks: Vec<Worker> = ["0", "1"]
         .iter()
         .map(|procid| {
             let mut cmd = single(&config, &run, steps, 2);
             slurm(cmd.env("MASTER_PORT", &port), procid, true);
-            cmd.spawn().unwrap()
+            Worker::spawn(&mut cmd)
         })
         .collect();
     for task in &mut tasks {
-        let status = wait_exit(task, Duration::from_secs(300));
-        assert!(status.success(), "{}", stderr_of(task));
+        let status = wait_exit(&mut task.child, Duration::from_secs(300));
+        assert!(status.success(), "{}", task.stderr());
     }
     let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
     assert_eq!(ckpt.state.data_cursors.len(), 2, "both tasks' cursors");
@@ -493,9 +510,9 @@ fn an_srun_step_trains_as_its_tasks_and_the_batch_script_alone() {
     let run = w.run_dir("batch-script");
     let mut cmd = single(&config, &run, steps, 2);
     slurm(&mut cmd, "0", false);
-    let mut alone = cmd.spawn().unwrap();
-    let status = wait_exit(&mut alone, Duration::from_secs(300));
-    let err = stderr_of(&mut alone);
+    let mut alone = Worker::spawn(&mut cmd);
+    let status = wait_exit(&mut alone.child, Duration::from_secs(300));
+    let err = alone.stderr();
     assert!(status.success(), "{err}");
     assert!(err.contains("not a task of an srun step"), "{err}");
     let ckpt = Checkpoint::open(&checkpoint(&run, steps)).unwrap();
