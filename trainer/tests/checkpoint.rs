@@ -79,6 +79,20 @@ fn latest_passes_over_a_damaged_newer_checkpoint() {
 }
 
 #[test]
+fn a_checkpoint_of_a_newer_format_stops_the_search_instead_of_passing_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    save(dir.path(), 1);
+    let newer = save(dir.path(), 2);
+    // A later version that renamed a field: this build cannot parse it as its own state.
+    let next = checkpoint::STATE_VERSION + 1;
+    std::fs::write(newer.join("state.json"), format!("{{\"version\": {next}, \"stage\": {{}}}}"))
+        .unwrap();
+    let err = checkpoint::latest_intact(dir.path()).unwrap_err().to_string();
+    assert!(err.contains(&format!("version {next}")), "{err}");
+    assert!(err.contains("step-000000002"), "{err}");
+}
+
+#[test]
 fn a_tensor_file_changed_after_the_save_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     save(dir.path(), 1);

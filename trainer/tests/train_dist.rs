@@ -234,6 +234,17 @@ fn worker_of(
     steps: u64,
     extra: &[&str],
 ) -> Worker {
+    Worker::spawn(&mut worker_command(config, run, port, rank, steps, extra))
+}
+
+fn worker_command(
+    config: &Path,
+    run: &Path,
+    port: u16,
+    rank: usize,
+    steps: u64,
+    extra: &[&str],
+) -> Command {
     let mut cmd = single(config, run, steps, 2);
     cmd.args(["--set", "dist.collective_timeout_secs=600"])
         .args(["--set", "dist.heartbeat_timeout_secs=3"])
@@ -243,7 +254,7 @@ fn worker_of(
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
         .stdout(Stdio::null());
-    Worker::spawn(&mut cmd)
+    cmd
 }
 
 fn free_port() -> u16 {
@@ -538,4 +549,34 @@ fn embed_takes_its_rank_from_the_launcher_and_needs_no_rendezvous_address() {
         (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.starts_with("rank 1/2: 1 shards written"), "{stdout}");
+}
+
+#[test]
+fn ranks_that_reach_the_run_directory_by_other_paths_resume_the_same_checkpoint() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("other-paths");
+    std::fs::create_dir_all(&run).unwrap();
+    let elsewhere = w.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // Rank 0 names the run directory relative to its working directory, rank 1 by its absolute
+    // path from another one, as two nodes that mount the same filesystem at other places.
+    let (parent, name) = (run.parent().unwrap(), Path::new(run.file_name().unwrap()));
+    let pair = |steps: u64| {
+        let port = free_port();
+        let mut zero = worker_command(&config, name, port, 0, steps, &[]);
+        let mut one = worker_command(&config, &run, port, 1, steps, &[]);
+        let mut zero = Worker::spawn(zero.current_dir(parent));
+        let mut one = Worker::spawn(one.current_dir(&elsewhere));
+        let statuses = [&mut zero, &mut one].map(|w| {
+            let status = wait_exit(&mut w.child, Duration::from_secs(120));
+            (status.success(), w.stderr())
+        });
+        for (rank, (ok, err)) in statuses.iter().enumerate() {
+            assert!(ok, "rank {rank} failed: {err}");
+        }
+    };
+    pair(4);
+    assert!(checkpoint(&run, 4).join("state.json").is_file());
+    pair(6);
+    assert!(checkpoint(&run, 6).join("state.json").is_file());
 }

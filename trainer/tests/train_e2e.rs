@@ -633,6 +633,20 @@ fn a_run_going_on_under_another_objective_is_refused_but_a_warm_start_may_change
     let mut dropout = w.config.clone();
     dropout.stages[0].diffusion.cond_drop_prob += 0.05;
     assert_eq!(train(&dropout, options(&run, 0, 6)).unwrap().step, 6);
+    // The run's own checkpoint named from inside its stage directory is refused alike.
+    let flipped_toml = w.path().join("flipped.toml");
+    std::fs::write(&flipped_toml, flipped.to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagen"))
+        .current_dir(run.join("stage-0"))
+        .args(["--log-level", "warn", "train", "--config"])
+        .arg(&flipped_toml)
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--max-steps", "8", "--resume", "step-000000004"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stages[0].diffusion.objective ("), "{err}");
     // A new run may start from those weights under the other objective. Stopped before its
     // first step, it saves where it starts, so a requeue goes on from there.
     let warm = w.run_dir("objective-warm");

@@ -200,15 +200,24 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Self> {
         let state_path = dir.join("state.json");
         let bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
-        let state: TrainState = serde_json::from_slice(&bytes)
-            .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", state_path.display())))?;
-        if state.version != STATE_VERSION {
+        let unreadable = |e: serde_json::Error| {
+            TrainerError::Checkpoint(format!("{}: {e}", state_path.display()))
+        };
+        // The version first: a newer format's fields would fail to parse as this one's and pass
+        // for damage, which `latest_intact` steps over instead of stopping.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let found = serde_json::from_slice::<Version>(&bytes).map_err(unreadable)?.version;
+        if found != STATE_VERSION {
             return Err(TrainerError::CheckpointVersion {
                 path: state_path,
-                found: state.version,
+                found,
                 expected: STATE_VERSION,
             });
         }
+        let state: TrainState = serde_json::from_slice(&bytes).map_err(unreadable)?;
         let config_path = dir.join("config.toml");
         let config_toml = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
         for (name, recorded) in &state.files {

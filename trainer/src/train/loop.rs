@@ -10,9 +10,7 @@ use super::device::{prepare_process, resolve_device, use_bf16};
 use super::metrics::{bucket_tag, StepMetrics};
 use super::model::{param_groups, StageModel};
 use super::replicas::Replicas;
-use super::resume::{
-    check_compatible, check_diffusion_kept, continues_here, saved_max_steps, Resume,
-};
+use super::resume::{check_compatible, check_diffusion_kept, saved_max_steps, Resume};
 use super::run_dir::{remove_if_unused, stage_dir, StageLock};
 use super::signals::StopFlag;
 use super::validate::{log_validation, validation_captions, validation_loss_with};
@@ -76,10 +74,12 @@ fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
 /// writer waits for a background save in flight (so the last checkpoint is whole), and dropping
 /// the loader joins its reader thread, which may sit in a stalled filesystem read. Either can
 /// take minutes, during which the others would wait in a collective for a rank that is gone.
+/// The stage lock (rank 0's) comes last, so it is let go after a background save has ended.
 #[derive(Default)]
 struct SlowToDrop {
     loader: Option<Loader>,
     writer: Option<CheckpointWriter>,
+    lock: Option<StageLock>,
 }
 
 pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
@@ -119,8 +119,8 @@ fn train_joined(
     let dir = stage_dir(&opts.run_dir, opts.stage);
     std::fs::create_dir_all(&dir)
         .map_err(|source| TrainerError::Io { path: dir.clone(), source })?;
-    // Rank 0 writes the stage directory, so it holds the lock, until this function returns.
-    let _lock = main.then(|| StageLock::acquire(&dir)).transpose()?;
+    // Rank 0 writes the stage directory, so it holds the lock until its writer is done.
+    held.lock = main.then(|| StageLock::acquire(&dir)).transpose()?;
     let max_steps = opts.max_steps.unwrap_or(cfg.train.max_steps);
     // Checkpoints record the config the run trains under: --max-steps sets the learning rate's
     // horizon, so it goes in too.
@@ -143,7 +143,7 @@ fn train_joined(
             tracing::warn!("{what}");
         }
     }
-    let resume_from = replicas.resume_point(|| opts.resume.locate(&dir))?;
+    let (resume_from, continues) = replicas.resume_point(&opts.resume, &dir)?;
     let groups = param_groups(&model, cfg);
     let mut opt = AdamW::with_groups(&cfg.train.optimizer, groups);
     opt.set_kernel(cfg.train.optimizer_kernel)?;
@@ -163,14 +163,8 @@ fn train_joined(
     };
     let mut cursor: Option<Cursor> = None;
     let mut saved_horizon = None;
-    // Whether the run goes on from a checkpoint of its own stage directory.
-    let mut continues = false;
     if let Some(ckpt) = &resume_from {
         check_compatible(ckpt, cfg, opts.stage)?;
-        // Rank 0 decides for every rank (nodes may mount the run directory by other paths): it
-        // says whether a stop before the first step saves, which every rank must join.
-        let here = if continues_here(ckpt, &dir) { "1" } else { "0" };
-        continues = replicas.share_from_main("continues-here", here)? == "1";
         check_diffusion_kept(ckpt, cfg, opts.stage, continues)?;
         saved_horizon = saved_max_steps(&ckpt.config_toml);
         if main {

@@ -2,11 +2,14 @@
 //! averaging, reduced figures, and rank 0 speaking for everyone. A single process is a job of
 //! one, with every method a no-op.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use super::model::StageModel;
+use super::resume::{continues_here, Resume};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::dist::env::cuda_index;
@@ -69,17 +72,30 @@ impl Replicas {
         self.rank() == 0
     }
 
-    /// The checkpoint every rank resumes from: rank 0 chooses (`locate`), the others open the
-    /// same directory, so a checkpoint written meanwhile cannot split them.
+    /// The checkpoint every rank resumes from, and whether it is one of this stage directory's
+    /// (a run going on rather than a warm start). Rank 0 chooses (`resume.locate`) and the others
+    /// open the same checkpoint, so one written meanwhile cannot split them. A checkpoint of the
+    /// stage directory goes by its name, joined to each rank's own `stage_dir`: nodes may mount
+    /// the run directory at other paths, and a relative `--run-dir` reads from each rank's
+    /// working directory.
     pub fn resume_point(
         &self,
-        locate: impl FnOnce() -> Result<Option<Checkpoint>>,
-    ) -> Result<Option<Checkpoint>> {
-        let Some(dist) = &self.dist else { return locate() };
+        resume: &Resume,
+        stage_dir: &Path,
+    ) -> Result<(Option<Checkpoint>, bool)> {
+        let located = || {
+            let found = resume.locate(stage_dir)?;
+            let here = found.as_ref().is_some_and(|c| continues_here(c, stage_dir));
+            Ok((found, here))
+        };
+        let Some(dist) = &self.dist else { return located() };
         if dist.is_main() {
-            let found = locate();
+            let found = located();
             let shared = match &found {
-                Ok(c) => json!({"path": c.as_ref().map(|c| c.dir.display().to_string())}),
+                Ok((c, here)) => json!({
+                    "name": c.as_ref().and_then(|c| c.dir.file_name()).map(|n| n.to_string_lossy()),
+                    "here": here,
+                }),
                 Err(e) => json!({"error": e.to_string()}),
             };
             dist.share_from_main("resume", &shared.to_string())?;
@@ -90,9 +106,22 @@ impl Replicas {
         if let Some(e) = shared["error"].as_str() {
             return Err(TrainerError::Dist(format!("rank 0 could not resume: {e}")));
         }
+        let Some(name) = shared["name"].as_str() else { return Ok((None, false)) };
+        let here = shared["here"].as_bool() == Some(true);
+        let dir = match resume {
+            _ if here => stage_dir.join(name),
+            // Another run's checkpoint, given on every rank's command line.
+            Resume::Path(dir) => dir.clone(),
+            _ => {
+                return Err(TrainerError::Dist(format!(
+                    "rank 0 resumes from {name} outside {}",
+                    stage_dir.display()
+                )))
+            }
+        };
         // Rank 0 read every file of it against its digest ([`Resume::locate`]).
-        let open = |p: &str| Checkpoint::open(p.as_ref()).map(Checkpoint::verified_by_rank_zero);
-        shared["path"].as_str().map(open).transpose()
+        let ckpt = Checkpoint::open(&dir).map(Checkpoint::verified_by_rank_zero)?;
+        Ok((Some(ckpt), here))
     }
 
     /// Every rank's data cursor from the checkpoint: this rank's, refusing a different world

@@ -126,7 +126,8 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
 /// another run's (a warm start).
 pub fn continues_here(ckpt: &Checkpoint, stage_dir: &Path) -> bool {
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
-    ckpt.dir.parent().is_some_and(|parent| canonical(parent) == canonical(stage_dir))
+    // Canonical before the parent is taken: a bare `--resume step-…` has the parent "".
+    canonical(&ckpt.dir).parent().is_some_and(|parent| parent == canonical(stage_dir))
 }
 
 /// Diffusion settings that give the U-Net's inputs and output their meaning: continuing a run
