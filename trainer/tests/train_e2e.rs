@@ -319,6 +319,32 @@ fn resuming_with_a_different_unet_is_refused_with_the_fields() {
 }
 
 #[test]
+fn a_checkpoint_from_before_a_unet_field_existed_resumes_with_its_default() {
+    let _serial = common::serial();
+    let w = common::world();
+    let run = w.run_dir("older-config");
+    let out = train(&w.config, options(&run, 0, 2)).unwrap();
+    let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
+    // The same checkpoint as an older version wrote it: its config lacks a field the U-Net has
+    // since gained (here `dropout`, at its default).
+    assert_eq!(w.config.stages[0].unet.dropout, 0.0);
+    let mut older: toml::Value = toml::from_str(&ckpt.config_toml).unwrap();
+    let unet = older["stages"][0]["unet"].as_table_mut().unwrap();
+    assert!(unet.remove("dropout").is_some());
+    let tensors = vec![("model", ckpt.tensors("model").unwrap())];
+    let dir = w.path().join("older");
+    let path =
+        checkpoint::save(&dir, &ckpt.state, &toml::to_string(&older).unwrap(), &tensors).unwrap();
+    let older = Checkpoint::open(&path).unwrap();
+    imagen_trainer::train::check_compatible(&older, &w.config, 0).unwrap();
+    // A field it had, changed, is still refused.
+    let mut cfg = w.config.clone();
+    cfg.stages[0].unet.dropout = 0.1;
+    let err = imagen_trainer::train::check_compatible(&older, &cfg, 0).unwrap_err().to_string();
+    assert!(err.contains("stages[0].unet.dropout (0.0 -> 0.1)"), "{err}");
+}
+
+#[test]
 fn a_start_that_fails_leaves_no_empty_stage_directory() {
     let _serial = common::serial();
     let w = common::world();
@@ -362,6 +388,12 @@ fn the_text_encoder_copied_elsewhere_is_recognised_and_another_one_refused() {
     cfg.text.model = other;
     let err = train(&cfg, options(&run, 0, 8)).unwrap_err().to_string();
     assert!(err.contains("text.model ("), "{err}");
+    // So is another encoder put in place of the one at the checkpoint's own path.
+    let tokenizer = moved.join("tokenizer.json");
+    std::fs::write(&tokenizer, format!("{text}\n")).unwrap();
+    cfg.text.model = moved;
+    let err = train(&cfg, options(&run, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("holds another encoder than the checkpoint trained with"), "{err}");
 }
 
 #[test]

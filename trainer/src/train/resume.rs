@@ -57,8 +57,7 @@ impl Resume {
 /// stage's U-Net topology, the text encoder and its mode. Lists every differing field. The
 /// encoder at another path is the same encoder where its fingerprint matches the checkpoint's.
 pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Result<()> {
-    let saved: Value = toml::from_str(&ckpt.config_toml)
-        .map_err(|e| TrainerError::Checkpoint(format!("stored config.toml: {e}")))?;
+    let saved = saved_config(ckpt)?;
     let now: Value = toml::from_str(&current.to_toml()).expect("a config round-trips through TOML");
     let mut diffs = Vec::new();
     let unet =
@@ -68,11 +67,18 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
     let length = |v: &Value| text(v, "max_length");
     diff("text.max_length", length(&saved).as_ref(), length(&now).as_ref(), &mut diffs);
     let (saved_model, now_model) = (text(&saved, "model"), text(&now, "model"));
-    if saved_model != now_model {
-        let moved = ckpt.state.text_encoder.as_ref().is_some_and(|recorded| {
-            encoder_fingerprint(&current.text.model).is_ok_and(|now| &now == recorded)
-        });
-        if moved {
+    // Whether the encoder folder holds what the checkpoint recorded (None: nothing to compare).
+    let same_encoder = ckpt.state.text_encoder.as_ref().and_then(|recorded| {
+        encoder_fingerprint(&current.text.model).ok().map(|now| &now == recorded)
+    });
+    if saved_model == now_model && same_encoder == Some(false) {
+        diffs.push(format!(
+            "text.model ({} holds another encoder than the checkpoint trained with: its \
+             config.json, tokenizer.json or weight files changed since)",
+            current.text.model.display()
+        ));
+    } else if saved_model != now_model {
+        if same_encoder == Some(true) {
             tracing::info!(
                 "text.model: {} holds the encoder the checkpoint was trained with (at {})",
                 current.text.model.display(),
@@ -120,6 +126,17 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
         "the config changes the model's shape since the checkpoint was written; differing fields: {}",
         diffs.join(", ")
     )))
+}
+
+/// The config a checkpoint trained under, as a TOML tree with today's defaults filled in, so
+/// that a field added since compares as the default the checkpoint trained with. A config this
+/// build cannot read (a newer one) is compared as written.
+fn saved_config(ckpt: &Checkpoint) -> Result<Value> {
+    if let Ok(cfg) = toml::from_str::<Config>(&ckpt.config_toml) {
+        return Ok(toml::from_str(&cfg.to_toml()).expect("a config round-trips through TOML"));
+    }
+    toml::from_str(&ckpt.config_toml)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: config.toml: {e}", ckpt.dir.display())))
 }
 
 /// Whether `ckpt` is a checkpoint of the stage directory `stage_dir` (a run going on), rather than
