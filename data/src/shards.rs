@@ -84,7 +84,8 @@ fn expand_item(
     if depth > 8 {
         return Err(DataError::ShardList(format!("{item}: list files nest too deeply")));
     }
-    if item.contains(['*', '?', '[']) {
+    // An existing path is taken as written, even with a `[` in its name (`laion[en]/`).
+    if item.contains(['*', '?', '[']) && !Path::new(item).exists() {
         let paths =
             glob::glob(item).map_err(|e| DataError::ShardList(format!("{item}: bad glob: {e}")))?;
         let mut matched: Vec<PathBuf> = paths
@@ -254,5 +255,10 @@ mod tests {
         let err = expand_shards(&[s(&d.join("00004.tar.gz"))]).unwrap_err().to_string();
         assert!(err.contains("00004.tar.gz: neither a shard"), "{err}");
         assert_eq!(stats_marker(&d.join("00000.tar")), d.join("00000_stats.json"));
+        // A folder with glob characters in its name is read as the folder it is.
+        let odd = d.join("laion[en]");
+        std::fs::create_dir(&odd).unwrap();
+        std::fs::write(odd.join("00000.tar"), b"x").unwrap();
+        assert_eq!(expand_shards(&[s(&odd)]).unwrap(), [odd.join("00000.tar")]);
     }
 }

@@ -142,12 +142,9 @@ impl Default for SkipWarner {
 impl SkipWarner {
     pub fn warn(&mut self, reason: SkipReason, shard: &str, key: Option<&str>, detail: &str) {
         if self.started.elapsed() >= self.window {
-            if self.suppressed > 0 {
-                tracing::warn!("{} more skipped samples not shown", self.suppressed);
-            }
+            self.flush();
             self.started = Instant::now();
             self.shown = 0;
-            self.suppressed = 0;
         }
         if self.shown < self.per_window {
             self.shown += 1;
@@ -156,5 +153,20 @@ impl SkipWarner {
         } else {
             self.suppressed += 1;
         }
+    }
+
+    /// Says how many skips went unshown since the last line that said so.
+    fn flush(&mut self) {
+        if self.suppressed > 0 {
+            tracing::warn!("{} more skipped samples not shown", self.suppressed);
+            self.suppressed = 0;
+        }
+    }
+}
+
+impl Drop for SkipWarner {
+    /// The last window's tally, which no later skip would report.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -56,6 +56,13 @@ fn tarfile_webdataset_groups_members_by_key_with_pax_long_names() {
     assert_eq!(stats.count(SkipReason::NotSuccess), 1);
     assert_eq!(stats.count(SkipReason::MissingCaption), 1);
     assert_eq!(stats.total_skipped(), 2);
+    // Sizing an epoch counts the same keys from the headers (the pax `path` records included).
+    let counted = imagen_data::reader::count_samples(
+        &fixture("webdataset.tar"),
+        ShardFormat::Wds,
+        &ColumnsConfig::default(),
+    );
+    assert_eq!(counted as usize, keys.len() + 2);
 }
 
 #[test]

@@ -22,9 +22,9 @@ pub struct TarShard {
     input: Option<BufReader<File>>,
     /// The file's length: a member that would end past it is cut short.
     len: u64,
-    /// Between [`TarShard::begin_skip`] and [`TarShard::end_skip`]: image members are passed
-    /// over, not read.
-    skipping: bool,
+    /// Which members' bytes are passed over, not read: images between [`TarShard::begin_skip`]
+    /// and [`TarShard::end_skip`], every member when only the keys are counted.
+    pass_over: PassOver,
     members: MemberNames,
     open_error: Option<Unit>,
     group: Option<Group>,
@@ -62,6 +62,13 @@ impl MemberNames {
             None => matches!(ext, "jpg" | "jpeg" | "png" | "webp"),
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PassOver {
+    Nothing,
+    Images,
+    Everything,
 }
 
 #[derive(Default)]
@@ -113,7 +120,7 @@ impl TarShard {
         TarShard {
             input,
             len,
-            skipping: false,
+            pass_over: PassOver::Nothing,
             members: MemberNames::of(columns),
             open_error,
             group: None,
@@ -131,7 +138,9 @@ impl TarShard {
         shard.input.as_ref()?;
         for _ in 0..64 {
             match shard.read_member() {
-                Member::Data { name, data: Payload::Read(data) } if name.ends_with(".json") => {
+                Member::Data { name, data: Payload::Read(data) }
+                    if split_name(&name).is_some_and(|(_, ext)| ext == "json") =>
+                {
                     let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
                     return Some(value.as_object()?.keys().cloned().collect());
                 }
@@ -142,57 +151,33 @@ impl TarShard {
         None
     }
 
-    /// Number of samples (runs of members sharing a key), reading headers only.
+    /// Number of samples (runs of members sharing a key), reading headers only: long names and
+    /// pax records as the reader takes them, up to the end or the first damage.
     pub fn scan_keys(path: &Path) -> u64 {
-        use std::io::{Seek, SeekFrom};
-        let Ok(mut file) = File::open(path) else { return 0 };
+        let mut shard = TarShard::open(path, &ColumnsConfig::default());
+        shard.pass_over = PassOver::Everything;
         let (mut count, mut last) = (0u64, String::new());
-        let mut long_name: Option<String> = None;
-        loop {
-            let mut header = [0u8; BLOCK];
-            if !matches!(read_full(&mut file, &mut header), Ok(BLOCK))
-                || header.iter().all(|&b| b == 0)
-                || !checksum_ok(&header)
-            {
-                return count;
-            }
-            let Some(size) = parse_size(&header[124..136]) else { return count };
-            let Some(padded) = padded_size(size) else { return count };
-            if header[156] == b'L' && size <= 4096 {
-                let mut data = vec![0u8; padded as usize];
-                if read_full(&mut file, &mut data).ok() != Some(data.len()) {
-                    return count;
+        while let Member::Data { name, .. } = shard.read_member() {
+            if let Some((key, _)) = split_name(&name) {
+                if key != last {
+                    count += 1;
+                    last = key;
                 }
-                let end = data.iter().position(|&b| b == 0).unwrap_or(size as usize);
-                long_name = Some(String::from_utf8_lossy(&data[..end]).into_owned());
-                continue;
-            }
-            if matches!(header[156], b'0' | 0 | b'7') {
-                let name = long_name.take().unwrap_or_else(|| header_name(&header));
-                if let Some((key, _)) = split_name(&name) {
-                    if key != last {
-                        count += 1;
-                        last = key;
-                    }
-                }
-            }
-            let Ok(offset) = i64::try_from(padded) else { return count };
-            if file.seek(SeekFrom::Current(offset)).is_err() {
-                return count;
             }
         }
+        count
     }
 
     /// Until [`TarShard::end_skip`], units are only counted (restoring a cursor): the images of
     /// the samples skipped are passed over, not read.
     pub fn begin_skip(&mut self) {
-        self.skipping = true;
+        self.pass_over = PassOver::Images;
     }
 
     /// Reads as before again. The sample after the last one skipped may have begun with an
     /// image passed over: it is read now.
     pub fn end_skip(&mut self) {
-        self.skipping = false;
+        self.pass_over = PassOver::Nothing;
         if let Some(group) = self.group.as_mut().filter(|g| g.image.is_none()) {
             if let (Some((at, size)), Some(input)) = (group.image_at.take(), &self.input) {
                 let mut data = vec![0u8; size as usize];
@@ -336,9 +321,11 @@ impl TarShard {
             }
             // Skipping to a cursor: an image's bytes decide nothing about its sample's unit (its
             // presence does), so they are passed over, not read.
-            if self.skipping && matches!(kind, b'0' | 0 | b'7') {
+            if self.pass_over != PassOver::Nothing && matches!(kind, b'0' | 0 | b'7') {
                 let name = self.next_name.clone().unwrap_or_else(|| header_name(&header));
-                if split_name(&name).is_some_and(|(_, ext)| self.members.is_image(&ext)) {
+                let image =
+                    || split_name(&name).is_some_and(|(_, ext)| self.members.is_image(&ext));
+                if self.pass_over == PassOver::Everything || image() {
                     let at = match skip_bytes(input, padded, self.len) {
                         Ok(at) => at,
                         Err(detail) => return cut(&detail, this_name()),
@@ -472,5 +459,40 @@ mod tests {
         assert_eq!(split_name("a.b/000123.jpg"), Some(("a.b/000123".into(), "jpg".into())));
         assert_eq!(split_name("x.seg.JSON"), Some(("x".into(), "seg.json".into())));
         assert_eq!(split_name("dir/noext"), None);
+    }
+
+    /// A tar of `(name, bytes)` members as the `tar` crate writes it (GNU long names past 100
+    /// bytes).
+    fn tar_of(members: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut tar = ::tar::Builder::new(file.reopen().unwrap());
+        for (name, data) in members {
+            let mut header = ::tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, *data).unwrap();
+        }
+        tar.finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn keys_are_counted_and_json_fields_found_as_the_reader_names_members() {
+        let long = format!("dir/{}", "k".repeat(120));
+        let file = tar_of(&[
+            ("a.JPG", b"jpeg"),
+            ("a.JSON", br#"{"caption": "x", "punsafe": 0.1}"#),
+            (&format!("{long}1.jpg"), b"jpeg"),
+            (&format!("{long}1.txt"), b"one"),
+            (&format!("{long}2.jpg"), b"jpeg"),
+        ]);
+        // The two long names share their first 100 bytes, which a header alone would read as one
+        // key.
+        assert_eq!(TarShard::scan_keys(file.path()), 3);
+        let units = TarShard::open(file.path(), &ColumnsConfig::default()).count();
+        assert_eq!(units, 3);
+        let mut fields = TarShard::first_json_fields(file.path()).unwrap();
+        fields.sort();
+        assert_eq!(fields, ["caption", "punsafe"]);
     }
 }
