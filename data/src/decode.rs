@@ -17,6 +17,7 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use serde::{Deserialize, Serialize};
 
 use crate::jpeg_scaled::{self, LibjpegError, Scaled};
+use crate::orientation;
 use crate::stats::SkipReason;
 
 /// Where the square crop sits along the image's longer axis.
@@ -122,10 +123,14 @@ pub(crate) fn check_size(w: u32, h: u32, limits: &ImageLimits) -> Result<(), Dec
     Ok(())
 }
 
-/// Decodes to packed RGB; returns (width, height, pixels).
+/// Decodes to packed RGB, turned upright as its EXIF orientation says; returns (width, height,
+/// pixels).
 pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), DecodeFailure> {
     match sniff(bytes) {
-        Some(Kind::Jpeg) => decode_jpeg(bytes, t),
+        Some(Kind::Jpeg) => {
+            let (w, h, rgb) = decode_jpeg(bytes, t)?;
+            Ok(orientation::apply(w, h, rgb, orientation::of_jpeg(bytes)))
+        }
         Some(kind) => {
             let format =
                 if kind == Kind::Png { image::ImageFormat::Png } else { image::ImageFormat::WebP };
@@ -137,8 +142,11 @@ pub fn decode_rgb(bytes: &[u8], t: &Transform) -> Result<(u32, u32, Vec<u8>), De
             let mut limits = image::Limits::default();
             limits.max_alloc = Some(t.limits.max_pixels.saturating_mul(8));
             reader.limits(limits);
-            let img = reader.decode().map_err(corrupt)?.into_rgb8();
-            Ok((w, h, img.into_raw()))
+            let mut decoder = reader.into_decoder().map_err(corrupt)?;
+            let upright = image::ImageDecoder::orientation(&mut decoder)
+                .unwrap_or(image::metadata::Orientation::NoTransforms);
+            let img = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_rgb8();
+            Ok(orientation::apply(w, h, img.into_raw(), upright))
         }
         None => Err(fail(SkipReason::NotAnImage, "not a JPEG, PNG or WebP file")),
     }

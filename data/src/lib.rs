@@ -16,6 +16,7 @@ mod filter;
 pub mod inspect;
 mod jpeg_scaled;
 pub mod loader;
+mod orientation;
 pub mod reader;
 pub mod shards;
 pub mod stats;
