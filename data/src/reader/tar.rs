@@ -377,7 +377,9 @@ impl Group {
         if names.is_image(ext) {
             self.image.get_or_insert(data);
         } else if ext == names.caption_ext {
-            self.caption = Some(String::from_utf8_lossy(&data).into_owned());
+            // A caption file saved by a Windows editor may start with a byte-order mark.
+            let text = String::from_utf8_lossy(&data);
+            self.caption = Some(text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned());
         } else if ext == "json" {
             self.json = Some(data);
         }
@@ -494,5 +496,13 @@ mod tests {
         let mut fields = TarShard::first_json_fields(file.path()).unwrap();
         fields.sort();
         assert_eq!(fields, ["caption", "punsafe"]);
+    }
+
+    #[test]
+    fn a_caption_file_is_read_without_its_byte_order_mark() {
+        let file = tar_of(&[("a.jpg", b"jpeg"), ("a.txt", "\u{feff}a red square".as_bytes())]);
+        let units: Vec<Unit> = TarShard::open(file.path(), &ColumnsConfig::default()).collect();
+        let [Unit::Sample(sample)] = &units[..] else { panic!("{}", units.len()) };
+        assert_eq!(sample.caption, "a red square");
     }
 }
