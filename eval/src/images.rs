@@ -63,7 +63,7 @@ pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
         .map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?
         .decode()
         .map_err(|source| EvalError::Image { path: path.to_path_buf(), source })?;
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// Stacks RGB images of one size into `[B, 3, H, W]` f32 in [0, 1], exactly as torchvision's

@@ -91,7 +91,7 @@ fn conditioning(args: ConditioningArgs) -> Result<()> {
             continue;
         };
         let path = args.samples.join(format!("{i:04}.png"));
-        let image = image::open(&path).with_context(|| format!("{}", path.display()))?.to_rgb8();
+        let image = image::open(&path).with_context(|| format!("{}", path.display()))?.into_rgb8();
         let matched = score(&image, &expected);
         acc.add(matched);
         if args.details {
