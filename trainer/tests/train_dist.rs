@@ -223,18 +223,7 @@ fn workers_whose_launcher_is_killed_finish_their_step_save_and_exit() {
 /// A worker as a scheduler would start it (torchrun's variables, nobody watching over the job),
 /// with collectives that would wait ten minutes for a missing peer.
 fn unwatched_worker(config: &Path, run: &Path, port: u16, rank: usize, extra: &[&str]) -> Worker {
-    worker_of(config, run, port, rank, 100_000, extra)
-}
-
-fn worker_of(
-    config: &Path,
-    run: &Path,
-    port: u16,
-    rank: usize,
-    steps: u64,
-    extra: &[&str],
-) -> Worker {
-    Worker::spawn(&mut worker_command(config, run, port, rank, steps, extra))
+    Worker::spawn(&mut worker_command(config, run, port, rank, 100_000, extra))
 }
 
 fn worker_command(
@@ -293,8 +282,8 @@ fn a_job_suspended_and_resumed_as_a_whole_goes_on() {
     let port = free_port();
     let steps = 200;
     let beat = ["--set", "dist.heartbeat_timeout_secs=6"];
-    let mut zero = worker_of(&config, &run, port, 0, steps, &beat);
-    let mut one = worker_of(&config, &run, port, 1, steps, &beat);
+    let mut zero = Worker::spawn(&mut worker_command(&config, &run, port, 0, steps, &beat));
+    let mut one = Worker::spawn(&mut worker_command(&config, &run, port, 1, steps, &beat));
     wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero.child);
     let signal = |child: &Child, sig: i32| {
         // SAFETY: kill(2) on a child this test spawned and has not reaped.
