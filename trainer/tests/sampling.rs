@@ -132,9 +132,9 @@ fn cascade_is_deterministic_for_a_seed_and_stops_where_asked() {
         Stage { unet: &sr, diffusion: &sr_diffusion, sampler: &ddim },
     ];
     let (text, mask) = captions(2);
-    let a = sample_cascade(&stages, &text, &mask, 7, None);
-    let b = sample_cascade(&stages, &text, &mask, 7, None);
-    let c = sample_cascade(&stages, &text, &mask, 8, None);
+    let a = sample_cascade(&stages, &text, &mask, 7, None).unwrap();
+    let b = sample_cascade(&stages, &text, &mask, 7, None).unwrap();
+    let c = sample_cascade(&stages, &text, &mask, 8, None).unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(a[0].size(), vec![2, 3, 8, 8]);
     assert_eq!(a[1].size(), vec![2, 3, 16, 16]);
@@ -143,8 +143,16 @@ fn cascade_is_deterministic_for_a_seed_and_stops_where_asked() {
     }
     assert!((&a[1] - &c[1]).abs().max().double_value(&[]) > 1e-3);
     assert!(a[1].abs().max().double_value(&[]) <= 1.0);
-    let first = sample_cascade(&stages, &text, &mask, 7, Some(0));
+    let first = sample_cascade(&stages, &text, &mask, 7, Some(0)).unwrap();
     assert_eq!(first.len(), 1);
+    let err = sample_cascade(&stages, &text, &mask, 7, Some(2)).unwrap_err().to_string();
+    assert!(err.contains("2, but the cascade has 2 stage(s)"), "{err}");
+    // A super-resolution stage cannot start a cascade, nor a base stage follow one.
+    let reversed = [stages[1], stages[0]];
+    let err = sample_cascade(&reversed, &text, &mask, 7, None).unwrap_err().to_string();
+    assert!(err.contains("stages[0].unet.lowres_cond") && err.contains("base first"), "{err}");
+    let err = sample_cascade(&stages[..1].repeat(2), &text, &mask, 7, None).unwrap_err();
+    assert!(err.to_string().contains("stages[1].unet.lowres_cond"), "{err}");
     assert_eq!((&first[0] - &a[0]).abs().max().double_value(&[]), 0.0);
     // An image's noise is its own: the second caption sampled alone, as image 1 of the run, is
     // the second image of the pair (up to the order a kernel adds in at another batch size).

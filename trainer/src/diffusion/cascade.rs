@@ -5,6 +5,7 @@ use tch::Tensor;
 use super::config::SamplerConfig;
 use super::gaussian::GaussianDiffusion;
 use super::sampler::{image_seeds, sample_stage, stage_seeds};
+use crate::error::{Result, TrainerError};
 use crate::unet::UNet;
 
 /// One stage of the cascade: its U-Net, its diffusion and how it samples. Every stage but the
@@ -26,9 +27,19 @@ pub fn sample_cascade(
     mask: &Tensor,
     seed: i64,
     stop_at_stage: Option<usize>,
-) -> Vec<Tensor> {
+) -> Result<Vec<Tensor>> {
+    check_cascade(stages.iter().map(|s| s.unet.config().lowres_cond))?;
+    let last = match stop_at_stage {
+        Some(s) if s >= stages.len() => {
+            return Err(TrainerError::Config {
+                source_name: "stop_at_stage".into(),
+                message: format!("{s}, but the cascade has {} stage(s)", stages.len()),
+            })
+        }
+        Some(s) => s + 1,
+        None => stages.len(),
+    };
     let images = image_seeds(seed, 0, text.size()[0] as usize);
-    let last = stop_at_stage.map_or(stages.len(), |s| (s + 1).min(stages.len()));
     let mut outputs: Vec<Tensor> = Vec::with_capacity(last);
     for (k, stage) in stages[..last].iter().enumerate() {
         let prev = outputs.last();
@@ -37,5 +48,30 @@ pub fn sample_cascade(
             sample_stage(stage.unet, stage.diffusion, stage.sampler, text, mask, prev, &seeds);
         outputs.push(out);
     }
-    outputs
+    Ok(outputs)
+}
+
+/// Refuses stages (each one's `lowres_cond`, base first) that cannot be sampled as a cascade:
+/// the first draws images from text alone, and every later one upsamples the previous one's. A
+/// super-resolution stage trained on its own (a one-stage config such as `configs/sr256.toml`)
+/// is sampled as a later stage of a config that lists a base stage before it.
+pub fn check_cascade(lowres: impl IntoIterator<Item = bool>) -> Result<()> {
+    for (k, lowres) in lowres.into_iter().enumerate() {
+        let message = match (k, lowres) {
+            (0, true) => "stage 0 is a super-resolution stage (lowres_cond = true), but a cascade \
+                          starts from a base stage that draws images from text alone; sample \
+                          it as a later stage of a config whose stages list the base first"
+                .to_owned(),
+            (k, false) if k > 0 => format!(
+                "stage {k} has no low-res input (lowres_cond = false), but every stage after \
+                 the first upsamples the previous stage's images"
+            ),
+            _ => continue,
+        };
+        return Err(TrainerError::Config {
+            source_name: format!("stages[{k}].unet.lowres_cond"),
+            message,
+        });
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, StageConfig};
 use crate::diffusion::{
-    image_seeds, sample_stage, stage_seeds, DiffusionConfig, GaussianDiffusion,
+    check_cascade, image_seeds, sample_stage, stage_seeds, DiffusionConfig, GaussianDiffusion,
 };
 use crate::error::{Result, TrainerError};
 use crate::text::{TextConditioner, TextMode};
@@ -212,6 +212,7 @@ pub fn sample_cascade_each(
             message: "no prompts to sample".into(),
         });
     }
+    check_cascade(stages.iter().map(|s| s.cfg.unet.lowres_cond))?;
     let batch = batch_size.max(1);
     for (k, chunk) in prompts.chunks(batch).enumerate() {
         let first = k * batch;
