@@ -220,4 +220,22 @@ fn the_cli_evaluates_a_step_directory_and_refuses_missing_weights() {
     ]);
     assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
     assert!(samples.join("0000.png").is_file());
+    // So does a run named by `run.dir` and `run.name`.
+    let named = w.path().join("named-samples");
+    let (dir, name) = (run.parent().unwrap().to_str().unwrap(), run.file_name().unwrap());
+    let sampled = imagen(&[
+        "sample",
+        "--set",
+        &format!("run.dir={dir}"),
+        "--set",
+        &format!("run.name={}", name.to_str().unwrap()),
+        "--prompt",
+        caption,
+        "--out",
+        named.to_str().unwrap(),
+        "--stop-at-stage",
+        "0",
+    ]);
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+    assert!(named.join("0000.png").is_file());
 }

@@ -28,8 +28,9 @@ impl ConfigArgs {
 
     /// As [`Self::load`]; without `--config`, the config a trained run recorded instead of the
     /// defaults: `checkpoint`'s own, or that of the newest checkpoint under `run_dir`'s
-    /// `stage-N/` folders (the cascade's config, the same in every stage). What sampling and
-    /// evaluation of a run need, as a saved pipeline reloads from its folder.
+    /// `stage-N/` folders (the cascade's config, the same in every stage), `run_dir` being
+    /// `run.dir/run.name` (from `--set`) when not given. What sampling and evaluation of a run
+    /// need, as a saved pipeline reloads from its folder.
     pub fn load_for_run(
         &self,
         run_dir: Option<&Path>,
@@ -41,7 +42,7 @@ impl ConfigArgs {
         let recorded = match (checkpoint, run_dir) {
             (Some(step_dir), _) => Some(step_dir.join("config.toml")),
             (None, Some(run_dir)) => newest_recorded_config(run_dir)?,
-            (None, None) => None,
+            (None, None) => newest_recorded_config(&self.load()?.run.run_dir())?,
         };
         let Some(path) = recorded.filter(|p| p.is_file()) else { return self.load() };
         tracing::info!("config: {} (recorded by the run; --config overrides)", path.display());
