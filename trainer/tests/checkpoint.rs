@@ -20,6 +20,7 @@ fn state(step: u64) -> TrainState {
         nonfinite_skipped: 0,
         nonfinite_in_row: 0,
         imagen_version: "test".into(),
+        stage: Some(0),
         text_encoder: None,
         weight_fingerprints: vec![7],
         files: Default::default(),

@@ -513,6 +513,53 @@ fn validation_loss_and_sample_grids_are_logged() {
 }
 
 #[test]
+fn a_super_resolution_stage_trained_under_a_config_of_its_own_samples_in_a_cascade() {
+    let _serial = common::serial();
+    let w = common::world();
+    let mut cfg = w.config.clone();
+    for stage in &mut cfg.stages {
+        stage.diffusion.sampler.steps = 2;
+    }
+    let cascade = w.run_dir("assembled");
+    train(&cfg, options(&cascade, 0, 2)).unwrap();
+    // The SR stage trained alone, as its one-stage preset would be (its stage 0), then put in
+    // the cascade's run as stage 1.
+    let mut alone = cfg.clone();
+    alone.stages.remove(0);
+    let out = train(&alone, options(&w.run_dir("sr-alone"), 0, 2)).unwrap();
+    let trained = out.last_checkpoint.unwrap();
+    let placed = cascade.join("stage-1").join(trained.file_name().unwrap());
+    std::fs::create_dir_all(&placed).unwrap();
+    for file in std::fs::read_dir(&trained).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), placed.join(file.file_name())).unwrap();
+    }
+    let mut loader = imagen_trainer::sample::StageLoader::new(&cfg, tch::Device::Cpu);
+    let stages: Vec<_> = (0..2).map(|i| loader.latest(&cascade, i).unwrap()).collect();
+    let prompts = vec![common::all_captions()[3].clone()];
+    let images = imagen_trainer::sample::sample_cascade(&stages, &prompts, 7, 64).unwrap();
+    assert_eq!(images[1].size(), vec![1, 3, 16, 16]);
+    // The command line without --config takes the cascade's recorded config, not the copied
+    // stage's one-stage config (the newest file).
+    let out = w.path().join("assembled-samples");
+    let sampled = std::process::Command::new(env!("CARGO_BIN_EXE_imagen"))
+        .args(["--log-level", "warn", "sample", "--run-dir"])
+        .arg(&cascade)
+        .args(["--prompt", &prompts[0], "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+    assert!(out.join("stage-0/0000.png").is_file() && out.join("0000.png").is_file());
+    // Its U-Net is still compared with the one the cascade's config gives that stage.
+    let mut other = cfg.clone();
+    other.stages[1].unet.dim = 16;
+    let mut loader = imagen_trainer::sample::StageLoader::new(&other, tch::Device::Cpu);
+    let err = loader.latest(&cascade, 1).err().unwrap().to_string();
+    assert!(err.contains("stages[1].unet.dim (8 -> 16)"), "{err}");
+}
+
+#[test]
 fn a_trained_cascade_samples_deterministically_and_writes_its_prompts() {
     let _serial = common::serial();
     let w = common::world();

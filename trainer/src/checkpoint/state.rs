@@ -28,6 +28,12 @@ pub struct TrainState {
     pub nonfinite_in_row: u64,
     /// The imagen version that wrote it.
     pub imagen_version: String,
+    /// Which of its config's `[[stages]]` the weights are (None in checkpoints written before it
+    /// was recorded: the stage they are loaded as). A stage trained under a config of its own
+    /// (a one-stage super-resolution preset) is that config's stage 0, and stage 1 or 2 of the
+    /// cascade that samples it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<usize>,
     /// `text::identity::encoder_fingerprint` of `text.model` when the run started: a config
     /// naming the encoder at another path is accepted where the fingerprint matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]

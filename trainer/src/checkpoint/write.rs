@@ -263,6 +263,12 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Which stage of its recorded config the checkpoint's weights are; a checkpoint from
+    /// before that was recorded is taken as `loaded_as`, the stage it is loaded as.
+    pub fn trained_stage(&self, loaded_as: usize) -> usize {
+        self.state.stage.unwrap_or(loaded_as)
+    }
+
     /// The checkpoint, its files taken as checked: for the other ranks of a run whose rank 0 chose
     /// it after reading every file against its digest (at 16 GB of optimizer state, each rank
     /// reading it once more to check it would double a resume's reads of a shared filesystem).

@@ -56,15 +56,18 @@ impl ConfigArgs {
     }
 }
 
-/// `config.toml` of the newest checkpoint of any stage under `run_dir`.
+/// `config.toml` of the newest checkpoint of any stage under `run_dir` that trained as that
+/// stage of its config (not a stage trained under a config of its own and copied in).
 fn newest_recorded_config(run_dir: &Path) -> Result<Option<PathBuf>> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     let Ok(entries) = std::fs::read_dir(run_dir) else { return Ok(None) };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("stage-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(index) = name.strip_prefix("stage-").and_then(|n| n.parse::<usize>().ok()) else {
             continue;
-        }
-        if let Some(ckpt) = imagen_trainer::checkpoint::latest(&entry.path())? {
+        };
+        let latest = imagen_trainer::checkpoint::latest(&entry.path())?;
+        if let Some(ckpt) = latest.filter(|c| c.trained_stage(index) == index) {
             let path = ckpt.dir.join("config.toml");
             let when = std::fs::metadata(&path).and_then(|m| m.modified());
             if let Ok(when) = when {

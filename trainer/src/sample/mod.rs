@@ -145,7 +145,8 @@ fn trained_diffusion(
         TrainerError::Checkpoint(format!("{}: stored config.toml: {e}", ckpt.dir.display()))
     };
     let saved: Config = toml::from_str(&ckpt.config_toml).map_err(|e| bad(e.to_string()))?;
-    let trained = saved.stage(index).map_err(|e| bad(e.to_string()))?.diffusion.clone();
+    let trained = saved.stage(ckpt.trained_stage(index)).map_err(|e| bad(e.to_string()))?;
+    let trained = trained.diffusion.clone();
     let sampled = DiffusionConfig { sampler: current.sampler.clone(), ..trained };
     if &sampled != current {
         tracing::info!(

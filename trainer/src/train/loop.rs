@@ -157,6 +157,7 @@ fn train_joined(
         nonfinite_skipped: 0,
         nonfinite_in_row: 0,
         imagen_version: env!("CARGO_PKG_VERSION").to_owned(),
+        stage: None,
         text_encoder: None,
         weight_fingerprints: Vec::new(),
         files: Default::default(),
@@ -200,6 +201,8 @@ fn train_joined(
         // Recorded so that the encoder is recognised at another path (a resume from a local
         // copy, sampling on another machine).
         state.text_encoder = crate::text::identity::encoder_fingerprint(&cfg.text.model).ok();
+        // This run's index, also when it went on from another config's stage (a warm start).
+        state.stage = Some(opts.stage);
     }
     replicas.attach(&model, cfg)?;
     if resume_from.is_some() {

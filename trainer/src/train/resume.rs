@@ -60,9 +60,11 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
     let saved = saved_config(ckpt)?;
     let now: Value = toml::from_str(&current.to_toml()).expect("a config round-trips through TOML");
     let mut diffs = Vec::new();
-    let unet =
-        |v: &Value| v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned();
-    diff(&format!("stages[{stage}].unet"), unet(&saved).as_ref(), unet(&now).as_ref(), &mut diffs);
+    let unet = |v: &Value, stage: usize| {
+        v.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("unet")).cloned()
+    };
+    let (saved_unet, now_unet) = (unet(&saved, ckpt.trained_stage(stage)), unet(&now, stage));
+    diff(&format!("stages[{stage}].unet"), saved_unet.as_ref(), now_unet.as_ref(), &mut diffs);
     let text = |v: &Value, key: &str| v.get("text").and_then(|t| t.get(key)).cloned();
     let length = |v: &Value| text(v, "max_length");
     diff("text.max_length", length(&saved).as_ref(), length(&now).as_ref(), &mut diffs);
@@ -165,9 +167,11 @@ pub fn check_diffusion_kept(
 ) -> Result<()> {
     // The saved config is read with today's defaults, so a field added since compares as the
     // default the checkpoint trained with.
-    let saved = toml::from_str::<Config>(&ckpt.config_toml)
-        .map_err(|e| e.to_string())
-        .and_then(|c| c.stage(stage).map(|s| s.diffusion.clone()).map_err(|e| e.to_string()));
+    let saved =
+        toml::from_str::<Config>(&ckpt.config_toml).map_err(|e| e.to_string()).and_then(|c| {
+            let trained = c.stage(ckpt.trained_stage(stage));
+            trained.map(|s| s.diffusion.clone()).map_err(|e| e.to_string())
+        });
     let saved = match saved {
         Ok(saved) => saved,
         Err(e) => {
