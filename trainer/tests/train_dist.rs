@@ -569,3 +569,25 @@ fn ranks_that_reach_the_run_directory_by_other_paths_resume_the_same_checkpoint(
     pair(6);
     assert!(checkpoint(&run, 6).join("state.json").is_file());
 }
+
+#[test]
+fn a_rank_past_rank_zeros_world_is_refused_at_the_rendezvous() {
+    let (w, config) = same_sample_world();
+    let run = w.run_dir("bigger-world");
+    let port = free_port();
+    let mut zero = unwatched_worker(&config, &run, port, 0, &[]);
+    let mut one = unwatched_worker(&config, &run, port, 1, &[]);
+    // A third worker started as rank 2 of three (its node launched with another --nnodes).
+    let mut cmd = worker_command(&config, &run, port, 2, 100_000, &[]);
+    let mut stray = Worker::spawn(cmd.env("WORLD_SIZE", "3"));
+    let status = wait_exit(&mut stray.child, Duration::from_secs(60));
+    let err = stray.stderr();
+    assert!(!status.success());
+    assert!(err.contains("rank 2 believes the world size is 3") && err.contains("is 2"), "{err}");
+    // The job it tried to join goes on.
+    wait_for(&checkpoint(&run, 4).join("state.json"), &mut zero.child);
+    for worker in [&mut zero, &mut one] {
+        worker.child.kill().unwrap();
+        worker.child.wait().unwrap();
+    }
+}

@@ -124,18 +124,36 @@ impl Dist {
                     )));
                 }
             }
-            store.set("rendezvous/ready", b"1")?;
+            store.set("rendezvous/ready", info.world_size.to_string().as_bytes())?;
         } else {
-            while !store.contains("rendezvous/ready")? {
+            let not_completed = || {
+                err(format!(
+                    "rank {}: rank 0 at {place} did not complete the rendezvous within {}s \
+                     (another worker never joined, or this one does not belong to its job; \
+                     rank 0's log says which)",
+                    info.rank,
+                    wait.as_secs()
+                ))
+            };
+            // A store that stops answering here is rank 0 giving up on the rendezvous.
+            while !store.contains("rendezvous/ready").map_err(|_| not_completed())? {
                 if Instant::now() > deadline {
-                    return Err(err(format!(
-                        "rank {}: rank 0 at {place} did not complete the rendezvous within {}s \
-                         (another worker never joined; rank 0's log names it)",
-                        info.rank,
-                        wait.as_secs()
-                    )));
+                    return Err(not_completed());
                 }
                 std::thread::sleep(POLL);
+            }
+            // Rank 0 checked the records of the ranks it expects; a rank numbered past its
+            // world (a node launched with another --nnodes) learns it here, not in a collective
+            // that would wait for the collective timeout.
+            let theirs = store.get("rendezvous/ready")?;
+            if theirs != info.world_size.to_string().as_bytes() {
+                return Err(err(format!(
+                    "rank {} believes the world size is {}, rank 0 at {place} that it is {} (were \
+                     the nodes launched with the same --nnodes and --nproc-per-node?)",
+                    info.rank,
+                    info.world_size,
+                    String::from_utf8_lossy(&theirs)
+                )));
             }
         }
         let collective = Duration::from_secs(cfg.collective_timeout_secs.max(1));
