@@ -134,3 +134,19 @@ fn a_restarted_attempt_under_its_own_key_prefix_ignores_the_last_attempts_abort(
     let why = late_rx.recv_timeout(Duration::from_secs(10)).expect("the abort was not seen");
     assert!(why.contains("attempt 0's error"), "{why}");
 }
+
+#[test]
+fn rank_zero_waiting_for_the_others_to_finish_stops_at_an_abort() {
+    let store = server();
+    let (zero, _zero_rx) = start(&store, 0, 2, 60_000);
+    let (mut one, _one_rx) = start(&store, 1, 2, 60_000);
+    // Rank 1 fails after the last collective, while rank 0 waits for it to say it finished.
+    let failing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        one.abort("No space left on device");
+    });
+    let began = Instant::now();
+    zero.finish().unwrap();
+    assert!(began.elapsed() < Duration::from_secs(10), "waited {:?}", began.elapsed());
+    failing.join().unwrap();
+}

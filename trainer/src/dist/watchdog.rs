@@ -115,7 +115,27 @@ impl Watchdog {
         if self.rank == 0 {
             let deadline = Instant::now() + self.options.timeout;
             let done = |r: usize| self.store.contains(&done_key(r)).unwrap_or(true);
-            while Instant::now() < deadline && !(1..self.world_size).all(done) {
+            loop {
+                let left: Vec<usize> = (1..self.world_size).filter(|&r| !done(r)).collect();
+                if left.is_empty() {
+                    break;
+                }
+                // A rank that failed after the last collective says so here: no use waiting.
+                if self.store.contains(ABORT).unwrap_or(false) {
+                    let why = self.store.get(ABORT).unwrap_or_default();
+                    tracing::warn!(
+                        "after this rank's end: {}",
+                        String::from_utf8_lossy(&why).trim()
+                    );
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        "rank(s) {left:?} did not say they finished within {}s of rank 0",
+                        self.options.timeout.as_secs()
+                    );
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
