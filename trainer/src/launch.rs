@@ -53,6 +53,28 @@ fn describe(status: ExitStatus) -> String {
 
 /// Runs the node's workers to completion; returns the exit code the launcher should end with:
 /// 0 when every worker succeeded, else the first failure's code (or 1).
+/// The child `command` starts gets SIGTERM when this process dies, however it dies (SIGKILL, the
+/// OOM killer): a training child finishes its step, saves and exits instead of running on
+/// unwatched.
+pub fn terminated_with_parent(command: &mut Command) {
+    // SAFETY: getpid(2) has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl took effect.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn launch(opts: &LaunchOptions) -> Result<i32> {
     if opts.nproc_per_node == 0 || opts.nnodes == 0 || opts.node_rank >= opts.nnodes {
         return Err(err(format!(
@@ -76,29 +98,14 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
             })
             .map_err(|source| TrainerError::Io { path: "signal handler".into(), source })?;
     }
-    // SAFETY: getpid(2) has no preconditions.
-    let launcher_pid = unsafe { libc::getpid() };
     let world = opts.nproc_per_node * opts.nnodes;
     let mut workers: Vec<(usize, Child)> = Vec::new();
     for local in 0..opts.nproc_per_node {
         let rank = opts.node_rank * opts.nproc_per_node + local;
         let mut command = Command::new(&opts.program);
-        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-        // functions (prctl, getppid).
-        unsafe {
-            command.pre_exec(move || {
-                // A launcher killed outright (SIGKILL, OOM) must not leave its workers running
-                // on the GPUs: they get SIGTERM, finish their step and save.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The launcher died before the prctl took effect. (No allocation here.)
-                if libc::getppid() != launcher_pid {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // A launcher killed outright (SIGKILL, OOM) must not leave its workers running on the
+        // GPUs: they get SIGTERM, finish their step and save.
+        terminated_with_parent(&mut command);
         let spawned = command
             .args(&opts.args)
             .env("RANK", rank.to_string())

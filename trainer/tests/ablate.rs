@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use imagen_trainer::ablate::{ablate_t5, AblateOptions, AblationReport, Budget, CURVE_COLOURS};
 use imagen_trainer::evaluate::{EvalOptions, Metric};
+use imagen_trainer::train::StopFlag;
 
 #[test]
 fn both_arms_train_alike_and_the_report_shows_them_side_by_side() {
@@ -32,6 +33,7 @@ fn both_arms_train_alike_and_the_report_shows_them_side_by_side() {
         stage: 0,
         budget: Budget::Steps(5),
         eval,
+        stop: StopFlag::default(),
     };
     let report = ablate_t5(&opts).unwrap();
     let names: Vec<&str> = report.arms.iter().map(|a| a.name.as_str()).collect();
@@ -92,4 +94,51 @@ fn both_arms_train_alike_and_the_report_shows_them_side_by_side() {
     // A second run into the same folder is refused rather than mixed.
     let err = ablate_t5(&opts).unwrap_err().to_string();
     assert!(err.contains("already holds a run"), "{err}");
+}
+
+/// The processes whose command line names `path`.
+fn processes_naming(path: &std::path::Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn a_stopped_ablation_stops_its_training_child_which_saves() {
+    let _serial = common::serial();
+    let w = common::world();
+    let out = w.path().join("stopped-ablation");
+    let eval =
+        EvalOptions::new(PathBuf::new(), vec![common::all_captions()[2].clone()], PathBuf::new());
+    let opts = AblateOptions {
+        exe: env!("CARGO_BIN_EXE_imagen").into(),
+        config: Some(w.path().join("e2e.toml")),
+        overrides: vec![format!("text.cache_dir={}", w.path().join("cache").display())],
+        out: out.clone(),
+        stage: 0,
+        budget: Budget::Steps(1_000_000),
+        eval,
+        stop: StopFlag::default(),
+    };
+    let stop = opts.stop.clone();
+    let ablation = std::thread::spawn(move || ablate_t5(&opts));
+    let first = out.join("frozen-cached/stage-0/step-000000004/state.json");
+    let began = std::time::Instant::now();
+    while !first.exists() {
+        assert!(began.elapsed().as_secs() < 300, "no checkpoint");
+        assert!(!ablation.is_finished(), "the ablation ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.raise();
+    let err = ablation.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("stopped by a signal") && err.contains("frozen-cached"), "{err}");
+    assert!(processes_naming(&out).is_empty(), "{:?}", processes_naming(&out));
+    // It saved where it stopped, and the other arm never started.
+    let saved = imagen_trainer::checkpoint::latest(&out.join("frozen-cached/stage-0")).unwrap();
+    assert!(saved.unwrap().state.step >= 4);
+    assert!(!out.join("finetune").exists());
 }

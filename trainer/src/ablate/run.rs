@@ -14,7 +14,7 @@ use crate::config::{parse_override, Config};
 use crate::error::{Result, TrainerError};
 use crate::evaluate::{evaluate, EvalOptions};
 use crate::text::TextMode;
-use crate::train::stage_dir;
+use crate::train::{stage_dir, StopFlag};
 
 /// The two arms, in report order.
 pub const ARMS: [TextMode; 2] = [TextMode::FrozenCached, TextMode::Finetune];
@@ -54,6 +54,9 @@ pub struct AblateOptions {
     /// Evaluation of each arm: prompts, metrics, seed and weights (run_dir and out are set per
     /// arm).
     pub eval: EvalOptions,
+    /// Raised by SIGINT or SIGTERM (`StopFlag::on_signals`): the arm training now is stopped
+    /// (it saves) and the ablation ends there, with an error.
+    pub stop: StopFlag,
 }
 
 fn text_mode_name(mode: TextMode) -> &'static str {
@@ -106,7 +109,7 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
         if mode == TextMode::FrozenCached {
             // The cache is resumable: an up-to-date one costs a hash of the weights.
             tracing::info!("arm {name}: caching the T5 embeddings of the training captions");
-            run_child(opts.command("embed", mode), None, "imagen embed")?;
+            run_child(opts.command("embed", mode), None, "imagen embed", &opts.stop)?;
         }
         tracing::info!("arm {name}: training stage {} for {}", opts.stage, opts.budget);
         let mut cmd = opts.command("train", mode);
@@ -120,7 +123,7 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
             Budget::Minutes(m) => Some(Duration::from_secs_f64(m * 60.0)),
         };
         let start = Instant::now();
-        let stopped = run_child(cmd, limit, "imagen train")?;
+        let stopped = run_child(cmd, limit, &format!("arm {name}'s imagen train"), &opts.stop)?;
         let train_secs = start.elapsed().as_secs_f64();
         let stage_dir = stage_dir(&run_dir, opts.stage);
         let losses = read_losses(&stage_dir)?;
@@ -181,22 +184,38 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
 }
 
 /// Runs a child to completion, or until `limit`, then SIGTERM and wait (a stopped
-/// `imagen train` saves and exits 0). Returns whether the limit stopped it.
-fn run_child(mut cmd: Command, limit: Option<Duration>, what: &str) -> Result<bool> {
+/// `imagen train` saves and exits 0). Returns whether the limit stopped it. A raised `stop` is
+/// passed on to the child the same way (a terminal's Ctrl-C reached it already: a second signal
+/// within `REPEAT_WINDOW` is the same request), and ends the ablation once it has exited.
+fn run_child(
+    mut cmd: Command,
+    limit: Option<Duration>,
+    what: &str,
+    stop: &StopFlag,
+) -> Result<bool> {
+    crate::launch::terminated_with_parent(&mut cmd);
     let mut child: Child = cmd.spawn().map_err(io(Path::new(what)))?;
     let start = Instant::now();
-    let mut stopped = false;
+    let (mut stopped, mut passed_on) = (false, false);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(io(Path::new(what)))? {
             break status;
         }
-        if !stopped && limit.is_some_and(|l| start.elapsed() >= l) {
+        let over = limit.is_some_and(|l| start.elapsed() >= l);
+        if (over && !stopped) || (stop.is_raised() && !passed_on) {
             // SAFETY: kill(2) on the id of a child we spawned and have not reaped.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            stopped = true;
+            stopped |= over;
+            passed_on |= stop.is_raised();
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    if stop.is_raised() {
+        return Err(TrainerError::Text(format!(
+            "stopped by a signal: {what} exited ({status}; a training saves first); the ablation \
+             ends here (start it again with a new --out)"
+        )));
+    }
     if !status.success() {
         return Err(TrainerError::Text(format!("{what} failed ({status}); see its output above")));
     }

@@ -70,6 +70,7 @@ fn t5(args: T5Args) -> Result<()> {
         stage: args.stage,
         budget,
         eval: args.metrics.options(PathBuf::new(), prompts, PathBuf::new()),
+        stop: imagen_trainer::train::StopFlag::on_signals()?,
     };
     let report = ablate_t5(&opts)?;
     for arm in &report.arms {

@@ -11,7 +11,7 @@ pub const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(2)
 const FORCE_AFTER_NS: u64 = REPEAT_WINDOW.as_nanos() as u64;
 
 /// Set by SIGINT or SIGTERM: the loop finishes its step, saves and exits cleanly.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StopFlag(Arc<AtomicBool>);
 
 impl StopFlag {
