@@ -8,8 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `default_filter`. Colours
 /// only on a terminal (not in Slurm's or a redirected log). In a worker of a multi-process job
-/// every line names its rank, so the workers' interleaved lines can be told apart.
-pub fn init(default_filter: &str) {
+/// every line names its rank, so the workers' interleaved lines can be told apart; a launcher
+/// (`worker: false`) names none, though an srun step gives it a task rank (its node's).
+pub fn init(default_filter: &str, worker: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -18,7 +19,7 @@ pub fn init(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_timer(RankedTime { rank: worker_rank() })
+        .with_timer(RankedTime { rank: worker.then(worker_rank).flatten() })
         .with_target(false)
         .try_init();
 }

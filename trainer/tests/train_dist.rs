@@ -591,3 +591,19 @@ fn a_rank_past_rank_zeros_world_is_refused_at_the_rendezvous() {
         worker.child.wait().unwrap();
     }
 }
+
+#[test]
+fn a_launcher_in_a_job_step_does_not_label_its_lines_with_a_task_rank() {
+    // One launcher per node through srun: the step's task rank (here 1) is its node's, not a
+    // worker's, and its lines name the failed worker's rank alone.
+    let out = Command::new(env!("CARGO_BIN_EXE_imagen"))
+        .args(["launch", "--nproc-per-node", "1", "--", "no-such-subcommand"])
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = err.lines().find(|l| l.contains("failed")).expect("no failure line");
+    assert!(line.contains("rank 0 failed") && !line.contains("rank 1"), "{err}");
+}

@@ -80,7 +80,8 @@ pub fn main() -> ExitCode {
     // SAFETY: restoring a signal's default disposition, before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    imagen_trainer::logging::init(&cli.log_level);
+    let launcher = matches!(cli.command, Command::Launch(_));
+    imagen_trainer::logging::init(&cli.log_level, !launcher);
     let result = match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Checkpoint(cmd) => checkpoint::run(cmd),
