@@ -197,6 +197,13 @@ fn prompts_file_refuses_invalid_utf8_with_its_line() {
     assert!(err.contains("p.txt:3: invalid UTF-8"), "{err}");
     std::fs::write(&path, b"a red circle\r\n\nok\n").unwrap();
     assert_eq!(read_prompts(&path).unwrap(), vec!["a red circle", "", "ok"]);
+    // A byte-order mark is no part of the first prompt.
+    std::fs::write(&path, "\u{feff}a red circle\nok\n").unwrap();
+    assert_eq!(read_prompts(&path).unwrap(), vec!["a red circle", "ok"]);
+    // Prompts are written one a line, so a prompt may not hold a line break.
+    let prompts = vec!["a red circle".to_owned(), "a blue\nsquare".to_owned()];
+    let err = imagen_trainer::sample::SampleWriter::create(dir.path(), &prompts).err().unwrap();
+    assert!(err.to_string().contains("prompt 1 (\"a blue\\nsquare\") holds a line break"), "{err}");
 }
 
 #[test]

@@ -545,12 +545,15 @@ fn a_super_resolution_stage_trained_under_a_config_of_its_own_samples_in_a_casca
     let sampled = std::process::Command::new(env!("CARGO_BIN_EXE_imagen"))
         .args(["--log-level", "warn", "sample", "--run-dir"])
         .arg(&cascade)
-        .args(["--prompt", &prompts[0], "--out"])
+        .args(["--prompt", &prompts[0], "--prompt", &[prompts[0].as_str(); 3].join(" "), "--out"])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
-    assert!(out.join("stage-0/0000.png").is_file() && out.join("0000.png").is_file());
+    let err = String::from_utf8_lossy(&sampled.stderr);
+    assert!(sampled.status.success(), "{err}");
+    assert!(out.join("stage-0/0000.png").is_file() && out.join("0001.png").is_file());
+    // The second prompt is longer than text.max_length (24 tokens), and the user is told.
+    assert!(err.contains("1 of 2 prompts were cut to text.max_length"), "{err}");
     // Its U-Net is still compared with the one the cascade's config gives that stage.
     let mut other = cfg.clone();
     other.stages[1].unet.dim = 16;

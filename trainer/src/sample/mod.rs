@@ -215,6 +215,7 @@ pub fn sample_cascade_each(
     }
     check_cascade(stages.iter().map(|s| s.cfg.unet.lowres_cond))?;
     let batch = batch_size.max(1);
+    let mut truncated = 0;
     for (k, chunk) in prompts.chunks(batch).enumerate() {
         let first = k * batch;
         if prompts.len() > batch {
@@ -224,11 +225,19 @@ pub fn sample_cascade_each(
                 prompts.len()
             );
         }
-        let outputs = sample_chunk(stages, chunk, first, seed)?;
+        let (outputs, cut) = sample_chunk(stages, chunk, first, seed)?;
+        truncated += cut;
         each(
             first,
             outputs.iter().map(|images| quantize(images).to_device(Device::Cpu)).collect(),
         )?;
+    }
+    if truncated > 0 {
+        tracing::warn!(
+            "{truncated} of {} prompts were cut to text.max_length tokens; the images follow \
+             their beginnings",
+            prompts.len()
+        );
     }
     Ok(())
 }
@@ -252,18 +261,25 @@ pub fn sample_cascade(
 }
 
 /// One chunk of [`sample_cascade`]: `prompts` are images `first..` of the run under `seed`.
+/// Returns each stage's images and how many of the prompts were cut to the encoder's length.
 fn sample_chunk(
     stages: &[LoadedStage],
     prompts: &[String],
     first: usize,
     seed: i64,
-) -> Result<Vec<Tensor>> {
+) -> Result<(Vec<Tensor>, usize)> {
     let keys: Vec<String> = (first..first + prompts.len()).map(|i| format!("prompt-{i}")).collect();
     let images = image_seeds(seed, first, prompts.len());
     let mut outputs: Vec<Tensor> = Vec::with_capacity(stages.len());
+    let mut truncated = 0;
     for (k, stage) in stages.iter().enumerate() {
-        // A fine-tuned encoder belongs to its stage, so each stage encodes the prompts itself.
+        // A fine-tuned encoder belongs to its stage, so each stage encodes the prompts itself
+        // (with the same tokenizer and length: the first stage's count is every stage's).
+        let before = stage.text.truncated();
         let (text, mask) = tch::no_grad(|| stage.text.encode(prompts, &keys))?;
+        if k == 0 {
+            truncated = stage.text.truncated() - before;
+        }
         let out = sample_stage(
             &stage.unet,
             &stage.diffusion,
@@ -275,7 +291,7 @@ fn sample_chunk(
         );
         outputs.push(out);
     }
-    Ok(outputs)
+    Ok((outputs, truncated))
 }
 
 #[cfg(test)]

@@ -105,6 +105,16 @@ pub struct SampleWriter {
 impl SampleWriter {
     /// A writer of one image per prompt of `prompts` into `out` (created if missing).
     pub fn create(out: &Path, prompts: &[String]) -> Result<Self> {
+        // Line i of prompts.txt is image i's prompt.
+        if let Some(i) = prompts.iter().position(|p| p.contains(['\n', '\r'])) {
+            return Err(TrainerError::Samples {
+                path: out.to_owned(),
+                message: format!(
+                    "prompt {i} ({:?}) holds a line break: prompts.txt keeps one prompt a line",
+                    prompts[i]
+                ),
+            });
+        }
         std::fs::create_dir_all(out).map_err(io(out))?;
         let prompts_path = out.join("prompts.txt");
         std::fs::write(&prompts_path, prompts.join("\n") + "\n").map_err(io(&prompts_path))?;

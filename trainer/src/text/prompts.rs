@@ -9,7 +9,9 @@ use crate::error::{Result, TrainerError};
 pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
     let bytes =
         std::fs::read(path).map_err(|source| TrainerError::Io { path: path.to_owned(), source })?;
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // A file saved by a Windows editor may start with a byte-order mark.
+    let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }

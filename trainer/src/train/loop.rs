@@ -528,6 +528,13 @@ fn train_joined(
     logs.bar.finish_and_clear();
     let stats = loader.stats();
     tracing::info!("data: {} good samples, skipped {:?}", stats.good, stats.skipped);
+    if model.text.truncated() > 0 {
+        tracing::warn!(
+            "{} caption encodings were cut to text.max_length = {} tokens",
+            model.text.truncated(),
+            cfg.text.max_length
+        );
+    }
     Ok(TrainOutcome {
         step: state.step,
         stage_dir: dir,
