@@ -187,7 +187,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
             for (_, child) in &workers {
                 send(child, libc::SIGTERM);
             }
-            kill_at = Some(Instant::now() + opts.grace);
+            kill_at = Some(crate::dist::deadline_after(opts.grace));
         }
         if kill_at.is_some_and(|t| Instant::now() > t) {
             for (rank, child) in &mut workers {
@@ -195,7 +195,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
                 let _ = child.kill();
             }
             // Once: a killed worker may take a poll or two to be reaped.
-            kill_at = Some(Instant::now() + Duration::from_secs(3600 * 24 * 365));
+            kill_at = Some(crate::dist::deadline_after(crate::dist::LONGEST_WAIT));
         }
         std::thread::sleep(POLL);
     }
@@ -212,4 +212,25 @@ pub fn launch(opts: &LaunchOptions) -> Result<i32> {
             status.code().filter(|&c| c != 0).or(signalled).unwrap_or(1)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grace_period_too_long_to_count_is_waited_as_long_as_needed() {
+        let opts = LaunchOptions {
+            nproc_per_node: 2,
+            nnodes: 1,
+            node_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: 1,
+            // `--grace-secs 18446744073709551615`: no Instant lies that far ahead.
+            grace: Duration::from_secs(u64::MAX),
+            program: std::path::PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), "[ \"$RANK\" = 1 ] && exit 3; sleep 0.5".into()],
+        };
+        assert_eq!(launch(&opts).unwrap(), 3);
+    }
 }

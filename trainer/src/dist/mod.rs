@@ -17,3 +17,12 @@ pub use reducer::GradReducer;
 pub use rendezvous::{choose_backend, Dist};
 pub use store::{StoreOptions, TcpStore};
 pub use watchdog::{OnFatal, Watchdog, WatchdogOptions};
+
+/// The longest wait any timeout here stands for (a year): a larger setting means "wait
+/// indefinitely", and would overflow an `Instant` or c10d's millisecond deadlines.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// The moment `wait` (at most [`LONGEST_WAIT`]) from now.
+pub fn deadline_after(wait: std::time::Duration) -> std::time::Instant {
+    std::time::Instant::now() + wait.min(LONGEST_WAIT)
+}

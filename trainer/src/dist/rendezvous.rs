@@ -82,7 +82,7 @@ impl Dist {
             "world_size": info.world_size,
         });
         store.set(&format!("rendezvous/rank/{}", info.rank), me.to_string().as_bytes())?;
-        let deadline = Instant::now() + wait;
+        let deadline = super::deadline_after(wait);
         if main {
             let mut missing: Vec<usize> = (0..info.world_size).collect();
             while !missing.is_empty() {

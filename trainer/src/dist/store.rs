@@ -68,8 +68,10 @@ pub(crate) fn c_string(what: &str, s: &str) -> Result<CString> {
     })
 }
 
+/// Milliseconds for c10d, which adds them to the current time: capped at
+/// [`super::LONGEST_WAIT`].
 pub(crate) fn duration_ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
+    d.min(super::LONGEST_WAIT).as_millis() as i64
 }
 
 impl TcpStore {

@@ -113,7 +113,7 @@ impl Watchdog {
         self.halt();
         self.store.set(&done_key(self.rank), b"1")?;
         if self.rank == 0 {
-            let deadline = Instant::now() + self.options.timeout;
+            let deadline = super::deadline_after(self.options.timeout);
             let done = |r: usize| self.store.contains(&done_key(r)).unwrap_or(true);
             loop {
                 let left: Vec<usize> = (1..self.world_size).filter(|&r| !done(r)).collect();
@@ -165,7 +165,8 @@ impl Drop for Watchdog {
 /// before it exits: one that found the store gone instead would blame rank 0, not the rank
 /// that failed. Ranks that finished, or that never answer (the dead one), only cost the wait.
 fn wait_for_acks(store: &TcpStore, world_size: usize, options: &WatchdogOptions) {
-    let deadline = Instant::now() + options.interval * 4 + Duration::from_secs(1);
+    let deadline =
+        super::deadline_after(options.interval.saturating_mul(4) + Duration::from_secs(1));
     let told = |r: usize| {
         store.contains(&ack_key(r)).unwrap_or(true) || store.contains(&done_key(r)).unwrap_or(true)
     };
