@@ -203,11 +203,12 @@ fn watch(
                 }
                 return on_fatal(why);
             }
-            // The TCPStore lives in rank 0's process: it stops answering when rank 0 has exited.
+            // The TCPStore lives in rank 0's process (torchrun's agent's, under torchrun): it
+            // stops answering when that process has exited.
             Err(e) if !stop.load(Ordering::SeqCst) => {
                 return on_fatal(format!(
-                    "the rendezvous store at {place} stopped answering ({e}): rank 0 has exited \
-                     or its node is unreachable"
+                    "the rendezvous store at {place} stopped answering ({e}): rank 0 (under \
+                     torchrun, its agent on node 0) has exited or its node is unreachable"
                 ))
             }
             Err(_) => return,
