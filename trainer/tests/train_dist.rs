@@ -590,6 +590,18 @@ fn a_rank_past_rank_zeros_world_is_refused_at_the_rendezvous() {
         worker.child.kill().unwrap();
         worker.child.wait().unwrap();
     }
+    // A rank of rank 0's world that believes in another size: rank 0 refuses, and says why to
+    // that rank at once.
+    let port = free_port();
+    let mut zero = unwatched_worker(&config, &w.run_dir("mismatch"), port, 0, &[]);
+    let mut cmd = worker_command(&config, &w.run_dir("mismatch"), port, 1, 100_000, &[]);
+    let mut one = Worker::spawn(cmd.env("WORLD_SIZE", "3"));
+    for worker in [&mut zero, &mut one] {
+        assert!(!wait_exit(&mut worker.child, Duration::from_secs(60)).success());
+    }
+    let (zero_err, one_err) = (zero.stderr(), one.stderr());
+    assert!(zero_err.contains("believes the world size is 3, rank 0 that it is 2"), "{zero_err}");
+    assert!(one_err.contains("rank 0 stopped the job at the rendezvous: rank 1"), "{one_err}");
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub struct Dist {
 }
 
 const POLL: Duration = Duration::from_millis(20);
+/// Starts `rendezvous/ready` when rank 0 refuses the job, followed by why.
+const REFUSED: &str = "refused: ";
 const SECOND: Duration = Duration::from_secs(1);
 
 fn err(message: String) -> TrainerError {
@@ -43,6 +45,33 @@ pub fn choose_backend(cfg: &DistConfig, cuda: bool) -> Result<Backend> {
         (DistBackend::Nccl, true) | (DistBackend::Auto, true) => Ok(Backend::Nccl),
         (DistBackend::Cpu, false) | (DistBackend::Auto, false) => Ok(Backend::CpuStore),
     }
+}
+
+/// Two ranks on one host that would train on the same GPU (each rank's rendezvous record names
+/// its host and, on CUDA, the device index it chose and the CUDA_VISIBLE_DEVICES it saw), said
+/// before NCCL fails on it ("Duplicate GPU detected") or two ranks share a device's memory.
+fn shared_gpu(records: &[Value]) -> Option<String> {
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    for (rank, record) in records.iter().enumerate() {
+        let cuda = &record["cuda"];
+        if cuda.is_null() || cuda["confined"] == json!(true) {
+            continue;
+        }
+        let key = format!("{}|{}|{}", record["host"], cuda["visible"], cuda["index"]);
+        if let Some(first) = seen.insert(key, rank) {
+            let visible = match cuda["visible"].as_str() {
+                Some(v) => format!("CUDA_VISIBLE_DEVICES={v}"),
+                None => "no CUDA_VISIBLE_DEVICES".to_owned(),
+            };
+            return Some(format!(
+                "ranks {first} and {rank} on {} would both train on CUDA device {} ({visible}): \
+                 start at most as many workers on a node as it has GPUs (--nproc-per-node), and \
+                 leave each its own device",
+                record["host"], cuda["index"]
+            ));
+        }
+    }
+    None
 }
 
 impl Dist {
@@ -80,6 +109,13 @@ impl Dist {
             "pid": std::process::id(),
             "local_rank": info.local_rank,
             "world_size": info.world_size,
+            "cuda": cuda_device.map(|index| json!({
+                "index": index,
+                "visible": std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+                // Slurm may confine each task to its own GPU (cgroups), which every task then
+                // sees as device 0 under the same CUDA_VISIBLE_DEVICES.
+                "confined": std::env::var_os("SLURM_STEP_ID").is_some(),
+            })),
         });
         store.set(&format!("rendezvous/rank/{}", info.rank), me.to_string().as_bytes())?;
         let deadline = super::deadline_after(wait);
@@ -113,16 +149,33 @@ impl Dist {
                 }
                 std::thread::sleep(POLL);
             }
+            let mut records = Vec::with_capacity(info.world_size);
             for r in 0..info.world_size {
                 let theirs: Value =
                     serde_json::from_slice(&store.get(&format!("rendezvous/rank/{r}"))?)
                         .map_err(|e| err(format!("rank {r}'s rendezvous record: {e}")))?;
-                if theirs["world_size"] != json!(info.world_size) {
-                    return Err(err(format!(
+                records.push(theirs);
+            }
+            let mismatch = records.iter().enumerate().find_map(|(r, theirs)| {
+                (theirs["world_size"] != json!(info.world_size)).then(|| {
+                    format!(
                         "rank {r} ({}) believes the world size is {}, rank 0 that it is {}",
                         theirs["host"], theirs["world_size"], info.world_size
-                    )));
+                    )
+                })
+            });
+            if let Some(why) = mismatch.or_else(|| shared_gpu(&records)) {
+                // Every rank is told why at once (torchrun's agent store outlives rank 0).
+                store.set("rendezvous/ready", format!("{REFUSED}{why}").as_bytes())?;
+                // This process serves the store: the others read the reason before it goes.
+                let told = |r: usize| store.contains(&format!("rendezvous/told/{r}"));
+                let until = super::deadline_after(5 * SECOND);
+                while Instant::now() < until
+                    && !(1..info.world_size).all(|r| told(r).unwrap_or(true))
+                {
+                    std::thread::sleep(POLL);
                 }
+                return Err(err(why));
             }
             store.set("rendezvous/ready", info.world_size.to_string().as_bytes())?;
         } else {
@@ -146,6 +199,13 @@ impl Dist {
             // world (a node launched with another --nnodes) learns it here, not in a collective
             // that would wait for the collective timeout.
             let theirs = store.get("rendezvous/ready")?;
+            if let Some(why) = theirs.strip_prefix(REFUSED.as_bytes()) {
+                let _ = store.set(&format!("rendezvous/told/{}", info.rank), b"1");
+                return Err(err(format!(
+                    "rank 0 stopped the job at the rendezvous: {}",
+                    String::from_utf8_lossy(why)
+                )));
+            }
             if theirs != info.world_size.to_string().as_bytes() {
                 return Err(err(format!(
                     "rank {} believes the world size is {}, rank 0 at {place} that it is {} (were \
@@ -274,4 +334,31 @@ fn exit(rank: usize) -> OnFatal {
 
 fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod shared_gpu_tests {
+    use super::*;
+
+    fn record(host: &str, index: usize, visible: Option<&str>, confined: bool) -> Value {
+        json!({"host": host, "cuda": {"index": index, "visible": visible, "confined": confined}})
+    }
+
+    #[test]
+    fn two_ranks_on_one_gpu_of_one_host_are_named() {
+        let one_gpu = [record("a", 0, None, false), record("a", 0, None, false)];
+        let why = shared_gpu(&one_gpu).unwrap();
+        assert!(why.contains("ranks 0 and 1 on \"a\" would both train on CUDA device 0"), "{why}");
+        let leaked = [record("a", 0, Some("0"), false), record("a", 0, Some("0"), false)];
+        assert!(shared_gpu(&leaked).unwrap().contains("CUDA_VISIBLE_DEVICES=0"));
+        // Their own devices, other hosts, one GPU each by launcher's binding, Slurm's cgroups,
+        // or the CPU: nothing shared.
+        assert!(shared_gpu(&[record("a", 0, None, false), record("a", 1, None, false)]).is_none());
+        assert!(shared_gpu(&[record("a", 0, None, false), record("b", 0, None, false)]).is_none());
+        let bound = [record("a", 0, Some("2"), false), record("a", 0, Some("3"), false)];
+        assert!(shared_gpu(&bound).is_none());
+        let slurm = [record("a", 0, Some("0"), true), record("a", 0, Some("0"), true)];
+        assert!(shared_gpu(&slurm).is_none());
+        assert!(shared_gpu(&vec![json!({"host": "a", "cuda": null}); 2]).is_none());
+    }
 }
