@@ -11,7 +11,6 @@
 //! captions up in the T5 embedding cache and widens them to f32, so a `frozen-cached` training
 //! step finds its text conditioning ready in [`Batch::text`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -28,7 +27,7 @@ use crate::error::{panic_message, DataError, Result};
 use crate::reader::{count_samples, SampleMeta, ShardReader, Unit};
 use crate::shards::{expand_shards, stats_marker, ShardFormat};
 use crate::stats::{SkipReason, SkipStats, SkipWarner};
-use crate::stream::{ShardEntry, Stream, StreamPos, StreamSpec};
+use crate::stream::{FruitlessPasses, ShardEntry, Stream, StreamPos, StreamSpec};
 
 /// The stream's position after a batch: small, serialisable, stored in checkpoints.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -362,7 +361,8 @@ impl Loader {
             .spawn(move || {
                 let mut stream = Stream::new(spec, restored, cursor.stats.clone());
                 let mut warner = SkipWarner::default();
-                let mut undecoded = Undecoded::new(cursor.stream.window_start.pass);
+                // The pass the stream resumes within was not decoded whole.
+                let mut undecoded = FruitlessPasses::from_pass(cursor.stream.window_start.pass + 1);
                 loop {
                     let made = make_batch(
                         &mut stream,
@@ -483,39 +483,6 @@ impl Drop for Loader {
     }
 }
 
-/// The whole passes since the last decoded sample and the shards they dealt this rank: a rank
-/// reads only its share of a pass (one shard when shards == world), so it gives up only when
-/// those cover every shard of the list.
-struct Undecoded {
-    /// The last pass whose shards are in `shards`: at first the pass of the last decoded sample
-    /// (or the pass the stream starts in).
-    dealt_to: u64,
-    shards: HashSet<usize>,
-}
-
-impl Undecoded {
-    fn new(pass: u64) -> Self {
-        Undecoded { dealt_to: pass, shards: HashSet::new() }
-    }
-
-    fn decoded(&mut self, pass: u64) {
-        self.dealt_to = pass;
-        if !self.shards.is_empty() {
-            self.shards.clear();
-        }
-    }
-
-    /// Whether the whole passes between the last decoded sample and `pass` dealt this rank every
-    /// shard.
-    fn every_shard_failed(&mut self, spec: &StreamSpec, pass: u64) -> bool {
-        while self.dealt_to + 1 < pass {
-            self.dealt_to += 1;
-            self.shards.extend(spec.deal(self.dealt_to).into_iter().flatten());
-        }
-        self.shards.len() >= spec.shards.len()
-    }
-}
-
 /// Decodes samples from `stream` until `batch_size` succeeded, in stream order.
 fn make_batch(
     stream: &mut Stream,
@@ -523,7 +490,7 @@ fn make_batch(
     transform: &Transform,
     batch_size: usize,
     warner: &mut SkipWarner,
-    undecoded: &mut Undecoded,
+    undecoded: &mut FruitlessPasses,
 ) -> Result<Batch> {
     let side = transform.side;
     let image = side as usize * side as usize * 3;
@@ -546,7 +513,7 @@ fn make_batch(
         for (i, (item, result)) in items.into_iter().zip(results).enumerate() {
             match result {
                 Ok(()) => {
-                    undecoded.decoded(item.pass);
+                    undecoded.succeeded(item.pass);
                     let at = keys.len();
                     if at != filled + i {
                         pixels.copy_within(
@@ -559,7 +526,7 @@ fn make_batch(
                     captions.push(item.sample.caption);
                 }
                 Err(f) => {
-                    if undecoded.every_shard_failed(stream.spec(), item.pass) {
+                    if undecoded.cover_every_shard(stream.spec(), item.pass) {
                         let spec = stream.spec();
                         return Err(DataError::Invalid(format!(
                             "rank {} decoded no sample of any of the {} shards, each read whole \

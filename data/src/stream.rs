@@ -156,6 +156,39 @@ impl Source {
     }
 }
 
+/// The shards dealt to this rank in the whole passes since its last success (a sample read, or
+/// one decoded). A rank reads only its share of a pass (one shard when shards == world), so an
+/// unusable shard dealt to it twice in a row says nothing of the others: it gives up only when
+/// those passes cover every shard of the list.
+pub(crate) struct FruitlessPasses {
+    /// The first pass not yet counted.
+    next: u64,
+    shards: HashSet<usize>,
+}
+
+impl FruitlessPasses {
+    /// Counting from pass `first` (a pass that a stream resumes within is not whole).
+    pub(crate) fn from_pass(first: u64) -> Self {
+        FruitlessPasses { next: first, shards: HashSet::new() }
+    }
+
+    /// A success in `pass`: counting starts again after it.
+    pub(crate) fn succeeded(&mut self, pass: u64) {
+        self.next = pass + 1;
+        self.shards.clear();
+    }
+
+    /// Whether the passes since the last success, up to `until` (excluded), were dealt every
+    /// shard of `spec` between them.
+    pub(crate) fn cover_every_shard(&mut self, spec: &StreamSpec, until: u64) -> bool {
+        while self.next < until {
+            self.shards.extend(spec.deal(self.next).into_iter().flatten());
+            self.next += 1;
+        }
+        self.shards.len() >= spec.shards.len()
+    }
+}
+
 /// Position of a [`Stream`]: where its current window started and how much of it was emitted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPos {
@@ -173,10 +206,8 @@ pub struct Stream {
     emitted: usize,
     exhausted: bool,
     samples_in_pass: u64,
-    /// Whether this stream read the current pass from its start (not from a cursor within it).
-    whole_pass: bool,
-    /// Shards dealt to this rank in whole passes without a sample, since the last pass with one.
-    fruitless: HashSet<usize>,
+    /// Whole passes without a sample since the last pass with one.
+    fruitless: FruitlessPasses,
     pub stats: SkipStats,
     warner: SkipWarner,
 }
@@ -188,6 +219,7 @@ impl Stream {
         let fresh = saved.is_none();
         let pos = saved.unwrap_or_else(Stream::start);
         let whole_pass = pos.window_start.slots.iter().all(|s| *s == SlotPos::default());
+        let pass = pos.window_start.pass;
         let source = Source::new(spec, pos.window_start.clone());
         let mut stream = Stream {
             source,
@@ -197,8 +229,8 @@ impl Stream {
             emitted: 0,
             exhausted: false,
             samples_in_pass: 0,
-            whole_pass,
-            fruitless: HashSet::new(),
+            // A pass resumed from a cursor within it is not read whole.
+            fruitless: FruitlessPasses::from_pass(if whole_pass { pass } else { pass + 1 }),
             stats,
             warner: SkipWarner::default(),
         };
@@ -233,25 +265,20 @@ impl Stream {
                 return Ok(item);
             }
             if self.exhausted {
+                let pass = self.source.pos.pass;
                 if self.samples_in_pass > 0 {
-                    self.fruitless.clear();
-                } else if self.whole_pass {
-                    // A rank reads only its share of a pass (one shard when shards == world): an
-                    // unusable shard dealt to it twice in a row says nothing of the others.
-                    self.fruitless.extend(self.source.lists.iter().flatten());
-                    let n = self.source.spec.shards.len();
-                    if self.fruitless.len() >= n {
-                        return Err(crate::DataError::Invalid(format!(
-                            "rank {} found no usable sample in any of the {n} shards, each read \
-                             whole since its last sample (skips so far: {:?})",
-                            self.source.spec.rank, self.stats.skipped
-                        )));
-                    }
+                    self.fruitless.succeeded(pass);
+                } else if self.fruitless.cover_every_shard(&self.source.spec, pass + 1) {
+                    return Err(crate::DataError::Invalid(format!(
+                        "rank {} found no usable sample in any of the {} shards, each read whole \
+                         since its last sample (skips so far: {:?})",
+                        self.source.spec.rank,
+                        self.source.spec.shards.len(),
+                        self.stats.skipped
+                    )));
                 }
-                let pass = self.source.pos.pass + 1;
-                self.source.start_pass(pass);
+                self.source.start_pass(pass + 1);
                 self.samples_in_pass = 0;
-                self.whole_pass = true;
                 self.fill(0, true);
             } else {
                 self.fill(self.window + 1, true);
