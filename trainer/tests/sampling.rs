@@ -146,7 +146,7 @@ fn cascade_is_deterministic_for_a_seed_and_stops_where_asked() {
     let first = sample_cascade(&stages, &text, &mask, 7, Some(0)).unwrap();
     assert_eq!(first.len(), 1);
     let err = sample_cascade(&stages, &text, &mask, 7, Some(2)).unwrap_err().to_string();
-    assert!(err.contains("2, but the cascade has 2 stage(s)"), "{err}");
+    assert!(err.contains("2, but the cascade has 2 stage(s), 0 to 1"), "{err}");
     // A super-resolution stage cannot start a cascade, nor a base stage follow one.
     let reversed = [stages[1], stages[0]];
     let err = sample_cascade(&reversed, &text, &mask, 7, None).unwrap_err().to_string();

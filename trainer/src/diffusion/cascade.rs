@@ -29,16 +29,7 @@ pub fn sample_cascade(
     stop_at_stage: Option<usize>,
 ) -> Result<Vec<Tensor>> {
     check_cascade(stages.iter().map(|s| s.unet.config().lowres_cond))?;
-    let last = match stop_at_stage {
-        Some(s) if s >= stages.len() => {
-            return Err(TrainerError::Config {
-                source_name: "stop_at_stage".into(),
-                message: format!("{s}, but the cascade has {} stage(s)", stages.len()),
-            })
-        }
-        Some(s) => s + 1,
-        None => stages.len(),
-    };
+    let last = last_stage(stop_at_stage, stages.len())? + 1;
     let images = image_seeds(seed, 0, text.size()[0] as usize);
     let mut outputs: Vec<Tensor> = Vec::with_capacity(last);
     for (k, stage) in stages[..last].iter().enumerate() {
@@ -49,6 +40,25 @@ pub fn sample_cascade(
         outputs.push(out);
     }
     Ok(outputs)
+}
+
+/// The last stage (0-based) to run for `--stop-at-stage` (all of them without it) in a cascade of
+/// `stages`; a stage the cascade does not have is refused, not quietly taken as the last one.
+pub fn last_stage(stop_at_stage: Option<usize>, stages: usize) -> Result<usize> {
+    if stages == 0 {
+        return Err(TrainerError::Config {
+            source_name: "stages".into(),
+            message: "the cascade has no stage".into(),
+        });
+    }
+    match stop_at_stage {
+        Some(s) if s >= stages => Err(TrainerError::Config {
+            source_name: "--stop-at-stage".into(),
+            message: format!("{s}, but the cascade has {stages} stage(s), 0 to {}", stages - 1),
+        }),
+        Some(s) => Ok(s),
+        None => Ok(stages - 1),
+    }
 }
 
 /// Refuses stages (each one's `lowres_cond`, base first) that cannot be sampled as a cascade:
@@ -74,4 +84,17 @@ pub fn check_cascade(lowres: impl IntoIterator<Item = bool>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_past_the_cascade_is_refused_by_name() {
+        assert_eq!(last_stage(None, 3).unwrap(), 2);
+        assert_eq!(last_stage(Some(1), 3).unwrap(), 1);
+        let err = last_stage(Some(5), 2).unwrap_err().to_string();
+        assert!(err.contains("--stop-at-stage") && err.contains("0 to 1"), "{err}");
+    }
 }

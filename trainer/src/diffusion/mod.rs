@@ -12,7 +12,7 @@ mod sampler;
 mod schedule;
 pub mod threshold;
 
-pub use cascade::{check_cascade, sample_cascade, Stage};
+pub use cascade::{check_cascade, last_stage, sample_cascade, Stage};
 pub use config::{
     DiffusionConfig, LossWeighting, Objective, SamplerConfig, SamplerKind, ScheduleKind,
     Thresholding,

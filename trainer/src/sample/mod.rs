@@ -12,6 +12,7 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, StageConfig};
+pub use crate::diffusion::last_stage;
 use crate::diffusion::{
     check_cascade, image_seeds, sample_stage, stage_seeds, DiffusionConfig, GaussianDiffusion,
 };
@@ -169,25 +170,6 @@ pub fn load_stage(
     StageLoader::new(cfg, device).latest(run_dir, index)
 }
 
-/// The last stage to run for `--stop-at-stage` (all of them without it); a stage the config does
-/// not have is refused, not quietly taken as the last one.
-pub fn last_stage(stop_at_stage: Option<usize>, stages: usize) -> Result<usize> {
-    if stages == 0 {
-        return Err(TrainerError::Config {
-            source_name: "stages".into(),
-            message: "the config has no stage".into(),
-        });
-    }
-    match stop_at_stage {
-        Some(s) if s >= stages => Err(TrainerError::Config {
-            source_name: "--stop-at-stage".into(),
-            message: format!("{s}, but the config has {stages} stage(s), 0 to {}", stages - 1),
-        }),
-        Some(s) => Ok(s),
-        None => Ok(stages - 1),
-    }
-}
-
 /// Prompts sampled at a time when the command line does not say (`--batch-size`).
 pub const DEFAULT_SAMPLE_BATCH: usize = 64;
 
@@ -292,17 +274,4 @@ fn sample_chunk(
         outputs.push(out);
     }
     Ok((outputs, truncated))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stage_past_the_cascade_is_refused_by_name() {
-        assert_eq!(last_stage(None, 3).unwrap(), 2);
-        assert_eq!(last_stage(Some(1), 3).unwrap(), 1);
-        let err = last_stage(Some(5), 2).unwrap_err().to_string();
-        assert!(err.contains("--stop-at-stage") && err.contains("0 to 1"), "{err}");
-    }
 }
