@@ -64,6 +64,9 @@ run_checks() {
   echo "binary: $bin, commit $(cat .device/COMMIT 2>/dev/null || echo unknown)"
   # Nothing may reach for the network (imagen-pytorch's import asks Hugging Face's hub).
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+  # NCCL's warnings (its first run on these machines) into files that come back, not into the
+  # checks' JSON on stdout.
+  export NCCL_DEBUG=${NCCL_DEBUG:-WARN} NCCL_DEBUG_FILE=${NCCL_DEBUG_FILE:-$out/nccl.%h.%p.log}
   local deadline=$(($(date +%s) + ${GPU_CHECKS_BUDGET:-540}))
   local torch_dir
   if torch_dir=$("${PYTHON:-python3}" -c 'import torch, os; print(os.path.dirname(torch.__file__))' \
@@ -237,7 +240,8 @@ sys.exit(0 if ours == theirs else 1)
           >"$demo/$split.txt"
     done
     "$bin" text make-demo --captions "$demo/train.txt" --out "$demo/t5" >/dev/null
-    "$bin" embed --config configs/demo.toml "${sets[@]:2}" "${dev[@]}" >/dev/null &&
+    # `embed` takes its device from --cuda, not train.device.
+    "$bin" embed --config configs/demo.toml "${sets[@]:2}" ${dev[@]:+--cuda} >/dev/null &&
       touch "$demo/t5-cache.done"
   }
   # As a check: its time counts against the budget, and its failure shows in results.jsonl.
@@ -264,8 +268,9 @@ sys.exit(0 if ours == theirs else 1)
   fi
 
   # Issue 9, checkpoint writes: the demo's stage 0 widened to dim 256 (105 M parameters, 1.7 GB
-  # a checkpoint), 20 steps with a save every 5, written in place and in the background. The step
-  # after a save carries its stall (BENCHMARKS.md, "Checkpoint writes").
+  # a checkpoint), 20 steps with a save every 5, written in place and in the background. Each
+  # save logs how long it held training up (perf/checkpoint_stall_secs); the steps' own speed
+  # leaves the save out, but a background write still running may slow the steps after it.
   local write
   for write in in-place background; do
     local name=ckpt_write_${write/-/_}
@@ -279,10 +284,12 @@ sys.exit(0 if ours == theirs else 1)
     check "${name}_steps" 30 python3 -c '
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-secs = {r["step"]: 8 / r["perf/samples_per_sec"] for r in rows}
+stall = [round(r["perf/checkpoint_stall_secs"], 3) for r in rows if "perf/checkpoint_stall_secs" in r]
+secs = {r["step"]: 8 / r["perf/samples_per_sec"] for r in rows if "perf/samples_per_sec" in r}
 after = [round(secs[s], 3) for s in (6, 11, 16) if s in secs]
 other = sorted(v for s, v in secs.items() if s > 2 and s not in (6, 11, 16))
-print(json.dumps({"step_after_save_s": after, "median_other_step_s": other[len(other) // 2],
+print(json.dumps({"save_stall_s": stall, "step_after_save_s": after,
+                  "median_other_step_s": other[len(other) // 2],
                   "steps": {s: round(v, 3) for s, v in secs.items()}}))
 ' "$demo/ckpt-$write/stage-0/metrics.jsonl"
   done

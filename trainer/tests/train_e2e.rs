@@ -154,6 +154,9 @@ fn a_run_with_periodic_saves_off_saves_at_its_end_and_a_resume_stopped_at_once_s
     let steps: Vec<u64> =
         checkpoint::list(&out.stage_dir).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, vec![6]);
+    // The save's hold-up is logged at the step it saved.
+    let stall = common::logged(&out.stage_dir, "perf/checkpoint_stall_secs");
+    assert!(stall.len() == 1 && stall[0].0 == 6 && stall[0].1 > 0.0, "{stall:?}");
     // The command line's horizon is what the checkpoint records as the run's.
     let ckpt = Checkpoint::open(out.last_checkpoint.as_ref().unwrap()).unwrap();
     assert!(ckpt.config_toml.contains("max_steps = 6"), "{}", ckpt.config_toml);

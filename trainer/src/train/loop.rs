@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::diffusion::augment::random_crop;
 use crate::diffusion::TrainingDraws;
 use crate::error::{Result, TrainerError};
-use crate::logs::{EventWriter, MetricsJsonl};
+use crate::logs::{write_scalars, EventWriter, MetricsJsonl};
 use crate::optim::{clip_grad_norm, AdamW, Ema, LrSchedule};
 
 /// What `imagen train` was asked on the command line, beyond the config.
@@ -86,7 +86,11 @@ pub fn train(cfg: &Config, opts: TrainOptions) -> Result<TrainOutcome> {
     // Declared before the replicas, so dropped after them: on a panic too, the others are told
     // (the watchdog's drop) before this rank waits for its save and its reader.
     let mut held = SlowToDrop::default();
-    let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
+    let device = resolve_device(&cfg.train.device)?;
+    // Before the process group starts its threads (NCCL's watchdog reads the environment, which
+    // this may set).
+    prepare_process(&cfg.train, device)?;
+    let (mut replicas, device) = Replicas::join(cfg, device)?;
     let dir = stage_dir(&opts.run_dir, opts.stage);
     let new_dir = !dir.exists();
     match train_joined(cfg, opts, &mut replicas, device, &mut held) {
@@ -114,7 +118,6 @@ fn train_joined(
 ) -> Result<TrainOutcome> {
     let (rank, world) = (replicas.rank(), replicas.world_size());
     let main = replicas.is_main();
-    prepare_process(&cfg.train, device)?;
     let bf16 = use_bf16(cfg.train.precision, device);
     let dir = stage_dir(&opts.run_dir, opts.stage);
     std::fs::create_dir_all(&dir)
@@ -499,8 +502,15 @@ fn train_joined(
         }
         let ckpt = Checkpointing { dir: &dir, config_toml: &config_toml, cfg, replicas };
         if saving || state.step == max_steps {
+            let began = Instant::now();
             ckpt.save(writer, &model, &opt, &state, loader)?;
             saved_at = Some(state.step);
+            if let (Some(events), Some(jsonl)) = (logs.events.as_mut(), logs.jsonl.as_mut()) {
+                // What the save cost the run: the whole write in place; in the background, the
+                // copy to host memory and any wait for the previous write.
+                let stall = [("perf/checkpoint_stall_secs".into(), began.elapsed().as_secs_f64())];
+                write_scalars(events, jsonl, state.step, &[], &stall)?;
+            }
         }
         logs.clock += paused.elapsed();
         writer.check()?;
@@ -619,18 +629,12 @@ impl Logs {
         let loss = (window.steps > 0).then(|| window.mean_loss());
         if let (Some(events), Some(jsonl)) = (self.events.as_mut(), self.jsonl.as_mut()) {
             let scalars = window_scalars(window, lr, state.nonfinite_skipped);
-            let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-            events.scalars(state.step as i64, &refs)?;
-            events.flush()?;
-            let mut record = serde_json::Map::new();
-            record.insert("step".into(), json!(state.step));
             // Counted by every rank's loader since the run began, summed over the ranks.
-            record.insert("samples_good".into(), json!(window.data_good));
-            record.insert("samples_skipped".into(), json!(window.data_skipped));
-            for (k, v) in &scalars {
-                record.insert(k.clone(), json!(v));
-            }
-            jsonl.write(&serde_json::Value::Object(record))?;
+            let counts = [
+                ("samples_good", json!(window.data_good)),
+                ("samples_skipped", json!(window.data_skipped)),
+            ];
+            write_scalars(events, jsonl, state.step, &counts, &scalars)?;
             let speed = window.samples as f64 / window.elapsed_secs.max(1e-9);
             let shown = loss.map_or("skipped".to_owned(), |l| format!("{l:.4}"));
             self.bar.set_message(format!("loss {shown} | {speed:.1} samples/s"));

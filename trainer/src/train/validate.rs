@@ -1,5 +1,4 @@
 use imagen_data::{DataConfig, Loader};
-use serde_json::json;
 use tch::{Device, Kind};
 
 use super::batch::images_to_tensor;
@@ -9,7 +8,7 @@ use crate::config::StageConfig;
 use crate::diffusion::augment::random_crop;
 use crate::diffusion::{GaussianDiffusion, LossMode};
 use crate::error::{Result, TrainerError};
-use crate::logs::{EventWriter, MetricsJsonl};
+use crate::logs::{write_scalars, EventWriter, MetricsJsonl};
 use crate::text::TextConditioner;
 use crate::unet::UNet;
 
@@ -147,16 +146,7 @@ pub fn log_validation(
     events: &mut EventWriter,
     jsonl: &mut MetricsJsonl,
 ) -> Result<()> {
-    let scalars = val.scalars();
-    let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    events.scalars(step as i64, &refs)?;
-    events.flush()?;
-    let mut record = serde_json::Map::new();
-    record.insert("step".into(), json!(step));
-    for (k, v) in &scalars {
-        record.insert(k.clone(), json!(v));
-    }
-    jsonl.write(&serde_json::Value::Object(record))?;
+    write_scalars(events, jsonl, step, &[], &val.scalars())?;
     tracing::info!("step {step}: validation loss {:.5}", val.mean);
     Ok(())
 }
