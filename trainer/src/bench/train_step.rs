@@ -152,8 +152,10 @@ fn updating_step(step: usize, ema: &EmaConfig) -> u64 {
 }
 
 pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
-    let (mut replicas, device) = Replicas::join(cfg, resolve_device(&cfg.train.device)?)?;
+    let device = resolve_device(&cfg.train.device)?;
+    // Before the process group's threads start, as `train` does.
     prepare_process(&cfg.train, device)?;
+    let (mut replicas, device) = Replicas::join(cfg, device)?;
     let bf16 = use_bf16(cfg.train.precision, device);
     let stage = cfg.stage(opts.stage)?.clone();
     let unet_cfg = &stage.unet;

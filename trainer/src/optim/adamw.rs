@@ -146,13 +146,19 @@ impl AdamW {
     }
 
     /// One kernel call per run of consecutive parameters that share a learning-rate scale and a
-    /// weight decay (the kernel takes one of each).
+    /// weight decay (the kernel takes one of each), a dtype and a device (CUDA's kernel refuses
+    /// lists that mix them, as torch's `_group_tensors_by_device_and_dtype` knows; the CPU's
+    /// loops over the parameters and would not tell).
     fn step_fused(&mut self, lr: f64) -> Result<()> {
         let with_grad: Vec<(&Slot, Tensor)> =
             self.slots.iter().map(|s| (s, s.param.grad())).filter(|(_, g)| g.defined()).collect();
-        for run in with_grad
-            .chunk_by(|(a, _), (b, _)| a.lr_scale == b.lr_scale && a.weight_decay == b.weight_decay)
-        {
+        let together = |a: &Slot, b: &Slot| {
+            a.lr_scale == b.lr_scale
+                && a.weight_decay == b.weight_decay
+                && a.param.kind() == b.param.kind()
+                && a.param.device() == b.param.device()
+        };
+        for run in with_grad.chunk_by(|(a, _), (b, _)| together(a, b)) {
             let hp = FusedAdamWStep {
                 step: self.steps,
                 lr: lr * run[0].0.lr_scale,

@@ -6,7 +6,8 @@ use crate::error::{Result, TrainerError};
 
 /// Process-wide settings of a training (or benchmarked) step on `device`: libtorch's CPU
 /// threads, the host allocator, cuDNN's autotuning and the deterministic mode. Called before
-/// the process's first CUDA computation (cuBLAS reads its workspace setting once).
+/// the process's first CUDA computation (cuBLAS reads its workspace setting once) and before it
+/// joins a process group: setting the environment while other threads read it is undefined.
 pub fn prepare_process(train: &TrainConfig, device: Device) -> Result<()> {
     if train.threads > 0 {
         tch::set_num_threads(train.threads as i32);
