@@ -204,10 +204,12 @@ pub fn embed_shards(
             let out =
                 tch::no_grad(|| encode_captions(&encoder, &tokenizer, &captions, None, device))?;
             report.truncated += out.truncated;
+            // One copy to the host per batch, not one per caption (each a stream sync on CUDA).
+            let hidden = out.hidden.f_to_kind(kind)?.f_to_device(Device::Cpu)?;
             for (i, (key, caption)) in batch.iter().enumerate() {
                 writer.push(
                     cache_key(key, caption),
-                    &real_token_bytes(&out.hidden, i, out.lengths[i], kind)?,
+                    &real_token_bytes(&hidden, i, out.lengths[i], kind)?,
                 )?;
             }
             report.captions += batch.len();
