@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::optim::adamw::ParamGroup;
 use crate::optim::{clip_grad_norm, AdamW, Ema, EmaConfig};
 use crate::train::{
-    averaged_unet, prepare_process, resolve_device, trained_unet, use_bf16, Replicas,
+    averaged_unet, prepare_process, resolve_device, sample_seeds, trained_unet, use_bf16, Replicas,
 };
 use crate::unet::summarize;
 
@@ -205,7 +205,10 @@ pub fn bench_train(cfg: &Config, opts: &BenchOptions) -> Result<BenchReport> {
         let x0 = Tensor::rand([b, unet_cfg.channels, side, side], fopts) * 2.0 - 1.0;
         let text = Tensor::randn([b, text_len, unet_cfg.text_embed_dim], fopts);
         let mask = Tensor::ones([b, text_len], (Kind::Bool, device));
-        let draws = TrainingDraws::global(b, diffusion.draw_shape(&x0, lowres_side), device);
+        // Drawn per sample, as `imagen train` draws them (a kernel or three and a re-seed each).
+        let seeds = sample_seeds(cfg.run.seed as i64, step as u64 * b as u64, b as usize);
+        let draws =
+            TrainingDraws::per_sample(&seeds, diffusion.draw_shape(&x0, lowres_side), device);
         mark(1);
         let losses = {
             let _autocast = Autocast::bf16_if(bf16, device)?;

@@ -66,7 +66,7 @@ const CROP_STREAM: u64 = 0x6372_6f70;
 
 /// The seeds of samples `first..first + n` of a step's global batch (numbered across ranks and
 /// micro-batches): a sample's noise and times do not depend on how the batch is split.
-fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
+pub(crate) fn sample_seeds(step_seed: i64, first: u64, n: usize) -> Vec<i64> {
     (0..n as u64).map(|i| self::step_seed(step_seed as u64, first + i + 1)).collect()
 }
 

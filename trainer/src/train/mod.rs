@@ -17,6 +17,7 @@ pub use device::{prepare_process, resolve_device, use_bf16};
 pub use host_memory::keep_freed_host_memory;
 pub use metrics::{bucket_tag, BucketedLoss, StepMetrics, LOSS_BUCKETS};
 pub use model::{averaged_unet, param_groups, trained_unet, StageModel};
+pub(crate) use r#loop::sample_seeds;
 pub use r#loop::{copy_into, train, TrainOptions, TrainOutcome};
 pub use replicas::Replicas;
 pub use resume::{check_compatible, Resume};
