@@ -58,3 +58,22 @@ fn help_lists_only_working_commands() {
     assert!(help.contains("config"), "{help}");
     assert!(help.contains("env"), "{help}");
 }
+
+#[test]
+fn a_cuda_device_the_machine_lacks_is_refused_by_name_not_with_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cache = format!("text.cache_dir=\"{d}/cache\"");
+    let run = format!("{d}/run");
+    let commands: [(&[&str], &str); 3] = [
+        (&["text", "encode", "--model", d, "--prompts", d, "--out", d, "--cuda", "99"], "--cuda"),
+        (&["embed", "--set", &cache, "--cuda", "99"], "--cuda"),
+        (&["train", "--run-dir", &run, "--set", "train.device=\"cuda:99\""], "train.device"),
+    ];
+    for (args, source) in commands {
+        let out = Command::new(imagen_binary()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&format!("{source}: CUDA device 99, but only")), "{args:?}: {err}");
+    }
+}

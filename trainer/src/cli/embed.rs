@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use imagen_trainer::dist::env::{cuda_index, WorldInfo};
 use imagen_trainer::text::embed::{data_shards, embed_shards, CaptionShard, JsonlShard};
+use imagen_trainer::train::visible_cuda;
 use tch::Device;
 
 use super::config::ConfigArgs;
@@ -35,8 +36,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let (rank, world) = job.as_ref().map_or((0, 1), |j| (j.rank, j.world_size));
     let device = match (args.cuda, &job) {
         (None, _) => Device::Cpu,
-        (Some(Some(index)), _) => Device::Cuda(index),
-        (Some(None), None) => Device::Cuda(0),
+        (Some(Some(index)), _) => visible_cuda(index, "--cuda")?,
+        (Some(None), None) => visible_cuda(0, "--cuda")?,
         (Some(None), Some(job)) => {
             Device::Cuda(cuda_index(job.local_rank, tch::Cuda::device_count())?)
         }

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use imagen_trainer::t5::demo::{make_demo, DemoSpec};
 use imagen_trainer::t5::{load::load_weights, Freeze, T5Config, T5Encoder, T5Tokenizer};
 use imagen_trainer::text::{encode_captions, prompts::read_prompts};
+use imagen_trainer::train::visible_cuda;
 use tch::{nn, Device, Kind, Tensor};
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +96,10 @@ pub fn run(cmd: TextCommand) -> Result<()> {
 }
 
 fn encode(args: EncodeArgs) -> Result<()> {
-    let device = args.cuda.map_or(Device::Cpu, Device::Cuda);
+    let device = match args.cuda {
+        Some(index) => visible_cuda(index, "--cuda")?,
+        None => Device::Cpu,
+    };
     let kind = if args.dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
     let cfg = T5Config::from_file(&args.model.join("config.json"))?;
     let vs = nn::VarStore::new(device);

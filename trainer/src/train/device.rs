@@ -44,11 +44,23 @@ pub fn resolve_device(spec: &str) -> Result<Device> {
         }
     }
     .and_then(|device| match device {
-        Device::Cuda(i) if i as i64 >= tch::Cuda::device_count() => {
-            Err(bad(&format!("only {} CUDA device(s) visible", tch::Cuda::device_count())))
-        }
+        Device::Cuda(i) => visible_cuda(i, "train.device"),
         d => Ok(d),
     })
+}
+
+/// CUDA device `index`, refused in the name of `source` (the key or flag that asked for it)
+/// unless this process sees it: on a machine without one, libtorch would panic at the first
+/// tensor put there.
+pub fn visible_cuda(index: usize, source: &str) -> Result<Device> {
+    let count = tch::Cuda::device_count();
+    if index as i64 >= count {
+        return Err(TrainerError::Config {
+            source_name: source.into(),
+            message: format!("CUDA device {index}, but only {count} CUDA device(s) visible"),
+        });
+    }
+    Ok(Device::Cuda(index))
 }
 
 /// Whether the U-Net runs under bf16 autocast.

@@ -13,7 +13,7 @@ mod signals;
 mod validate;
 
 pub use batch::images_to_tensor;
-pub use device::{prepare_process, resolve_device, use_bf16};
+pub use device::{prepare_process, resolve_device, use_bf16, visible_cuda};
 pub use host_memory::keep_freed_host_memory;
 pub use metrics::{bucket_tag, BucketedLoss, StepMetrics, LOSS_BUCKETS};
 pub use model::{averaged_unet, param_groups, trained_unet, StageModel};
