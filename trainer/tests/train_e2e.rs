@@ -397,6 +397,12 @@ fn the_text_encoder_copied_elsewhere_is_recognised_and_another_one_refused() {
     cfg.text.model = moved;
     let err = train(&cfg, options(&run, 0, 8)).unwrap_err().to_string();
     assert!(err.contains("holds another encoder than the checkpoint trained with"), "{err}");
+    // A path that holds no encoder at all is said to be that, not another encoder (a run on
+    // the embedding cache does not load the encoder to find out).
+    cfg.text.model = w.dir.path().join("no-such-folder/t5");
+    let ckpt = checkpoint::latest(&run.join("stage-0")).unwrap().unwrap();
+    let err = imagen_trainer::train::check_compatible(&ckpt, &cfg, 0).unwrap_err().to_string();
+    assert!(err.contains("no-such-folder/t5 has no readable encoder"), "{err}");
 }
 
 #[test]

@@ -69,10 +69,13 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
     let length = |v: &Value| text(v, "max_length");
     diff("text.max_length", length(&saved).as_ref(), length(&now).as_ref(), &mut diffs);
     let (saved_model, now_model) = (text(&saved, "model"), text(&now, "model"));
-    // Whether the encoder folder holds what the checkpoint recorded (None: nothing to compare).
-    let same_encoder = ckpt.state.text_encoder.as_ref().and_then(|recorded| {
-        encoder_fingerprint(&current.text.model).ok().map(|now| &now == recorded)
-    });
+    // Whether the encoder folder holds what the checkpoint recorded (None: nothing recorded).
+    let fingerprint = ckpt
+        .state
+        .text_encoder
+        .as_ref()
+        .map(|recorded| encoder_fingerprint(&current.text.model).map(|now| &now == recorded));
+    let same_encoder = fingerprint.as_ref().and_then(|f| f.as_ref().ok().copied());
     if saved_model == now_model && same_encoder == Some(false) {
         diffs.push(format!(
             "text.model ({} holds another encoder than the checkpoint trained with: its \
@@ -86,6 +89,13 @@ pub fn check_compatible(ckpt: &Checkpoint, current: &Config, stage: usize) -> Re
                 current.text.model.display(),
                 saved_model.as_ref().and_then(toml::Value::as_str).unwrap_or("?")
             );
+        } else if let Some(Err(e)) = &fingerprint {
+            // Not another encoder: none at all where the config points.
+            diffs.push(format!(
+                "text.model ({} has no readable encoder, where the checkpoint's was at {}: {e})",
+                current.text.model.display(),
+                saved_model.as_ref().and_then(toml::Value::as_str).unwrap_or("?")
+            ));
         } else {
             diff("text.model", saved_model.as_ref(), now_model.as_ref(), &mut diffs);
         }
