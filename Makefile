@@ -8,8 +8,9 @@ CARGO ?= cargo
 bootstrap:
 	@scripts/bootstrap.sh
 
-# Python reference tools (TensorBoard's reader, pyarrow, transformers, pytorch-fid) in
-# .venv-tools; some tests read the project's output with them.
+# Python tools that some tests read the project's output with (TensorBoard's reader,
+# safetensors, pyarrow) in .venv-tools; the fixture generators' reference tools (transformers,
+# pytorch-fid) are `scripts/python_env.sh text|eval|data`.
 tools: bootstrap
 	@scripts/python_env.sh
 
