@@ -142,3 +142,40 @@ fn a_stopped_ablation_stops_its_training_child_which_saves() {
     assert!(saved.unwrap().state.step >= 4);
     assert!(!out.join("finetune").exists());
 }
+
+#[test]
+fn evaluation_options_that_cannot_work_fail_before_any_arm_trains() {
+    let _serial = common::serial();
+    let w = common::world();
+    let prompt = vec![common::all_captions()[2].clone()];
+    let missing = w.path().join("no-such-inception.safetensors");
+    let mut no_clip = EvalOptions::new(PathBuf::new(), prompt.clone(), PathBuf::new());
+    no_clip.metrics = vec![Metric::Clip];
+    let mut missing_weights = EvalOptions::new(PathBuf::new(), prompt.clone(), PathBuf::new());
+    missing_weights.metrics = vec![Metric::Fid];
+    missing_weights.inception = Some(missing.clone());
+    missing_weights.reference = Some(w.path().to_owned());
+    let mut one_prompt = missing_weights.clone();
+    one_prompt.inception = Some(w.path().join("e2e.toml"));
+    let cases = [
+        (no_clip, "the clip metric needs --clip DIR".to_owned()),
+        (missing_weights, format!("--inception {}: no such file", missing.display())),
+        (one_prompt, "needs at least 2 prompts".to_owned()),
+    ];
+    for (k, (eval, expected)) in cases.into_iter().enumerate() {
+        let out = w.path().join(format!("refused-ablation-{k}"));
+        let opts = AblateOptions {
+            exe: env!("CARGO_BIN_EXE_imagen").into(),
+            config: Some(w.path().join("e2e.toml")),
+            overrides: vec![format!("text.cache_dir={}", w.path().join("cache").display())],
+            out: out.clone(),
+            stage: 0,
+            budget: Budget::Steps(5),
+            eval,
+            stop: StopFlag::default(),
+        };
+        let err = ablate_t5(&opts).unwrap_err().to_string();
+        assert!(err.contains(&expected), "{err}");
+        assert!(!out.join("frozen-cached").exists(), "an arm started: {err}");
+    }
+}

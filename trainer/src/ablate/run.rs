@@ -13,6 +13,7 @@ use super::side_by_side::side_by_side;
 use crate::config::{parse_override, Config};
 use crate::error::{Result, TrainerError};
 use crate::evaluate::{evaluate, EvalOptions};
+use crate::sample::GRID_IMAGES;
 use crate::text::TextMode;
 use crate::train::{stage_dir, StopFlag};
 
@@ -92,6 +93,8 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
     let overrides = opts.overrides.iter().map(|s| parse_override(s)).collect::<Result<Vec<_>>>()?;
     let cfg = Config::load(opts.config.as_deref(), &overrides)?;
     cfg.stage(opts.stage)?;
+    // The evaluation's options fail now, not after the first arm has trained for hours.
+    crate::evaluate::check_options(&opts.eval)?;
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     for mode in ARMS {
         let dir = stage_dir(&opts.out.join(text_mode_name(mode)), opts.stage);
@@ -105,6 +108,9 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
     let mut arms = Vec::new();
     for mode in ARMS {
         let name = text_mode_name(mode);
+        // A signal during the last arm's evaluation (which does not watch for one) ends the
+        // ablation here, before the next arm starts.
+        stopped_between(&opts.stop, name)?;
         let run_dir = opts.out.join(name);
         if mode == TextMode::FrozenCached {
             // The cache is resumable: an up-to-date one costs a hash of the weights.
@@ -149,6 +155,7 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
         });
     }
 
+    stopped_between(&opts.stop, "the report")?;
     let series: Vec<Series> = arms
         .iter()
         .map(|a| -> Result<Series> {
@@ -161,14 +168,14 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
         .collect::<Result<_>>()?;
     let curves = plot(&series, "T5 ablation: training loss", "step", "train/loss");
     save_png(&curves, &opts.out.join("loss_curves.png"))?;
+    // The first prompts only, as a sample grid shows them: an FID's thousands would not fit.
+    let shown = opts.eval.prompts.len().min(GRID_IMAGES);
     let columns: Vec<Vec<RgbImage>> = arms
         .iter()
-        .map(|a| {
-            read_samples(&a.run_dir.join("eval").join(&a.eval.samples_dir), a.eval.prompts.len())
-        })
+        .map(|a| read_samples(&a.run_dir.join("eval").join(&a.eval.samples_dir), shown))
         .collect::<Result<_>>()?;
     let labels: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
-    let grid = side_by_side(&labels, &columns, &opts.eval.prompts);
+    let grid = side_by_side(&labels, &columns, &opts.eval.prompts[..shown]);
     save_png(&grid, &opts.out.join("samples_side_by_side.png"))?;
 
     let report = AblationReport {
@@ -181,6 +188,16 @@ pub fn ablate_t5(opts: &AblateOptions) -> Result<AblationReport> {
     };
     report.write(&opts.out)?;
     Ok(report)
+}
+
+/// Ends the ablation before `next` when a signal came while it was not watching for one.
+fn stopped_between(stop: &StopFlag, next: &str) -> Result<()> {
+    if stop.is_raised() {
+        return Err(TrainerError::Text(format!(
+            "stopped by a signal before {next}; the arms' checkpoints stay"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs a child to completion, or until `limit`, then SIGTERM and wait (a stopped

@@ -12,5 +12,6 @@ pub use report::{
     metrics_table, write_report, ClipReport, ConditioningReport, EvalReport, FidReport, Row,
     StageCheckpoint, ValLossReport, SPREAD_NOTE,
 };
+pub(crate) use run::check_options;
 pub use run::{conditioning, evaluate, EvalOptions};
 pub use summary::Summary;

@@ -76,10 +76,18 @@ fn invalid(message: String) -> TrainerError {
     TrainerError::Eval(EvalError::Invalid(message))
 }
 
-/// Refuses options that cannot work before anything is loaded or sampled.
-fn check_options(opts: &EvalOptions) -> Result<()> {
+/// Refuses options that cannot work before anything is loaded or sampled (and, in an ablation,
+/// before anything trains).
+pub(crate) fn check_options(opts: &EvalOptions) -> Result<()> {
     if opts.prompts.is_empty() {
         return Err(invalid("no prompts to evaluate (one prompt per line)".into()));
+    }
+    let given = [("--clip", &opts.clip), ("--inception", &opts.inception)];
+    let wanted = [opts.metrics.contains(&Metric::Clip), opts.metrics.contains(&Metric::Fid)];
+    for ((flag, path), wanted) in given.into_iter().zip(wanted) {
+        if let Some(path) = path.as_ref().filter(|p| wanted && !p.exists()) {
+            return Err(invalid(format!("{flag} {}: no such file or folder", path.display())));
+        }
     }
     if opts.checkpoint.is_some() && opts.stop_at_stage.is_some() {
         return Err(invalid(
@@ -108,6 +116,20 @@ fn check_options(opts: &EvalOptions) -> Result<()> {
         }
         if FidDims::from_dims(opts.fid_dims).is_none() {
             return Err(invalid(format!("FID dims {}: one of 64, 192, 768, 2048", opts.fid_dims)));
+        }
+        if let Some(reference) = opts.reference.as_ref().filter(|r| !r.exists()) {
+            return Err(invalid(format!(
+                "--reference {}: no such file or folder",
+                reference.display()
+            )));
+        }
+        if opts.prompts.len() < 2 {
+            // A covariance needs two samples; the report would be lost after all the sampling.
+            return Err(invalid(format!(
+                "the fid metric needs at least 2 prompts (thousands for a meaningful figure), \
+                 got {}",
+                opts.prompts.len()
+            )));
         }
     }
     Ok(())
