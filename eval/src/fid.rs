@@ -115,7 +115,10 @@ pub fn side_statistics(
     batch_size: usize,
     device: Device,
 ) -> Result<FidSide> {
-    if path.is_file() && path.extension().is_some_and(|e| e == "npz") {
+    if !path.exists() {
+        return Err(EvalError::Invalid(format!("{}: no such file or folder", path.display())));
+    }
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
         let stats = ActivationStats::read_npz(path)?;
         if stats.dims != model.dims().dims() {
             return Err(EvalError::Stats {

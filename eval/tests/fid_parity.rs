@@ -149,6 +149,15 @@ fn npz_statistics_round_trip_and_read_numpys_files() {
     let path = dir.path().join("stats.npz");
     theirs.write_npz(&path).unwrap();
     assert_eq!(ActivationStats::read_npz(&path).unwrap(), theirs);
+    // Statistics with a NaN are a damaged file, named, not an FID of NaN.
+    let mut damaged = theirs.clone();
+    damaged.sigma[5] = f64::NAN;
+    damaged.write_npz(&path).unwrap();
+    let err = ActivationStats::read_npz(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("stats.npz") && err.contains("sigma holds a value that is not finite"),
+        "{err}"
+    );
 }
 
 #[test]
