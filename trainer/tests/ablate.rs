@@ -9,6 +9,28 @@ use imagen_trainer::ablate::{ablate_t5, AblateOptions, AblationReport, Budget, C
 use imagen_trainer::evaluate::{EvalOptions, Metric};
 use imagen_trainer::train::StopFlag;
 
+/// An ablation of the tiny world's config (its embedding cache, `extra` overrides) into `out`.
+fn ablation(
+    w: &common::World,
+    out: &std::path::Path,
+    budget: Budget,
+    eval: EvalOptions,
+    extra: &[&str],
+) -> AblateOptions {
+    let mut overrides = vec![format!("text.cache_dir={}", w.path().join("cache").display())];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    AblateOptions {
+        exe: env!("CARGO_BIN_EXE_imagen").into(),
+        config: Some(w.path().join("e2e.toml")),
+        overrides,
+        out: out.to_owned(),
+        stage: 0,
+        budget,
+        eval,
+        stop: StopFlag::default(),
+    }
+}
+
 #[test]
 fn both_arms_train_alike_and_the_report_shows_them_side_by_side() {
     let _serial = common::serial();
@@ -20,21 +42,8 @@ fn both_arms_train_alike_and_the_report_shows_them_side_by_side() {
     eval.metrics = vec![Metric::Conditioning, Metric::ValLoss];
     eval.val_batches = Some(1);
     eval.seed = 1;
-    let overrides = [
-        format!("text.cache_dir={}", w.path().join("cache").display()),
-        "stages.0.diffusion.sampler.steps=3".into(),
-        "text.finetune_lr=1e-3".into(),
-    ];
-    let opts = AblateOptions {
-        exe: env!("CARGO_BIN_EXE_imagen").into(),
-        config: Some(w.path().join("e2e.toml")),
-        overrides: overrides.to_vec(),
-        out: out.clone(),
-        stage: 0,
-        budget: Budget::Steps(5),
-        eval,
-        stop: StopFlag::default(),
-    };
+    let extra = ["stages.0.diffusion.sampler.steps=3", "text.finetune_lr=1e-3"];
+    let opts = ablation(&w, &out, Budget::Steps(5), eval, &extra);
     let report = ablate_t5(&opts).unwrap();
     let names: Vec<&str> = report.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["frozen-cached", "finetune"]);
@@ -114,16 +123,7 @@ fn a_stopped_ablation_stops_its_training_child_which_saves() {
     let out = w.path().join("stopped-ablation");
     let eval =
         EvalOptions::new(PathBuf::new(), vec![common::all_captions()[2].clone()], PathBuf::new());
-    let opts = AblateOptions {
-        exe: env!("CARGO_BIN_EXE_imagen").into(),
-        config: Some(w.path().join("e2e.toml")),
-        overrides: vec![format!("text.cache_dir={}", w.path().join("cache").display())],
-        out: out.clone(),
-        stage: 0,
-        budget: Budget::Steps(1_000_000),
-        eval,
-        stop: StopFlag::default(),
-    };
+    let opts = ablation(&w, &out, Budget::Steps(1_000_000), eval, &[]);
     let stop = opts.stop.clone();
     let ablation = std::thread::spawn(move || ablate_t5(&opts));
     let first = out.join("frozen-cached/stage-0/step-000000004/state.json");
@@ -164,17 +164,8 @@ fn evaluation_options_that_cannot_work_fail_before_any_arm_trains() {
     ];
     for (k, (eval, expected)) in cases.into_iter().enumerate() {
         let out = w.path().join(format!("refused-ablation-{k}"));
-        let opts = AblateOptions {
-            exe: env!("CARGO_BIN_EXE_imagen").into(),
-            config: Some(w.path().join("e2e.toml")),
-            overrides: vec![format!("text.cache_dir={}", w.path().join("cache").display())],
-            out: out.clone(),
-            stage: 0,
-            budget: Budget::Steps(5),
-            eval,
-            stop: StopFlag::default(),
-        };
-        let err = ablate_t5(&opts).unwrap_err().to_string();
+        let err = ablate_t5(&ablation(&w, &out, Budget::Steps(5), eval, &[])).unwrap_err();
+        let err = err.to_string();
         assert!(err.contains(&expected), "{err}");
         assert!(!out.join("frozen-cached").exists(), "an arm started: {err}");
     }
