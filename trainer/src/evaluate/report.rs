@@ -195,7 +195,11 @@ impl EvalReport {
             }
         }
         let _ = writeln!(s, "\n## Samples\n\n![samples]({})\n", self.grid.display());
-        s.push_str("Prompts, in grid order (row by row):\n\n");
+        let _ = writeln!(
+            s,
+            "Prompts, in sample order (the grid shows the first {}, row by row):\n",
+            crate::sample::GRID_IMAGES
+        );
         for (i, p) in self.prompts.iter().enumerate() {
             let _ = writeln!(s, "{}. {}", i + 1, p.replace('\n', " "));
         }
