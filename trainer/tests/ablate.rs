@@ -159,7 +159,7 @@ fn evaluation_options_that_cannot_work_fail_before_any_arm_trains() {
     one_prompt.inception = Some(w.path().join("e2e.toml"));
     let cases = [
         (no_clip, "the clip metric needs --clip DIR".to_owned()),
-        (missing_weights, format!("--inception {}: no such file", missing.display())),
+        (missing_weights, format!("--inception {}: not found; export", missing.display())),
         (one_prompt, "needs at least 2 prompts".to_owned()),
     ];
     for (k, (eval, expected)) in cases.into_iter().enumerate() {

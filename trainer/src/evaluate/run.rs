@@ -82,11 +82,19 @@ pub(crate) fn check_options(opts: &EvalOptions) -> Result<()> {
     if opts.prompts.is_empty() {
         return Err(invalid("no prompts to evaluate (one prompt per line)".into()));
     }
-    let given = [("--clip", &opts.clip), ("--inception", &opts.inception)];
-    let wanted = [opts.metrics.contains(&Metric::Clip), opts.metrics.contains(&Metric::Fid)];
-    for ((flag, path), wanted) in given.into_iter().zip(wanted) {
-        if let Some(path) = path.as_ref().filter(|p| wanted && !p.exists()) {
-            return Err(invalid(format!("{flag} {}: no such file or folder", path.display())));
+    let given = [
+        (
+            Metric::Clip,
+            "--clip",
+            &opts.clip,
+            format!("give {}", imagen_eval::clip::score::CLIP_HINT),
+        ),
+        (Metric::Fid, "--inception", &opts.inception, EXPORT_INCEPTION_HINT.to_owned()),
+    ];
+    for (metric, flag, path, hint) in given {
+        let missing = path.as_ref().filter(|p| opts.metrics.contains(&metric) && !p.exists());
+        if let Some(path) = missing {
+            return Err(invalid(format!("{flag} {}: not found; {hint}", path.display())));
         }
     }
     if opts.checkpoint.is_some() && opts.stop_at_stage.is_some() {
