@@ -52,14 +52,15 @@ impl ActivationStats {
             )));
         }
         // A NaN here would come out as "FID: NaN" rather than as the damaged file it is.
-        if let Some(name) = [
+        for (name, finite) in [
             ("mu", mu.iter().all(|v| v.is_finite())),
             ("sigma", sigma.iter().all(|v| v.is_finite())),
-        ]
-        .into_iter()
-        .find_map(|(name, finite)| (!finite).then_some(name))
-        {
-            return Err(err(format!("{name} holds a value that is not finite (NaN or infinity)")));
+        ] {
+            if !finite {
+                return Err(err(format!(
+                    "{name} holds a value that is not finite (NaN or infinity)"
+                )));
+            }
         }
         Ok(Self { mu: mu.to_vec(), sigma: sigma.iter().copied().collect(), dims: d })
     }

@@ -51,7 +51,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let device = resolve_device(&cfg.train.device)?;
     // The same threads and cuDNN autotuning as training: every denoising step repeats one shape.
     prepare_process(&cfg.train, device)?;
-    let last = imagen_trainer::sample::last_stage(args.stop_at_stage, cfg.stages.len())?;
+    let last = imagen_trainer::diffusion::last_stage(args.stop_at_stage, cfg.stages.len())?;
     let mut loader = StageLoader::new(&cfg, device);
     let mut stages = Vec::new();
     for index in 0..=last {

@@ -165,7 +165,7 @@ fn load_stages(cfg: &Config, opts: &EvalOptions, device: Device) -> Result<Vec<L
             (run_dir, index, Some(ckpt))
         }
         None => {
-            (opts.run_dir.clone(), crate::sample::last_stage(opts.stop_at_stage, stages)?, None)
+            (opts.run_dir.clone(), crate::diffusion::last_stage(opts.stop_at_stage, stages)?, None)
         }
     };
     let mut loader = StageLoader::new(cfg, device);

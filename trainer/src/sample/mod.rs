@@ -12,7 +12,6 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Config, StageConfig};
-pub use crate::diffusion::last_stage;
 use crate::diffusion::{
     check_cascade, image_seeds, sample_stage, stage_seeds, DiffusionConfig, GaussianDiffusion,
 };
