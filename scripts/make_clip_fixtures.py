@@ -24,6 +24,13 @@ CAPTIONS = [
     "a photo of a cat, 2 dogs & a bird!",
 ]
 
+PREPROCESS_VARIANTS = {
+    "height_width": dict(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
+    "pad": dict(size={"shortest_edge": 24}, crop_size={"height": 28, "width": 35}),
+    "bilinear": dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2),
+    "no_crop": dict(size={"shortest_edge": 32}, do_center_crop=False),
+}
+
 
 def tiny_tokenizer():
     """CLIP's byte-level BPE with the 512 single-byte tokens and a few merges."""
@@ -76,6 +83,14 @@ def main():
         expected[f"pixel_values{i}"] = pv.numpy()
         with torch.no_grad():
             expected[f"image_embeds{i}"] = features(model.get_image_features(pixel_values=pv))
+    # Other preprocessor configs on the same images (no model run): an exact resize to height x
+    # width, a crop larger than the resized image (zero padding), bilinear resampling, no crop.
+    for name, kwargs in PREPROCESS_VARIANTS.items():
+        variant = CLIPImageProcessorPil(**kwargs)
+        variant.to_json_file(OUT / f"preprocessor_{name}.json")
+        for i in range(len(sizes)):
+            img = Image.open(OUT / f"image{i}.png")
+            expected[f"pixel_values_{name}{i}"] = variant(images=img, return_tensors="pt")["pixel_values"].numpy()
     for j, cap in enumerate(CAPTIONS):
         ids = fast(cap, truncation=True, max_length=24)["input_ids"]
         expected[f"ids{j}"] = np.array(ids, dtype=np.int64)

@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{max_rel_err, npz_array, tensor_f64};
-use imagen_eval::clip::{cosine, ClipScorer};
+use imagen_eval::clip::{cosine, ClipPreprocess, ClipScorer};
 use tch::{Device, Kind, Tensor};
 
 const CAPTIONS: [&str; 3] = [
@@ -81,6 +81,29 @@ fn preprocessing_and_cosines_are_close_to_transformers() {
             assert!((score - 100.0 * got.max(0.0)).abs() < 1e-12);
         }
     }
+}
+
+/// Other `preprocessor_config.json`s (the fixture script's variants) on the same images: an exact
+/// height x width resize, a crop wider and taller than the resized image (zero padding),
+/// bilinear resampling, and no crop.
+#[test]
+fn preprocessing_follows_the_config_as_transformers_does() {
+    for variant in ["height_width", "pad", "bilinear", "no_crop"] {
+        let json = std::fs::read(dir().join(format!("preprocessor_{variant}.json"))).unwrap();
+        let pre: ClipPreprocess = serde_json::from_slice(&json).unwrap();
+        for i in 0..3 {
+            let ours = pre.pixel_values(&image(i));
+            let theirs = expected_tensor(&format!("pixel_values_{variant}{i}"));
+            assert_eq!(ours.size(), theirs.size(), "{variant} image {i}");
+            let diff = (&ours - &theirs).abs();
+            let (max, mean) =
+                (diff.max().double_value(&[]), diff.mean(Kind::Float).double_value(&[]));
+            eprintln!("{variant} image {i}: pixel values max |diff| {max:.4}, mean {mean:.5}");
+            assert!(max < 0.05 && mean < 0.01, "{variant} image {i}: max {max} mean {mean}");
+        }
+    }
+    let err = serde_json::from_str::<ClipPreprocess>(r#"{"resample": 4}"#).unwrap_err();
+    assert!(err.to_string().contains("resample 4"), "{err}");
 }
 
 #[test]
