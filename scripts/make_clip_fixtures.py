@@ -29,6 +29,8 @@ PREPROCESS_VARIANTS = {
     "pad": dict(size={"shortest_edge": 24}, crop_size={"height": 28, "width": 35}),
     "bilinear": dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, resample=2),
     "no_crop": dict(size={"shortest_edge": 32}, do_center_crop=False),
+    "no_normalize": dict(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_normalize=False,
+                         rescale_factor=1 / 127.5),
 }
 
 
@@ -84,7 +86,8 @@ def main():
         with torch.no_grad():
             expected[f"image_embeds{i}"] = features(model.get_image_features(pixel_values=pv))
     # Other preprocessor configs on the same images (no model run): an exact resize to height x
-    # width, a crop larger than the resized image (zero padding), bilinear resampling, no crop.
+    # width, a crop larger than the resized image (zero padding), bilinear resampling, no crop, no
+    # normalising with another rescale factor.
     for name, kwargs in PREPROCESS_VARIANTS.items():
         variant = CLIPImageProcessorPil(**kwargs)
         variant.to_json_file(OUT / f"preprocessor_{name}.json")

@@ -85,10 +85,10 @@ fn preprocessing_and_cosines_are_close_to_transformers() {
 
 /// Other `preprocessor_config.json`s (the fixture script's variants) on the same images: an exact
 /// height x width resize, a crop wider and taller than the resized image (zero padding),
-/// bilinear resampling, and no crop.
+/// bilinear resampling, no crop, and no normalising with another rescale factor.
 #[test]
 fn preprocessing_follows_the_config_as_transformers_does() {
-    for variant in ["height_width", "pad", "bilinear", "no_crop"] {
+    for variant in ["height_width", "pad", "bilinear", "no_crop", "no_normalize"] {
         let json = std::fs::read(dir().join(format!("preprocessor_{variant}.json"))).unwrap();
         let pre: ClipPreprocess = serde_json::from_slice(&json).unwrap();
         for i in 0..3 {

@@ -1,5 +1,6 @@
-//! `CLIPImageProcessor`: resize the shortest edge (bicubic), centre-crop, rescale to [0, 1],
-//! normalise by the channel mean and std, as transformers' PIL backend does it.
+//! `CLIPImageProcessor`: resize (the shortest edge, or to an exact size), centre-crop, rescale
+//! to [0, 1], normalise by the channel mean and std, each step as `preprocessor_config.json` says
+//! and as transformers' PIL backend does it.
 
 use image::{imageops::FilterType, RgbImage};
 use serde::Deserialize;
@@ -21,6 +22,12 @@ pub struct ClipPreprocess {
     pub do_center_crop: bool,
     /// Crop: `{"height": 224, "width": 224}` or a plain number. Default 224.
     pub crop_size: SizeSpec,
+    /// Whether to multiply the 0-255 values by `rescale_factor`. Default true.
+    pub do_rescale: bool,
+    /// Default 1/255.
+    pub rescale_factor: f64,
+    /// Whether to normalise by `image_mean` and `image_std`. Default true.
+    pub do_normalize: bool,
     /// Default [0.48145466, 0.4578275, 0.40821073].
     pub image_mean: [f64; 3],
     /// Default [0.26862954, 0.26130258, 0.27577711].
@@ -96,6 +103,9 @@ impl Default for ClipPreprocess {
             resample: Resample(FilterType::CatmullRom),
             do_center_crop: true,
             crop_size: SizeSpec::HeightWidth { height: 224, width: 224 },
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
             image_mean: [0.48145466, 0.4578275, 0.40821073],
             image_std: [0.26862954, 0.26130258, 0.27577711],
         }
@@ -119,14 +129,19 @@ impl ClipPreprocess {
             img = &cropped;
         }
         let (ch, cw) = (img.height(), img.width());
-        let x = Tensor::from_slice(img.as_raw())
+        let mut x = Tensor::from_slice(img.as_raw())
             .view([1, i64::from(ch), i64::from(cw), 3])
             .permute([0, 3, 1, 2])
-            .to_kind(Kind::Float)
-            / 255.0;
-        let mean = Tensor::from_slice(&self.image_mean).to_kind(Kind::Float).view([1, 3, 1, 1]);
-        let std = Tensor::from_slice(&self.image_std).to_kind(Kind::Float).view([1, 3, 1, 1]);
-        (x - mean) / std
+            .to_kind(Kind::Float);
+        if self.do_rescale {
+            x = x * self.rescale_factor;
+        }
+        if self.do_normalize {
+            let channels =
+                |v: &[f64; 3]| Tensor::from_slice(v).to_kind(Kind::Float).view([1, 3, 1, 1]);
+            x = (x - channels(&self.image_mean)) / channels(&self.image_std);
+        }
+        x
     }
 }
 
