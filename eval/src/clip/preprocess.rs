@@ -134,7 +134,7 @@ impl ClipPreprocess {
             .permute([0, 3, 1, 2])
             .to_kind(Kind::Float);
         if self.do_rescale {
-            x = x * self.rescale_factor;
+            x *= self.rescale_factor;
         }
         if self.do_normalize {
             let channels =
