@@ -159,10 +159,7 @@ fn center_crop(img: &RgbImage, (height, width): (u32, u32)) -> RgbImage {
     let (src_y, dst_y, rows) = axis(img.height(), height);
     let (src_x, dst_x, cols) = axis(img.width(), width);
     let mut out = RgbImage::new(width, height);
-    for y in 0..rows {
-        for x in 0..cols {
-            out.put_pixel(dst_x + x, dst_y + y, *img.get_pixel(src_x + x, src_y + y));
-        }
-    }
+    let region = image::imageops::crop_imm(img, src_x, src_y, cols, rows).to_image();
+    image::imageops::replace(&mut out, &region, i64::from(dst_x), i64::from(dst_y));
     out
 }
